@@ -1,0 +1,41 @@
+# Two entry points: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.spurmem-installed
+export HF_HUB_OFFLINE := 1
+export MPLBACKEND := Agg
+
+.PHONY: demo test setup data-system clean-venv lint
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	@$(MAKE) --no-print-directory data-system
+	@touch $(STAMP)
+
+# Fashion-MNIST from Debian when we can install it; the code falls back to the bundled subset.
+data-system:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
+		echo "Fashion-MNIST: /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) && \
+		echo "Fashion-MNIST: installed dataset-fashion-mnist" || \
+		echo "Fashion-MNIST: apt install failed; using the bundled subset"; \
+	else \
+		echo "Fashion-MNIST: not installed. As root on Debian: apt-get install -y dataset-fashion-mnist"; \
+		echo "               (spurmem falls back to its bundled subset meanwhile)"; \
+	fi
+
+demo: $(STAMP)
+	$(VENV)/bin/spurmem demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+"""spurmem: find, measure and remove spurious memorisation in neural networks."""
+
+__version__ = "0.1.0"

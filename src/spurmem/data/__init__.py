@@ -1,0 +1,32 @@
+"""Group-labelled data: one schema, one registry of loaders (``DATASETS``)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from spurmem.data.batches import Batch, iterate_batches, to_float
+from spurmem.data.colored_digits import load_colored_digits
+from spurmem.data.schema import SPLITS, DataError, GroupDataset, SplitData, group_index
+from spurmem.data.synthetic_shapes import load_synthetic_shapes
+
+DATASETS: dict[str, Callable[..., GroupDataset]] = {
+    "synthetic-shapes": load_synthetic_shapes,
+    "colored-digits": load_colored_digits,
+}
+
+
+def load_dataset(name: str, **params: Any) -> GroupDataset:
+    """Build the dataset registered as ``name`` with keyword ``params``."""
+    if name not in DATASETS:
+        import difflib
+
+        near = difflib.get_close_matches(name, DATASETS, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise DataError(f"unknown dataset {name!r}{hint} Known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](**params)
+
+
+__all__ = [
+    "DATASETS", "SPLITS", "Batch", "DataError", "GroupDataset", "SplitData", "group_index",
+    "iterate_batches", "load_dataset", "to_float",
+]

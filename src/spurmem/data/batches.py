@@ -1,0 +1,75 @@
+"""Fast batch iteration over a :class:`SplitData` held as uint8 tensors on the CPU.
+
+Batches are gathered by indexing the uint8 array, then converted to float and normalised; the
+training loop moves them to the device. Augmentation, when given, runs on the float batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from spurmem.data.schema import SplitData
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class Batch:
+    """One mini-batch: normalised float images, labels, attributes, groups and dataset indices."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    a: torch.Tensor
+    g: torch.Tensor
+    index: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.x, self.y, self.a, self.g, self.index)))
+
+
+def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 N x C x H x W -> normalised float32."""
+    x = images.float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def iterate_batches(
+    split: SplitData,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    sample_weights: torch.Tensor | None = None,
+    augment: Augment | None = None,
+    indices: torch.Tensor | None = None,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Yield batches of ``split`` (optionally restricted to ``indices``).
+
+    ``sample_weights`` draws ``len`` examples with replacement in proportion to the weights
+    (group-balanced resampling); ``shuffle`` permutes. Both use ``generator`` so runs are reproducible.
+    """
+    base = torch.arange(len(split)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+    if sample_weights is not None:
+        w = torch.as_tensor(sample_weights, dtype=torch.double)[base]
+        order = base[torch.multinomial(w, len(base), replacement=True, generator=generator)]
+    elif shuffle:
+        order = base[torch.randperm(len(base), generator=generator)]
+    else:
+        order = base
+    n = len(order)
+    stop = n - (n % batch_size) if drop_last else n
+    group = split.group
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        x = to_float(split.images[idx], mean, std)
+        if augment is not None:
+            x = augment(x, generator)
+        yield Batch(x=x, y=split.y[idx], a=split.a[idx], g=group[idx], index=idx)
