@@ -126,3 +126,101 @@ def weight_slice(model: nn.Module, unit: Unit) -> tuple[torch.Tensor, torch.Tens
     w = module.weight.data[unit.index]
     b = module.bias.data[unit.index : unit.index + 1] if module.bias is not None else None
     return w, b
+
+
+# -- where a unit's output lives, and which weights a selection addresses ---------------------------
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def output_site(model: nn.Module, layer: str) -> str:
+    """The module whose output holds the unit's *post-normalisation* activation.
+
+    That is the BatchNorm registered right after a conv (or linear) layer when it normalises exactly
+    that layer's channels (``layer1.0.conv1`` -> ``layer1.0.bn1``, ``stages.2.conv`` -> ``stages.2.bn``),
+    else the layer itself (a ViT's ``mlp.fc1``, a plain Linear). Activation-space interventions hook
+    this module, so "the channel's output set to 0" means 0 after BatchNorm, as SPEC 4 defines it.
+    """
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise KeyError(f"model has no layer {layer!r}")
+    n_units = _layer_of(layer, modules[layer]).n_units
+    leaves = [name for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+    if layer in leaves:
+        pos = leaves.index(layer)
+        if pos + 1 < len(leaves):
+            nxt = modules[leaves[pos + 1]]
+            if isinstance(nxt, _NORMS) and nxt.num_features == n_units:
+                return leaves[pos + 1]
+    return layer
+
+
+def unit_axis(module: nn.Module) -> int:
+    """The axis of ``module``'s output that indexes units: 1 for conv and BatchNorm maps
+    (N x C x ...), the last axis for Linear outputs (N x H, or N x T x H in a transformer)."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d) + _NORMS):
+        return 1
+    if isinstance(module, nn.Linear):
+        return -1
+    raise TypeError(f"cannot tell the unit axis of a {type(module).__name__} output")
+
+
+def units_by_layer(units: Iterable[Unit]) -> dict[str, list[int]]:
+    """``{layer: sorted unit indices}``, layers in first-seen order."""
+    out: dict[str, list[int]] = {}
+    for u in units:
+        out.setdefault(u.layer, []).append(u.index)
+    return {layer: sorted(set(idx)) for layer, idx in out.items()}
+
+
+@dataclass
+class WeightSelection:
+    """Individual weights chosen by an unstructured rule (``weight-threshold``): per layer, a boolean
+    mask with the shape of that layer's ``weight``. Biases are never part of such a selection."""
+
+    masks: dict[str, torch.Tensor]
+
+    @property
+    def count(self) -> int:
+        return int(sum(int(m.sum()) for m in self.masks.values()))
+
+    def units(self) -> list[Unit]:
+        """The units with at least one selected incoming weight."""
+        return [
+            Unit(layer, int(i))
+            for layer, m in self.masks.items()
+            for i in torch.nonzero(m.flatten(1).any(dim=1)).flatten().tolist()
+        ]
+
+
+def selection_masks(
+    model: nn.Module, target: "Iterable[Unit] | WeightSelection"
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per layer, boolean masks ``(weight_mask, bias_mask)`` over the parameters a target addresses.
+
+    A list of units addresses whole slices ``W[c]`` and ``b[c]``; a :class:`WeightSelection`
+    addresses its individual weights (bias mask None). Validates layer names and indices.
+    """
+    out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    if isinstance(target, WeightSelection):
+        for layer, mask in target.masks.items():
+            module = get_module(model, layer)
+            if tuple(mask.shape) != tuple(module.weight.shape):
+                raise ValueError(
+                    f"weight selection for {layer!r} has shape {tuple(mask.shape)}, "
+                    f"the layer's weight has {tuple(module.weight.shape)}"
+                )
+            out[layer] = (mask.to(device=module.weight.device, dtype=torch.bool), None)
+        return out
+    for layer, indices in units_by_layer(target).items():
+        for i in indices:
+            weight_slice(model, Unit(layer, i))  # validates type and range with a clear message
+        module = get_module(model, layer)
+        wmask = torch.zeros(module.weight.shape, dtype=torch.bool, device=module.weight.device)
+        wmask[indices] = True
+        bmask = None
+        if module.bias is not None:
+            bmask = torch.zeros(module.bias.shape, dtype=torch.bool, device=module.bias.device)
+            bmask[indices] = True
+        out[layer] = (wmask, bmask)
+    return out
