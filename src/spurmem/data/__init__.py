@@ -6,10 +6,12 @@ from typing import Any, Callable
 
 from spurmem.data.batches import Batch, iterate_batches, to_float
 from spurmem.data.colored_digits import load_colored_digits
+from spurmem.data.fashion_waterbirds import load_fashion_waterbirds
 from spurmem.data.schema import SPLITS, DataError, GroupDataset, SplitData, group_index
 from spurmem.data.synthetic_shapes import load_synthetic_shapes
 
 DATASETS: dict[str, Callable[..., GroupDataset]] = {
+    "fashion-waterbirds": load_fashion_waterbirds,
     "synthetic-shapes": load_synthetic_shapes,
     "colored-digits": load_colored_digits,
 }
