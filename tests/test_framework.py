@@ -1,0 +1,184 @@
+"""The framework of SPEC 6: NT-Xent, the pruning mask, and the two-pass gradient."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spurmem.config import ConfigError
+from spurmem.data.batches import Batch
+from spurmem.train.algorithms.contrastive import nt_xent
+from spurmem.train.algorithms.framework import SpurMemFramework
+from spurmem.train.algorithms.masking import compute_mask, load_unit_ids, maskable_layers, masked_forward
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, n_classes: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, n_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def make_batch(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 6, 6, generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    return Batch(x=x, y=y, a=torch.zeros(n, dtype=torch.long), g=y * 2, index=torch.arange(n))
+
+
+def test_nt_xent_matches_hand_computation():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+    tau = 0.5
+    rows = [(1.0, 0.0), (0.0, 1.0), (0.6, 0.8), (1 / math.sqrt(2), 1 / math.sqrt(2))]
+    positive = {0: 2, 1: 3, 2: 0, 3: 1}
+    total = 0.0
+    for i in range(4):
+        sims = {j: (rows[i][0] * rows[j][0] + rows[i][1] * rows[j][1]) / tau for j in range(4) if j != i}
+        total += -math.log(math.exp(sims[positive[i]]) / sum(math.exp(s) for s in sims.values()))
+    assert float(nt_xent(a, b, tau)) == pytest.approx(total / 4, rel=1e-6)
+
+
+def test_nt_xent_is_low_for_matching_views_and_rejects_bad_shapes():
+    z = torch.randn(8, 5, generator=torch.Generator().manual_seed(1))
+    assert nt_xent(z, z + 0.01, 0.1) < nt_xent(z, torch.randn(8, 5), 0.1)
+    with pytest.raises(ValueError):
+        nt_xent(z, z[:4])
+
+
+def published_three_pass_loss(model, mask, x, y, tau, lam):
+    """The literal SPEC 6 loss, one forward pass per operand, stop-gradients explicit."""
+    z_d = model(x)
+    z_p = masked_forward(model, mask, x)
+    with torch.no_grad():
+        z_d_target = model(x)  # third pass: the dense output as a constant
+    term_masked = nt_xent(torch.softmax(z_d_target, 1), torch.softmax(z_p, 1), tau)
+    term_dense = nt_xent(torch.softmax(z_d, 1), torch.softmax(z_p, 1).detach(), tau)
+    return term_masked + term_dense + lam * F.cross_entropy(z_d, y)
+
+
+@pytest.mark.parametrize("contrast_on", ["probabilities", "logits", "features"])
+def test_two_pass_gradients_equal_three_pass(shapes, contrast_on):
+    torch.manual_seed(0)
+    model = TinyCNN()
+    batch = make_batch()
+    algo = SpurMemFramework(shapes, fraction=0.2, contrast_on=contrast_on, tau=0.5, **{"lambda": 0.3})
+    algo.setup(model, torch.device("cpu"))
+    loss, terms = algo.loss(model, batch)
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    if contrast_on == "probabilities":
+        ref = published_three_pass_loss(model, algo.mask, batch.x, batch.y, 0.5, 0.3)
+    else:  # same formula on the other representation
+        feats = {}
+        hook = model.head.register_forward_pre_hook(lambda m, a: feats.setdefault(len(feats), a[0]))
+        z_d = model(batch.x)
+        z_p = masked_forward(model, algo.mask, batch.x)
+        with torch.no_grad():
+            z_t = model(batch.x)
+        hook.remove()
+        rep = (lambda i, z: feats[i]) if contrast_on == "features" else (lambda i, z: z)
+        ref = (
+            nt_xent(rep(2, z_t).detach(), rep(1, z_p), 0.5)
+            + nt_xent(rep(0, z_d), rep(1, z_p).detach(), 0.5)
+            + 0.3 * F.cross_entropy(z_d, batch.y)
+        )
+    ref.backward()
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    assert terms["ce"] > 0 and 0.0 <= terms["disagreement"] <= 1.0
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(float(g.abs().sum()) > 0 for g in ours.values())
+
+
+def test_double_softmax_option_changes_the_ce_term(shapes):
+    torch.manual_seed(0)
+    model, batch = TinyCNN(), make_batch()
+    plain = SpurMemFramework(shapes, fraction=0.1).loss(model, batch)[1]["ce"]
+    double = SpurMemFramework(shapes, fraction=0.1, ce="double-softmax").loss(model, batch)[1]["ce"]
+    logits = model(batch.x)
+    assert plain == pytest.approx(float(F.cross_entropy(logits, batch.y)), rel=1e-5)
+    assert double == pytest.approx(float(F.cross_entropy(torch.softmax(logits, 1), batch.y)), rel=1e-5)
+
+
+def test_masked_pass_leaves_weights_and_running_stats_alone():
+    torch.manual_seed(0)
+    model = TinyCNN()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mask = compute_mask(model, "largest", "weight", 0.3)
+    out = masked_forward(model, mask, make_batch().x)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with torch.no_grad():
+        assert not torch.allclose(out, model(make_batch().x))
+
+
+@pytest.mark.parametrize("target", ["smallest", "largest"])
+def test_weight_mask_has_exact_fraction_and_target(target):
+    torch.manual_seed(0)
+    model = TinyCNN()
+    assert maskable_layers(model) == ["conv1", "conv2"]
+    mask = compute_mask(model, target, "weight", 0.05)
+    assert set(mask) == {"conv1.weight", "conv2.weight"}
+    w = torch.cat([model.conv1.weight.detach().flatten(), model.conv2.weight.detach().flatten()]).abs()
+    m = torch.cat([mask["conv1.weight"].flatten(), mask["conv2.weight"].flatten()])
+    assert int((~m).sum()) == round(0.05 * w.numel())
+    if target == "smallest":
+        assert w[~m].max() <= w[m].min()
+    else:
+        assert w[~m].min() >= w[m].max()
+
+
+def test_unit_and_critical_masks_drop_whole_slices(tmp_path):
+    torch.manual_seed(0)
+    model = TinyCNN()
+    mask = compute_mask(model, "smallest", "unit", 3 / 14)
+    dropped = [(n, c) for n, m in mask.items() for c in range(m.shape[0]) if not m[c].any()]
+    assert len(dropped) == 3
+    assert all(mask[n][c].all() or not mask[n][c].any() for n in mask for c in range(mask[n].shape[0]))
+    norms = {(f"{n}.weight", c): float(getattr(model, n).weight[c].norm()) for n in ("conv1", "conv2")
+             for c in range(getattr(model, n).weight.shape[0])}
+    assert max(norms[d] for d in dropped) <= min(v for k, v in norms.items() if k not in dropped)
+
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps({"units": [{"unit": "conv2:3"}, {"unit": "head:1"}]}))
+    mask = compute_mask(model, "critical", critical_units=load_unit_ids(path))
+    assert not mask["conv2.weight"][3].any() and int((~mask["conv2.weight"]).sum()) == 6 * 9
+    assert not mask["head.bias"][1] and mask["head.bias"][0]
+    with pytest.raises(ConfigError):
+        compute_mask(model, "critical", critical_units=["conv9:0"])
+
+
+def test_mask_is_recomputed_each_epoch(shapes):
+    torch.manual_seed(0)
+    model = TinyCNN()
+    algo = SpurMemFramework(shapes, fraction=0.05)
+    algo.setup(model, torch.device("cpu"))
+    first = algo.mask["conv1.weight"].clone()
+    with torch.no_grad():
+        model.conv1.weight[~first] = 10.0  # the masked (smallest) weights become the largest
+    algo.on_epoch_start(2, model)
+    assert not (algo.mask["conv1.weight"] | first).logical_not().any()
+    assert algo.mask["conv1.weight"][~first].all()
+
+
+def test_bad_params_name_the_key(shapes):
+    with pytest.raises(ConfigError, match="did you mean 'fraction'"):
+        SpurMemFramework(shapes, fractoin=0.1)
+    with pytest.raises(ConfigError, match="tau"):
+        SpurMemFramework(shapes, tau=-1)
+    with pytest.raises(ConfigError, match="critical"):
+        SpurMemFramework(shapes, target="critical")
