@@ -1,0 +1,118 @@
+"""Assemble a report from run directories: read what each stage wrote, draw, tabulate, judge.
+
+``build_report(run_dirs, out_dir)`` finds every run at or below the given folders and writes the
+report there. Each section reads only the files of its stage (through ``spurmem.report.inputs``);
+a section whose files are absent is kept with a note naming the command that produces them, so a
+report of a training run alone is still complete about what it does not show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from spurmem.report import inputs
+from spurmem.report.figures import (
+    Provenance,
+    plot_group_accuracy_over_epochs,
+    plot_memorization_gap,
+)
+from spurmem.report.html import Report, Section, write_report
+from spurmem.report.runs import Run, find_runs, group_history, headline, read_run, rule_text
+from spurmem.report.sections import comparison_section, memorization_section, probe_section
+from spurmem.report.tables import ReportTable
+from spurmem.report.verdicts import claim_verdicts
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    found: list[Path] = []
+    for p in paths:
+        found.extend(find_runs(p))
+    if not found:
+        raise FileNotFoundError(f"no run directory (a folder with run.json) under {', '.join(map(str, paths))}")
+    return [read_run(p) for p in sorted(set(found))]
+
+
+def training_section(runs: list[Run]) -> Section:
+    """Per-group accuracy over epochs (one figure per algorithm) and the runs' headline table."""
+    section = Section(
+        "Training: per-group accuracy over epochs",
+        intro="Each group's accuracy on every split as training proceeds. Minority groups that reach full "
+        "training accuracy while their test accuracy stays low are memorised rather than learned.",
+    )
+    by_alg: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.history:
+            by_alg.setdefault(run.algorithm, []).append(run)
+    for i, (alg, group) in enumerate(by_alg.items()):
+        hist = pd.concat([group_history(r) for r in group], ignore_index=True)
+        if hist.empty:
+            continue
+        prov = Provenance("train, val, test", [r.seed for r in group], _selection_text(group))
+        fig = plot_group_accuracy_over_epochs(hist, prov, [r.selected_epoch for r in group if r.selected_epoch],
+                                              title_suffix=f" ({alg})")
+        name = fig.name if i == 0 else f"{fig.name}_{_slug(alg)}"
+        section.figures.append(replace(fig, name=name, title=f"{fig.title}: {alg}"))
+    table = pd.DataFrame([headline(r) for r in runs]).drop(columns=["path"])
+    section.tables.append(ReportTable(
+        "runs", "Runs", "Headline metrics at each run's selected epoch. test_average is plain accuracy over the "
+        "test split; test_adjusted_average weights group accuracies by the training group proportions; "
+        "max_memorization_gap is the largest train minus test accuracy of any group.", table))
+    if not by_alg:
+        section.notes.append("No run has evaluated epochs yet (metrics.jsonl is empty).")
+    return section
+
+
+def _selection_text(runs: list[Run]) -> str:
+    rules = sorted({rule_text(r.selection_rule) for r in runs})
+    epochs = ", ".join(str(r.selected_epoch) for r in runs)
+    return f"{' / '.join(rules)} (epochs {epochs})"
+
+
+def gap_section(runs: list[Run]) -> Section:
+    """Memorisation gap per group (train minus test accuracy at the selected epoch)."""
+    section = Section(
+        "Memorisation gap per group",
+        intro="Training accuracy minus held-out (test) accuracy of each group for the same model, at the selected "
+        "epoch. A large gap on the minority groups and a small one on the majority groups is the signature "
+        "of memorised minority examples.",
+    )
+    frames = [inputs.memorization_gaps(r) for r in runs]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        section.notes.append("No run has both train and test group accuracies; train with eval_splits "
+                             "including train and test.")
+        return section
+    gaps = pd.concat(frames, ignore_index=True)
+    for alg, part in gaps.groupby("algorithm", sort=False):
+        group_runs = [r for r in runs if r.algorithm == alg]
+        prov = Provenance("train vs test", part["seed"].tolist(), _selection_text(group_runs))
+        fig = plot_memorization_gap(part, prov)
+        name = fig.name if alg == gaps["algorithm"].iloc[0] else f"{fig.name}_{_slug(str(alg))}"
+        section.figures.append(replace(fig, name=name, title=f"{fig.title}: {alg}"))
+    section.tables.append(ReportTable(
+        "memorization_gap", "Memorisation gap per group", "One row per run x group at the run's selected "
+        "epoch; gap = train accuracy - test accuracy (group accuracies, no average).", gaps))
+    return section
+
+
+def build_report(paths: list[str | Path], out_dir: str | Path, title: str = "spurmem report") -> Path:
+    """Read the runs at or below ``paths`` and write the report into ``out_dir``; returns report.html."""
+    runs = load_runs(paths)
+    train_runs = [r for r in runs if r.info.get("kind", "train") == "train"]
+    sections = [
+        training_section(train_runs),
+        gap_section(train_runs),
+        probe_section(runs),
+        memorization_section(runs),
+        comparison_section(paths, runs),
+    ]
+    report = Report(title=title, verdicts=claim_verdicts(paths, runs), sections=sections,
+                    runs=[r.name for r in runs])
+    return write_report(report, out_dir)

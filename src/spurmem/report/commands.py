@@ -1,0 +1,62 @@
+"""``spurmem report``, ``spurmem runs`` and ``spurmem demo``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser(
+        "report",
+        help="write an HTML report (figures embedded) with CSV and Markdown tables from run directories",
+        description="Build a self-contained HTML report from one or more run directories (or folders holding "
+        "them): verdicts on the claims first, then per-group training curves, memorisation gaps, probe "
+        "curves, the memorisation scan and the algorithm comparison, as far as the runs hold them.",
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them")
+    report.add_argument("--out", "-o", default=None,
+                        help="output folder (default: RUN_DIR/report for one run, else ./report)")
+    report.add_argument("--title", default="spurmem report", help="title at the top of the report")
+    report.set_defaults(func=_report)
+
+    runs = sub.add_parser(
+        "runs",
+        help="list run directories with their headline metrics",
+        description="List every run directory at or below DIR with its status, algorithm, seed, selection rule "
+        "and the metrics at the selected epoch (validation and test worst-group accuracy, test average and "
+        "adjusted average, largest memorisation gap).",
+    )
+    runs.add_argument("dirs", nargs="*", default=["runs"], metavar="DIR", help="folders to search (default: runs)")
+    runs.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV to FILE")
+    runs.set_defaults(func=_runs)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from spurmem.record import record_command
+    from spurmem.report.build import build_report
+    from spurmem.report.runs import is_run_dir
+
+    if args.out is not None:
+        out = Path(args.out)
+    elif len(args.run_dirs) == 1 and is_run_dir(args.run_dirs[0]):
+        out = Path(args.run_dirs[0]) / "report"
+    else:
+        out = Path("report")
+    with record_command(out, "report", config={"run_dirs": args.run_dirs, "out": str(out), "title": args.title}):
+        path = build_report(args.run_dirs, out, title=args.title)
+    print(path)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from spurmem.report.console import print_runs_table
+    from spurmem.report.runs import runs_table
+
+    table = runs_table(args.dirs)
+    if args.csv:
+        from spurmem.record import write_text_atomic
+
+        write_text_atomic(args.csv, table.to_csv(index=False))
+    print_runs_table(table)
+    return 0

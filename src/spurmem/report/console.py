@@ -1,0 +1,45 @@
+"""Tables printed to the terminal (rich), for ``spurmem runs`` and the demo's summary."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from spurmem.report.tables import format_cell
+
+RUNS_COLUMNS = {
+    "name": "run", "status": "status", "algorithm": "algorithm", "seed": "seed", "epochs": "epochs",
+    "selection_rule": "selection", "selected_epoch": "sel. epoch", "val_wga": "val WGA", "test_wga": "test WGA", "test_average": "test avg",
+    "test_adjusted_average": "test adj. avg", "max_memorization_gap": "max gap",
+}
+
+
+def _console() -> Console:
+    """A console that does not squeeze tables into 80 columns when writing to a file or pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def print_table(frame: pd.DataFrame, title: str, columns: dict[str, str] | None = None,
+                console: Console | None = None, digits: int = 3) -> None:
+    """Print ``frame`` (the chosen ``columns``, renamed) as a rich table."""
+    console = console or _console()
+    columns = columns or {c: c for c in frame.columns}
+    table = Table(title=title, title_justify="left")
+    for key, label in columns.items():
+        numeric = key in frame and pd.api.types.is_numeric_dtype(frame[key])
+        table.add_column(label, justify="right" if numeric else "left", overflow="fold")
+    for _, row in frame.iterrows():
+        table.add_row(*(format_cell(row[k], digits) for k in columns))
+    console.print(table)
+
+
+def print_runs_table(frame: pd.DataFrame, console: Console | None = None) -> None:
+    """The ``spurmem runs`` listing; accuracies are at each run's selected epoch."""
+    console = console or _console()
+    if frame.empty:
+        console.print("no runs found")
+        return
+    print_table(frame, f"{len(frame)} run(s); metrics at the selected epoch (avg = plain accuracy, adj. avg = "
+                "weighted by training group proportions)", RUNS_COLUMNS, console)

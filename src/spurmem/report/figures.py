@@ -1,0 +1,299 @@
+"""Report figures (matplotlib Agg, PNG), each drawn from a tidy pandas table.
+
+Every function returns a :class:`ReportFigure` whose caption states the split, the seeds, the
+selection rule and which average the figure shows (:class:`Provenance`). Figures are drawn on
+``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot, so no global state or
+display is involved. Groups keep one colour in every figure (``group_color``).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+RANDOM_CONTROL = "random"
+
+
+def group_color(group: int) -> str:
+    return _PALETTE[int(group) % len(_PALETTE)]
+
+
+@dataclass
+class Provenance:
+    """How the numbers behind a figure or table were made; rendered into its caption."""
+
+    split: str
+    seeds: Sequence[int | None] = field(default_factory=list)
+    selection: str = "not stated"
+    average: str = "per-group accuracy (no average)"
+
+    def text(self) -> str:
+        seeds = [s for s in self.seeds if s is not None]
+        seed_text = ", ".join(str(s) for s in sorted(set(seeds))) if seeds else "not recorded"
+        return (
+            f"Split: {self.split}. Seeds: {seed_text} (n={len(set(seeds))}). "
+            f"Selection: {self.selection}. Average: {self.average}."
+        )
+
+
+@dataclass
+class ReportFigure:
+    """A rendered figure: ``name`` is the PNG file stem; ``caption`` ends with the provenance."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+def _render(fig: Figure, name: str, title: str, what: str, prov: Provenance) -> ReportFigure:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return ReportFigure(name=name, title=title, caption=f"{what} {prov.text()}", png=buf.getvalue())
+
+
+def _group_label(frame: pd.DataFrame, group: int) -> str:
+    names = frame.loc[frame["group"] == group, "group_name"]
+    name = str(names.iloc[0]) if len(names) else ""
+    return f"g{group} {name}".strip()
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: table lacks column(s) {missing}; it has {list(frame.columns)}")
+    if frame.empty:
+        raise ValueError(f"{what}: table is empty")
+
+
+def plot_group_accuracy_over_epochs(
+    history: pd.DataFrame, prov: Provenance, selected_epochs: Sequence[int] = (), title_suffix: str = ""
+) -> ReportFigure:
+    """Per-group accuracy over epochs, one panel per split (train/val/test).
+
+    ``history``: epoch, split, group, group_name, accuracy[, seed]. Several seeds are drawn as their
+    mean with the min-max range shaded; ``selected_epochs`` are marked with dashed lines."""
+    _require(history, ["epoch", "split", "group", "group_name", "accuracy"], "group accuracy over epochs")
+    splits = [s for s in ("train", "val", "test") if s in set(history["split"])]
+    fig = Figure(figsize=(4.2 * len(splits), 3.4))
+    axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
+    for ax, split in zip(axes, splits):
+        part = history[history["split"] == split]
+        for group, rows in part.groupby("group"):
+            stats = rows.groupby("epoch")["accuracy"].agg(["mean", "min", "max"]).reset_index()
+            color = group_color(group)
+            ax.plot(stats["epoch"], 100 * stats["mean"], color=color, lw=1.8, label=_group_label(part, group))
+            if "seed" in rows and rows["seed"].nunique() > 1:
+                ax.fill_between(stats["epoch"], 100 * stats["min"], 100 * stats["max"], color=color, alpha=0.15)
+        for e in sorted(set(selected_epochs)):
+            ax.axvline(e, color="k", ls="--", lw=0.8)
+        ax.set_title(split)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("group accuracy (%)")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    what = (
+        f"Accuracy of each group over training epochs{title_suffix}; line = mean over seeds, shaded = "
+        "range over seeds; dashed line = selected epoch."
+    )
+    prov = Provenance(", ".join(splits), prov.seeds, prov.selection, prov.average)
+    return _render(fig, "group_accuracy_over_epochs", "Per-group accuracy over epochs", what, prov)
+
+
+def plot_memorization_gap(gaps: pd.DataFrame, prov: Provenance) -> ReportFigure:
+    """Memorisation gap acc_g(train) - acc_g(held-out) per group, mean +- sd over seeds.
+
+    ``gaps``: group, group_name, role (majority/minority), gap[, seed]."""
+    _require(gaps, ["group", "group_name", "role", "gap"], "memorisation gap")
+    stats = gaps.groupby(["group", "group_name", "role"])["gap"].agg(["mean", "std", "count"]).reset_index()
+    fig = Figure(figsize=(1.3 * len(stats) + 2.5, 3.4))
+    ax = fig.subplots()
+    x = np.arange(len(stats))
+    colors = [group_color(g) for g in stats["group"]]
+    hatches = ["" if r == "majority" else "//" for r in stats["role"]]
+    bars = ax.bar(x, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), color=colors, capsize=4)
+    for bar, hatch in zip(bars, hatches):
+        bar.set_hatch(hatch)
+        bar.set_edgecolor("black")
+    ax.set_xticks(x, [f"g{g} {n}\n({r})" for g, n, r in zip(stats["group"], stats["group_name"], stats["role"])],
+                  fontsize=8)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("train acc - held-out acc (points)")
+    ax.grid(axis="y", alpha=0.3)
+    what = "Memorisation gap per group (training accuracy minus held-out accuracy of the same model); " \
+           "hatched = minority group; bar = mean, error bar = sd over seeds."
+    return _render(fig, "memorization_gap", "Memorisation gap per group", what, prov)
+
+
+def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
+    """Change in accuracy per group vs k, one panel per scorer, with the random control.
+
+    ``rows``: scorer, k, group, group_name, drop_mean, ci_low, ci_high (drop = original - modified,
+    in [0, 1]). Rows with scorer ``random`` are the control, drawn dashed with their CI band in
+    every panel."""
+    _require(rows, ["scorer", "k", "group", "group_name", "drop_mean", "ci_low", "ci_high"], "probe curves")
+    scorers = [s for s in dict.fromkeys(rows["scorer"]) if s != RANDOM_CONTROL] or [RANDOM_CONTROL]
+    control = rows[rows["scorer"] == RANDOM_CONTROL]
+    ncol = min(3, len(scorers))
+    nrow = int(np.ceil(len(scorers) / ncol))
+    fig = Figure(figsize=(4.3 * ncol, 3.3 * nrow))
+    axes = fig.subplots(nrow, ncol, sharey=True, squeeze=False).ravel()
+    for ax, scorer in zip(axes, scorers):
+        part = rows[rows["scorer"] == scorer]
+        for group, grp in part.groupby("group"):
+            grp = grp.sort_values("k")
+            color = group_color(group)
+            ax.plot(grp["k"], 100 * grp["drop_mean"], "o-", color=color, ms=3, label=_group_label(part, group))
+            ax.fill_between(grp["k"], 100 * grp["ci_low"], 100 * grp["ci_high"], color=color, alpha=0.18)
+            if scorer != RANDOM_CONTROL and not control.empty:
+                ctl = control[control["group"] == group].sort_values("k")
+                ax.plot(ctl["k"], 100 * ctl["drop_mean"], "--", color=color, lw=1)
+                ax.fill_between(ctl["k"], 100 * ctl["ci_low"], 100 * ctl["ci_high"], color=color, alpha=0.07,
+                                hatch="..")
+        ax.axhline(0, color="k", lw=0.7)
+        ax.set_title(scorer if scorer != RANDOM_CONTROL else "random (control)")
+        ax.set_xlabel("k (units modified)")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(scorers):]:
+        ax.set_visible(False)
+    for ax in axes[::ncol]:
+        ax.set_ylabel("accuracy drop (points)")
+    axes[0].legend(fontsize=7)
+    what = (
+        "Drop in each group's accuracy (original minus modified) after modifying the top-k units of each "
+        "scorer; solid = scorer, dashed = random units (control); bands = 95% CI over repeats."
+    )
+    return _render(fig, "probe_accuracy_change_vs_k", "Accuracy change per group vs k", what, prov)
+
+
+def plot_group_matrix(matrix: pd.DataFrame, prov: Provenance, value_label: str = "accuracy drop (points)",
+                      name: str = "group_matrix", title: str = "Group-by-group matrix") -> ReportFigure:
+    """Heatmap: units selected from group i (rows) vs accuracy change on group j (columns).
+
+    ``matrix``: source_group, source_name, target_group, target_name, value (a fraction)."""
+    _require(matrix, ["source_group", "source_name", "target_group", "target_name", "value"], "group matrix")
+    pivot = matrix.pivot_table(index=["source_group", "source_name"], columns=["target_group", "target_name"],
+                               values="value", aggfunc="mean")
+    data = 100 * pivot.to_numpy(dtype=float)
+    fig = Figure(figsize=(1.2 * data.shape[1] + 2.8, 0.9 * data.shape[0] + 1.8))
+    ax = fig.subplots()
+    lim = max(1.0, float(np.nanmax(np.abs(data)))) if np.isfinite(data).any() else 1.0
+    im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    for (i, j), v in np.ndenumerate(data):
+        ax.text(j, i, "" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(data.shape[1]), [f"g{g} {n}" for g, n in pivot.columns], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(data.shape[0]), [f"g{g} {n}" for g, n in pivot.index], fontsize=8)
+    ax.set_xlabel("accuracy measured on group")
+    ax.set_ylabel("units selected from group")
+    fig.colorbar(im, ax=ax, label=value_label, shrink=0.8)
+    what = f"Rows: the group whose hardest examples selected the units; columns: the group evaluated; cell: {value_label}."
+    return _render(fig, name, title, what, prov)
+
+
+def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance) -> ReportFigure:
+    """Cumulative share of the total unit-level memorisation held by the top units.
+
+    ``scores``: unit, score (one row per unit; negative scores count as zero in the share)."""
+    _require(scores, ["unit", "score"], "cumulative memorisation share")
+    s = np.sort(np.clip(scores["score"].to_numpy(dtype=float), 0, None))[::-1]
+    total = s.sum()
+    share = np.cumsum(s) / total if total > 0 else np.zeros_like(s)
+    frac = np.arange(1, len(s) + 1) / len(s)
+    fig = Figure(figsize=(5.2, 3.6))
+    ax = fig.subplots()
+    ax.plot(100 * frac, 100 * share, color="#d95f02", lw=2, label="units, largest score first")
+    ax.plot([0, 100], [0, 100], "k:", lw=1, label="evenly spread")
+    for pct in (1, 10):
+        n = max(1, int(np.ceil(len(s) * pct / 100)))
+        val = 100 * share[n - 1] if total > 0 else 0.0
+        ax.plot([100 * n / len(s)], [val], "ko", ms=4)
+        ax.annotate(f"top {pct}%: {val:.0f}%", (100 * n / len(s), val), textcoords="offset points",
+                    xytext=(8, -12 if pct == 10 else 4), fontsize=8)
+    ax.set_xlabel("share of units (%)")
+    ax.set_ylabel("share of total memorisation score (%)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    what = (
+        f"Cumulative share of the unit-level memorisation score (minority train drop minus held-out drop when "
+        f"the unit alone is zeroed) over {len(s)} units; positive scores only."
+    )
+    return _render(fig, "cumulative_memorization_share", "Cumulative memorisation share over units", what, prov)
+
+
+def plot_layer_memorization(layers: pd.DataFrame, prov: Provenance) -> ReportFigure:
+    """Total unit-level memorisation per layer, in network order.
+
+    ``layers``: layer, total[, n_units]."""
+    _require(layers, ["layer", "total"], "per-layer memorisation")
+    fig = Figure(figsize=(6.0, 0.45 * len(layers) + 1.6))
+    ax = fig.subplots()
+    y = np.arange(len(layers))[::-1]
+    ax.barh(y, layers["total"].to_numpy(dtype=float), color="#7570b3")
+    labels = [f"{l} ({int(n)})" if "n_units" in layers else str(l)
+              for l, n in zip(layers["layer"], layers.get("n_units", layers["layer"]))]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("summed unit memorisation score")
+    ax.grid(axis="x", alpha=0.3)
+    what = "Sum of the unit-level memorisation scores of each layer (number of units in brackets), input first."
+    return _render(fig, "layer_memorization", "Per-layer memorisation", what, prov)
+
+
+def plot_algorithm_comparison(comparison: pd.DataFrame, prov: Provenance) -> ReportFigure:
+    """Algorithms side by side, mean +- sd over seeds, one bar group per metric.
+
+    ``comparison``: algorithm, metric, mean, std, n_seeds (values are fractions)."""
+    _require(comparison, ["algorithm", "metric", "mean", "std"], "algorithm comparison")
+    algorithms = list(dict.fromkeys(comparison["algorithm"]))
+    metrics = list(dict.fromkeys(comparison["metric"]))
+    fig = Figure(figsize=(max(5.0, 1.1 * len(algorithms) * len(metrics) + 2), 3.6))
+    ax = fig.subplots()
+    width = 0.8 / len(metrics)
+    for m_i, metric in enumerate(metrics):
+        part = comparison[comparison["metric"] == metric].set_index("algorithm").reindex(algorithms)
+        x = np.arange(len(algorithms)) + (m_i - (len(metrics) - 1) / 2) * width
+        ax.bar(x, 100 * part["mean"], width, yerr=100 * part["std"].fillna(0), capsize=3,
+               color=_PALETTE[m_i % len(_PALETTE)], label=metric)
+    ax.set_xticks(np.arange(len(algorithms)), algorithms, rotation=15, fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    n = comparison["n_seeds"].max() if "n_seeds" in comparison else None
+    what = f"Algorithms compared; bar = mean, error bar = sd over {n if n is not None else 'the'} seeds."
+    return _render(fig, "algorithm_comparison", "Algorithm comparison", what, prov)
+
+
+def plot_example_grid(images: np.ndarray, labels: Sequence[str], prov: Provenance, title: str,
+                      name: str = "most_memorized_examples", what: str = "") -> ReportFigure:
+    """A grid of images (uint8 N x C x H x W or N x H x W) with a label under each."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    if len(images) == 0:
+        raise ValueError("example grid: no images")
+    n = len(images)
+    ncol = min(8, n)
+    nrow = int(np.ceil(n / ncol))
+    fig = Figure(figsize=(1.35 * ncol, 1.55 * nrow + 0.3))
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, img, label in zip(axes, images, labels):
+        chw = img.transpose(1, 2, 0)
+        ax.imshow(chw[..., 0] if chw.shape[2] == 1 else chw, cmap="gray" if chw.shape[2] == 1 else None,
+                  interpolation="nearest")
+        ax.set_title(label, fontsize=6.5)
+    return _render(fig, name, title, what or title + ".", prov)

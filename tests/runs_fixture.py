@@ -1,0 +1,70 @@
+"""Fabricated run directories in the contract format of docs/architecture.md, for the report tests.
+
+The numbers follow the shape of BENCHMARK.md (minority groups memorised on train, low on test) so
+figures have something to show; they are made up, and no test asserts them as results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+GROUP_NAMES = ["pullover/land", "pullover/water", "coat/land", "coat/water"]
+MINORITY = (1, 2)
+
+
+TRAIN_COUNTS = (228, 12, 12, 228)
+
+
+def _group_rows(split: str, epoch: int, epochs: int, rng: np.random.Generator, count: int) -> list[dict]:
+    rows = []
+    t = epoch / max(epochs, 1)
+    for g, name in enumerate(GROUP_NAMES):
+        if split == "train":
+            acc = min(1.0, 0.6 + 0.5 * t) if g in MINORITY else min(1.0, 0.9 + 0.1 * t)
+        else:
+            acc = 0.35 + 0.2 * t if g in MINORITY else 0.97
+        acc = float(np.clip(acc + rng.normal(0, 0.02), 0, 1))
+        n = TRAIN_COUNTS[g] if split == "train" else count
+        correct = int(round(acc * n))
+        rows.append({"group": g, "name": name, "correct": correct, "count": n,
+                     "accuracy": correct / n, "mean_margin": float(3 * acc - 1)})
+    return rows
+
+
+def make_run(root: Path, name: str, algorithm: str = "erm", seed: int = 0, epochs: int = 4,
+             status: str = "complete") -> Path:
+    """Write run.json, config.yaml and metrics.jsonl for a fake run; returns its directory."""
+    rng = np.random.default_rng(seed + 17 * len(algorithm))
+    run = root / name
+    run.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for epoch in range(1, epochs + 1):
+        groups = {s: _group_rows(s, epoch, epochs, rng, 50) for s in ("train", "val", "test")}
+        rec = {"epoch": epoch, "lr": 1e-3, "train_loss": 1.0 / epoch, "terms": {"ce": 1.0 / epoch}, "seconds": 1.5,
+               "groups": groups}
+        for split, rows in groups.items():
+            accs = [r["accuracy"] for r in rows]
+            rec[f"{split}/worst_group_accuracy"] = min(accs)
+            rec[f"{split}/average"] = float(np.mean(accs))
+            rec[f"{split}/adjusted_average"] = float(np.average(accs, weights=[0.475, 0.025, 0.025, 0.475]))
+            rec[f"{split}/balanced_accuracy"] = float(np.mean(accs))
+            for r in rows:
+                rec[f"{split}/acc_g{r['group']}"] = r["accuracy"]
+        lines.append(json.dumps(rec))
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    val = [json.loads(l)["val/worst_group_accuracy"] for l in lines]
+    best = int(np.argmax(val)) + 1
+    info = {
+        "name": name, "kind": "train", "status": status, "algorithm": algorithm, "dataset": "fashion-waterbirds",
+        "model": "small-cnn", "seed": seed,
+        "selection": {"rule": "val_wga", "epoch": best, "value": val[best - 1]},
+        "spurmem_version": "0.1.0", "git_commit": "0" * 40, "host": "test", "torch_version": "2.14.1",
+        "device": "cpu", "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00",
+        "seconds": 60.0,
+    }
+    (run / "run.json").write_text(json.dumps(info, indent=2))
+    (run / "config.yaml").write_text(f"algorithm: {algorithm}\nseed: {seed}\nepochs: {epochs}\n")
+    return run

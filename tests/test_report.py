@@ -1,0 +1,87 @@
+"""`spurmem report` builds a self-contained report from fabricated runs in the contract format."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from runs_fixture import make_run
+from spurmem.cli import main
+
+EXPECTED_FIGURES = [
+    "group_accuracy_over_epochs",
+    "memorization_gap",
+]
+EXPECTED_TABLES = ["verdicts", "runs", "memorization_gap"]
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    runs = root / "runs"
+    make_run(runs, "erm-s0", "erm", 0, epochs=4)
+    make_run(runs, "erm-s1", "erm", 1, epochs=4)
+    make_run(runs, "framework-s0", "framework", 0, epochs=3)
+    assert main(["report", str(runs), "--out", str(root / "out")]) == 0
+    return root / "out"
+
+
+def _embedded_pngs(html: str) -> dict[str, bytes]:
+    found = re.findall(r'<figure id="figure-([\w-]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)
+    return {name: base64.b64decode(data) for name, data in found}
+
+
+def test_html_embeds_every_figure_as_a_valid_png(report_dir):
+    html = (report_dir / "report.html").read_text()
+    pngs = _embedded_pngs(html)
+    for name in EXPECTED_FIGURES:
+        assert name in pngs, f"figure {name} missing from the HTML"
+        img = Image.open(io.BytesIO(pngs[name]))
+        img.verify()
+        assert img.format == "PNG" and img.size[0] >= 300 and img.size[1] >= 200
+        assert len(pngs[name]) > 10_000, f"{name} is suspiciously small"
+        assert (report_dir / "figures" / f"{name}.png").read_bytes() == pngs[name]
+
+
+def test_every_figure_caption_states_how_it_was_made(report_dir):
+    html = (report_dir / "report.html").read_text()
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", html, flags=re.S)
+    assert len(captions) == len(_embedded_pngs(html)) >= len(EXPECTED_FIGURES)
+    for cap in captions:
+        for word in ("Split:", "Seeds:", "Selection:", "Average:"):
+            assert word in cap, f"caption lacks {word!r}: {cap[:120]}"
+    assert "Seeds: 0, 1 (n=2)" in html  # two ERM seeds pooled in one figure
+
+
+def test_tables_exist_in_html_csv_and_markdown(report_dir):
+    html = (report_dir / "report.html").read_text()
+    md = (report_dir / "report.md").read_text()
+    for name in EXPECTED_TABLES:
+        assert f'id="table-{name}"' in html
+        csv = (report_dir / "tables" / f"{name}.csv").read_text().splitlines()
+        assert len(csv) >= 2
+        assert (report_dir / "tables" / f"{name}.md").read_text().count("\n|") >= 2
+    assert md.index("Verdicts on the claims") < md.index("\n## ")
+
+
+def test_report_opens_with_the_verdicts(report_dir):
+    html = (report_dir / "report.html").read_text()
+    body = html[html.index("<body>"):]
+    assert body.index("<section") == body.index('<section id="verdicts"')
+    for claim in ("Sensitivity", "Group specificity", "Localisation", "Framework"):
+        assert claim in body[: body.index("<nav>")]
+
+
+def test_report_is_self_contained(report_dir):
+    html = (report_dir / "report.html").read_text()
+    assert "<script" not in html
+    assert not re.search(r'src="(?!data:)', html), "the report must not load external files"
+
+
+def test_report_of_missing_dir_is_a_clean_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such directory" in capsys.readouterr().err

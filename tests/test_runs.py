@@ -1,0 +1,99 @@
+"""`spurmem runs` and the run-directory readers, on fabricated runs in the contract format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runs_fixture import make_run
+from spurmem.cli import main
+from spurmem.report.runs import RunDirError, find_runs, group_history, headline, read_run, runs_table
+
+
+@pytest.fixture()
+def runs_root(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "erm-s0", "erm", 0, epochs=3)
+    make_run(root, "erm-s1", "erm", 1, epochs=3)
+    make_run(root / "compare", "framework-s0", "framework", 0, epochs=2, status="running")
+    return root
+
+
+def test_find_runs_walks_nested_folders_but_not_run_parts(runs_root):
+    (runs_root / "erm-s0" / "checkpoints" / "fake").mkdir(parents=True)
+    (runs_root / "erm-s0" / "checkpoints" / "fake" / "run.json").write_text("{}")
+    found = [p.name for p in find_runs(runs_root)]
+    assert found == ["framework-s0", "erm-s0", "erm-s1"]
+
+
+def test_headline_reads_the_selected_epoch(runs_root):
+    run = read_run(runs_root / "erm-s0")
+    sel = run.selection["epoch"]
+    row = next(r for r in run.history if r["epoch"] == sel)
+    head = headline(run)
+    assert head["selected_epoch"] == sel
+    assert head["test_wga"] == pytest.approx(row["test/worst_group_accuracy"])
+    gaps = [t["accuracy"] - s["accuracy"] for t, s in zip(row["groups"]["train"], row["groups"]["test"])]
+    assert head["max_memorization_gap"] == pytest.approx(max(gaps))
+
+
+def test_running_run_shows_its_last_epoch(runs_root):
+    head = headline(read_run(runs_root / "compare" / "framework-s0"))
+    assert head["status"] == "running (epoch 2)"
+
+
+def test_group_history_is_tidy(runs_root):
+    hist = group_history(read_run(runs_root / "erm-s1"))
+    assert len(hist) == 3 * 3 * 4  # epochs x splits x groups
+    assert set(hist["split"]) == {"train", "val", "test"}
+    assert hist.groupby(["epoch", "split", "group"]).size().max() == 1
+
+
+def test_malformed_metrics_line_is_named(tmp_path):
+    run = make_run(tmp_path, "bad", epochs=2)
+    with (run / "metrics.jsonl").open("a") as fh:
+        fh.write("{not json\n")
+    with pytest.raises(RunDirError, match=r"metrics.jsonl:3"):
+        read_run(run)
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(RunDirError, match="no run.json"):
+        read_run(tmp_path)
+
+
+def test_runs_command_lists_every_run(runs_root, tmp_path, capsys):
+    csv = tmp_path / "runs.csv"
+    assert main(["runs", str(runs_root), "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    for name in ("erm-s0", "erm-s1", "framework-s0"):
+        assert name in out
+    table = runs_table([runs_root])
+    assert csv.read_text().splitlines()[0].startswith("name,status")
+    assert len(csv.read_text().splitlines()) == 1 + len(table) == 4
+
+
+def test_runs_command_missing_dir_is_a_clean_error(tmp_path, capsys):
+    assert main(["runs", str(tmp_path / "nope")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_record_command_writes_start_and_end(tmp_path):
+    from spurmem.record import read_records, record_command
+
+    with pytest.raises(RuntimeError):
+        with record_command(tmp_path, "probe", config={"k": [1, 2]}, seeds=3) as rec:
+            with rec.timed("work"):
+                pass
+            raise RuntimeError("boom")
+    with record_command(tmp_path, "report", config={"out": "x"}) as rec:
+        rec.outputs.append("report.html")
+    records = read_records(tmp_path)
+    assert [r["command"] for r in records] == ["probe", "report"]
+    assert records[0]["status"] == "failed" and "boom" in records[0]["error"]
+    assert records[0]["seeds"] == [3] and "work" in records[0]["timings"]
+    assert records[1]["status"] == "complete" and records[1]["outputs"] == ["report.html"]
+    env = records[1]["environment"]
+    assert env["spurmem_version"] and env["host"] and env["torch_version"]
+    assert json.loads(json.dumps(records[1]))  # plain JSON all the way down
