@@ -11,6 +11,7 @@ from spurmem import __version__
 # Modules that define ``register(subparsers)``; each adds its own sub-commands.
 COMMAND_MODULES = [
     "spurmem.data.commands",
+    "spurmem.report.commands",
 ]
 
 
