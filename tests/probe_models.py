@@ -57,5 +57,6 @@ def train_briefly(model: nn.Module, dataset, epochs: int = 15, lr: float = 1e-2,
             opt.zero_grad()
             nn.functional.cross_entropy(model(b.x), b.y).backward()
             opt.step()
+    opt.zero_grad(set_to_none=True)
     model.eval()
     return model
