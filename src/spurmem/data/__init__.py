@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any, Callable
 
 from spurmem.data.batches import Batch, iterate_batches, to_float
+from spurmem.data.celeba import load_celeba
 from spurmem.data.colored_digits import load_colored_digits
 from spurmem.data.fashion_waterbirds import load_fashion_waterbirds
+from spurmem.data.metadata_csv import load_metadata_csv
 from spurmem.data.schema import SPLITS, DataError, GroupDataset, SplitData, group_index
 from spurmem.data.synthetic_shapes import load_synthetic_shapes
+from spurmem.data.waterbirds import load_waterbirds
 
 DATASETS: dict[str, Callable[..., GroupDataset]] = {
     "fashion-waterbirds": load_fashion_waterbirds,
     "synthetic-shapes": load_synthetic_shapes,
     "colored-digits": load_colored_digits,
+    "waterbirds": load_waterbirds,
+    "celeba": load_celeba,
+    "metadata-csv": load_metadata_csv,
 }
 
 
 def load_dataset(name: str, **params: Any) -> GroupDataset:
     """Build the dataset registered as ``name`` with keyword ``params``."""
     if name not in DATASETS:
-        import difflib
-
         near = difflib.get_close_matches(name, DATASETS, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise DataError(f"unknown dataset {name!r}{hint} Known: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](**params)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise DataError(f"unknown dataset {name!r}{hint}. Known: {', '.join(sorted(DATASETS))}")
+    loader = DATASETS[name]
+    accepted = inspect.signature(loader).parameters
+    for key in params:
+        if key not in accepted:
+            near = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise DataError(f"dataset {name!r} has no parameter {key!r}{hint}. Parameters: {', '.join(accepted)}")
+    return loader(**params)
 
 
 __all__ = [

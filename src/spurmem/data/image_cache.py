@@ -1,0 +1,177 @@
+"""Decoded image cache: image files decoded and resized once into a memory-mapped uint8 array.
+
+The cache file is ``<cache_dir>/<key>.npy`` (``N x 3 x size x size``, uint8) where the key hashes
+the image paths in order, each file's size and modification time, the output size and the resize
+rule; any change to a source file gives a new key, so a stale cache is never read. Files are
+written to a temporary name and renamed into place, so a killed build leaves no half-written cache.
+Later loads memory-map the file: an epoch reads pixels from the page cache instead of decoding JPEGs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from spurmem.data.schema import DataError
+
+CACHE_VERSION = 1
+RESIZE_RULES = ("center-crop", "stretch")
+PROGRESS_MIN = 256  # show a progress bar when decoding at least this many images
+
+
+def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir`` if given, else $SPURMEM_CACHE, else ~/.cache/spurmem."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("SPURMEM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spurmem"
+
+
+@dataclass
+class DecodedImages:
+    """Images (uint8 N x 3 x H x W, backed by the memory-mapped cache file) and where they came from."""
+
+    images: torch.Tensor
+    path: Path
+    hit: bool  # True when the cache file existed and was reused
+
+
+def decode_image(path: Path, size: int, resize: str = "center-crop") -> np.ndarray:
+    """One image file -> uint8 3 x size x size (RGB). ``center-crop`` keeps the aspect ratio (the
+    shorter side is scaled to ``size``, the centre kept); ``stretch`` scales both sides."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when much larger than size
+        img = img.convert("RGB")
+        w, h = img.size
+        box = None
+        if resize == "center-crop":
+            side = min(w, h)
+            left, top = (w - side) / 2, (h - side) / 2
+            box = (left, top, left + side, top + side)
+        img = img.resize((size, size), Image.BILINEAR, box=box)
+        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def cache_key(paths: Sequence[Path], size: int, resize: str, origins: Sequence[str] | None = None) -> str:
+    """Hash of the source files' identity (path, size, mtime) and the resize parameters."""
+    h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "size": size, "resize": resize}).encode())
+    missing = []
+    for i, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+        except OSError:
+            missing.append(i)
+            continue
+        h.update(f"{os.fspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    if missing:
+        shown = ", ".join(
+            f"{paths[i]}" + (f" ({origins[i]})" if origins else "") for i in missing[:5]
+        )
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(f"{len(missing)} image file(s) missing: {shown}{more}")
+    return h.hexdigest()[:32]
+
+
+def _open_cached(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
+    try:
+        arr = np.load(path, mmap_mode="c")  # copy-on-write: writable view, the file is never modified
+    except (OSError, ValueError):
+        return None
+    if arr.shape != shape or arr.dtype != np.uint8:
+        return None
+    return torch.from_numpy(arr)
+
+
+def _build(
+    tmp: Path, paths: Sequence[Path], size: int, resize: str, origins: Sequence[str] | None,
+    workers: int, progress: bool, description: str,
+) -> None:
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
+
+    def work(i: int) -> None:
+        try:
+            out[i] = decode_image(paths[i], size, resize)
+        except Exception as exc:  # PIL raises many types for undecodable files
+            where = f" ({origins[i]})" if origins else ""
+            raise DataError(f"cannot decode image {paths[i]}{where}: {exc}") from exc
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(work, range(len(paths)), chunksize=64)
+        if progress and len(paths) >= PROGRESS_MIN:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            with Progress(console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task(description, total=len(paths))
+                for _ in results:
+                    bar.advance(task)
+        else:
+            for _ in results:
+                pass
+    out.flush()
+    del out
+
+
+def decoded_images(
+    paths: Sequence[Path],
+    size: int,
+    *,
+    resize: str = "center-crop",
+    cache_dir: str | os.PathLike | None = None,
+    origins: Sequence[str] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> DecodedImages:
+    """Decode ``paths`` at ``size`` x ``size`` through the cache (built on a miss).
+
+    ``origins`` (one per path, e.g. ``"metadata.csv line 12"``) is used in error messages: a missing
+    or undecodable file is a :class:`DataError` naming the file and where it was listed.
+    """
+    if resize not in RESIZE_RULES:
+        raise DataError(f"resize must be one of {', '.join(RESIZE_RULES)}; got {resize!r}")
+    if int(size) < 1:
+        raise DataError(f"size must be a positive number of pixels, got {size}")
+    paths = [Path(p) for p in paths]
+    size = int(size)
+    shape = (len(paths), 3, size, size)
+    directory = default_cache_dir(cache_dir)
+    key = cache_key(paths, size, resize, origins)
+    final = directory / f"{key}.npy"
+    images = _open_cached(final, shape) if final.exists() else None
+    if images is not None:
+        return DecodedImages(images, final, hit=True)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{key}.", suffix=".npy.tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _build(tmp, paths, size, resize, origins, workers or min(8, os.cpu_count() or 1), progress,
+               f"decoding {len(paths)} images at {size}px")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    info = {"n": len(paths), "size": size, "resize": resize, "first": os.fspath(paths[0]) if paths else None}
+    _write_json_atomic(directory / f"{key}.json", info)
+    images = _open_cached(final, shape)
+    if images is None:  # pragma: no cover - only if the file system lost the file we just wrote
+        raise DataError(f"decoded image cache {final} could not be read back")
+    return DecodedImages(images, final, hit=False)
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)

@@ -1,0 +1,112 @@
+"""Turning a folder of image files plus per-image labels into a :class:`GroupDataset`.
+
+Shared by the ``waterbirds``, ``celeba`` and ``metadata-csv`` loaders: they parse their own metadata
+into :class:`FolderRecords`; this module checks the groups, decodes the images through the cache
+(ordered by split, so that each split is a contiguous, memory-mapped slice) and builds the splits.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spurmem.data.image_cache import decoded_images
+from spurmem.data.schema import SPLITS, DataError, GroupDataset, SplitData, group_index
+from spurmem.data.spurious import channel_stats
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("imagenet", "train")
+STATS_SAMPLE = 5000  # training images used for normalize="train" statistics
+
+
+@dataclass
+class FolderRecords:
+    """Per-image metadata: file paths, ids, labels, attributes, split index (0/1/2 = train/val/test)
+    and where each row was read (``metadata.csv line 7``) for error messages."""
+
+    paths: list[Path]
+    ids: list[str]
+    y: np.ndarray
+    a: np.ndarray
+    split: np.ndarray
+    origins: list[str]
+    described_in: str  # the metadata file(s), for messages
+
+
+def check_folder(root: str | os.PathLike | None, what: str) -> Path:
+    if root is None or str(root) == "":
+        raise DataError(f"{what}: give the dataset folder as root=PATH")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{what}: folder not found: {path}")
+    return path
+
+
+def _check_groups(rec: FolderRecords, class_names: list[str], attr_names: list[str]) -> None:
+    n_attrs = len(attr_names)
+    for s, split_name in enumerate(SPLITS):
+        if not np.any(rec.split == s):
+            raise DataError(
+                f"{rec.described_in}: split {split_name!r} is empty (no rows with split {s} / {split_name!r})"
+            )
+    g = group_index(rec.y, rec.a, n_attrs)
+    train_counts = np.bincount(g[rec.split == 0], minlength=len(class_names) * n_attrs)
+    absent = np.flatnonzero(train_counts == 0)
+    if len(absent):
+        names = [f"g{k} ({class_names[k // n_attrs]}/{attr_names[k % n_attrs]})" for k in absent]
+        raise DataError(
+            f"{rec.described_in}: group(s) {', '.join(names)} have no training examples; every group "
+            "needs training examples to define majority/minority and train on it"
+        )
+
+
+def build_folder_dataset(
+    name: str,
+    rec: FolderRecords,
+    class_names: list[str],
+    attr_names: list[str],
+    *,
+    size: int,
+    resize: str,
+    normalize: str,
+    cache_dir: str | None,
+    progress: bool,
+    source: str,
+    params: dict[str, Any],
+) -> GroupDataset:
+    """Validate groups, decode images through the cache, and assemble the dataset."""
+    if normalize not in NORMALIZATIONS:
+        raise DataError(f"{name}: normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
+    _check_groups(rec, class_names, attr_names)
+    order = np.argsort(rec.split, kind="stable")
+    decoded = decoded_images(
+        [rec.paths[i] for i in order], size, resize=resize, cache_dir=cache_dir,
+        origins=[rec.origins[i] for i in order], progress=progress,
+    )
+    bounds = np.searchsorted(rec.split[order], np.arange(len(SPLITS) + 1))
+    splits = {}
+    for s, split_name in enumerate(SPLITS):
+        rows = order[bounds[s] : bounds[s + 1]]
+        splits[split_name] = SplitData(
+            images=decoded.images[bounds[s] : bounds[s + 1]],  # a view of the memory map, not a copy
+            y=torch.from_numpy(rec.y[rows]), a=torch.from_numpy(rec.a[rows]),
+            ids=[rec.ids[i] for i in rows], n_attrs=len(attr_names),
+        )
+    if normalize == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        train = splits["train"].images
+        pick = np.unique(np.linspace(0, len(train) - 1, min(len(train), STATS_SAMPLE)).round().astype(int))
+        mean, std = channel_stats(train[torch.from_numpy(pick)])
+    cache_state = "reused" if decoded.hit else "built"
+    return GroupDataset(
+        name=name, splits=splits, class_names=class_names, attr_names=attr_names, mean=mean, std=std,
+        source=f"{source}; decoded cache {decoded.path} ({cache_state})",
+        params={**params, "size": size, "resize": resize, "normalize": normalize},
+    )
