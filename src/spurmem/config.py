@@ -1,8 +1,157 @@
 """Typed configuration: YAML files validated by pydantic models, ``key=value`` overrides, and
-unknown keys rejected with the nearest valid key suggested."""
+unknown keys rejected with the nearest valid key suggested.
+
+The mechanism is generic: any stage defines a pydantic model (``extra="forbid"``) and calls
+:func:`load_config` with it. Errors name the file and line (or the override), the dotted key, what
+was expected and, for an unknown key, the nearest valid one.
+"""
 
 from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what was expected."""
+
+
+def load_config(model_cls: type[M], path: str | Path | None = None, overrides: Sequence[str] = ()) -> M:
+    """Build ``model_cls`` from a YAML file (optional) plus ``key=value`` overrides (dotted keys).
+
+    Override values are parsed as YAML (``epochs=3``, ``eval_splits=[val,test]``, ``weights=null``).
+    """
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        data, lines = _read_yaml(path)
+    origins: dict[tuple[str, ...], str] = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value, item)
+        origins[tuple(key.split("."))] = f"override {item!r}"
+    return validate_config(model_cls, data, source=source, lines=lines, origins=origins)
+
+
+def validate_config(
+    model_cls: type[M],
+    data: dict[str, Any],
+    source: str = "<config>",
+    lines: dict[tuple[str, ...], int] | None = None,
+    origins: dict[tuple[str, ...], str] | None = None,
+) -> M:
+    """Validate a plain dict against ``model_cls``; every problem is reported in one ConfigError."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(model_cls, err, source, lines or {}, origins or {}) for err in exc.errors()]
+        raise ConfigError(f"invalid {model_cls.__name__} config:\n  " + "\n  ".join(problems)) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", parsed value)``; the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
+    return key, value
+
+
+def dump_config(config: BaseModel) -> str:
+    """The config as YAML with every field, in declaration order."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def config_hash(config: BaseModel, exclude: Iterable[str] = ()) -> str:
+    """A stable short hash of the config's fields (minus ``exclude``), for provenance and resume checks."""
+    payload = config.model_dump(mode="json", exclude=set(exclude))
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def nearest_key(key: str, valid: Iterable[str]) -> str | None:
+    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return near[0] if near else None
+
+
+# -- internals -------------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value at the top level, got {type(data).__name__}")
+    lines: dict[tuple[str, ...], int] = {}
+    _key_lines(node, (), lines)
+    return data, lines
+
+
+def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            out[key] = key_node.start_mark.line + 1
+            _key_lines(value_node, key, out)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
+    parts = key.split(".")
+    target = data
+    for i, part in enumerate(parts[:-1]):
+        child = target.get(part)
+        if child is None:
+            child = target[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+        target = child
+    target[parts[-1]] = value
+
+
+def _fields_at(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the (nested) pydantic model that holds the last element of ``loc``."""
+    current: Any = model_cls
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return None
+        current = current.model_fields[part].annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _describe(model_cls, err: dict, source: str, lines: dict, origins: dict) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc) or "<top level>"
+    where = origins.get(loc) or (f"{source}:{lines[loc]}" if loc in lines else source)
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(model_cls, loc) or []
+        near = nearest_key(loc[-1], valid)
+        hint = f"; did you mean {'.'.join((*loc[:-1], near))!r}?" if near else ""
+        return f"{where}: unknown key {key!r}{hint} Valid keys: {', '.join(valid)}"
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, dict) else "a mapping"
+    return f"{where}: {key}: {err['msg']} (got {shown})"

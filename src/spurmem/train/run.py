@@ -1,0 +1,146 @@
+"""The run directory written by ``spurmem train`` and read by every later stage.
+
+::
+
+    runs/<name>/
+      config.yaml      the resolved TrainConfig (every field)
+      run.json         status, selection {rule, epoch, metric, value}, provenance, timings
+      metrics.jsonl    one JSON object per evaluated epoch (epoch 0 = initialisation)
+      checkpoints/     epoch_EEEE.safetensors + epoch_EEEE.json (see ``checkpoint.py``)
+      resume/          optimiser/schedule/RNG/algorithm state of the last complete epoch
+      predictions/     <split>.csv of the selected checkpoint
+      records/         command records (``spurmem.record``)
+
+Later stages go through :func:`load_run`, :func:`read_history` and
+:func:`~spurmem.train.checkpoint.list_epochs` only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from spurmem.config import ConfigError, validate_config
+from spurmem.data import GroupDataset, load_dataset
+from spurmem.record import write_json_atomic, write_text_atomic
+from spurmem.train.checkpoint import list_epochs, load_epoch_weights
+from spurmem.train.config import TrainConfig
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+PREDICTIONS = "predictions"
+
+EpochSpec = Literal["selected", "last"] | int
+
+
+@dataclass
+class LoadedRun:
+    """A trained model (weights of ``epoch``, eval mode, on the requested device) with its data and provenance."""
+
+    model: torch.nn.Module
+    dataset: GroupDataset
+    config: TrainConfig
+    info: dict[str, Any]
+    epoch: int
+    run_dir: Path
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no {CONFIG_FILE}); expected the output of `spurmem train`")
+    return validate_config(TrainConfig, yaml.safe_load(path.read_text()) or {}, source=str(path))
+
+
+def read_info(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no {RUN_FILE}); expected the output of `spurmem train`")
+    return json.loads(path.read_text())
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl, in epoch order."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not valid JSON ({exc})") from None
+    return sorted(rows, key=lambda r: r["epoch"])
+
+
+def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl atomically (it is small; appends could be torn by a kill)."""
+    text = "".join(json.dumps(r, sort_keys=False) + "\n" for r in sorted(rows, key=lambda r: r["epoch"]))
+    write_text_atomic(run_dir / METRICS_FILE, text)
+
+
+def write_info(run_dir: Path, info: dict[str, Any]) -> None:
+    write_json_atomic(run_dir / RUN_FILE, info)
+
+
+def resolve_epoch(run_dir: str | Path, epoch: EpochSpec) -> int:
+    """``"selected"`` (run.json's selection), ``"last"`` (latest complete checkpoint) or an epoch number."""
+    available = list_epochs(run_dir)
+    if not available:
+        raise FileNotFoundError(f"{run_dir}: no complete checkpoint")
+    if epoch == "last":
+        return available[-1]
+    if epoch == "selected":
+        selection = read_info(run_dir).get("selection")
+        if not selection:
+            raise FileNotFoundError(f"{run_dir}: run.json has no selection yet (is the run finished?); "
+                                    f"pass an epoch, one of {available}")
+        return int(selection["epoch"])
+    if isinstance(epoch, str) and epoch.isdigit():
+        epoch = int(epoch)
+    if not isinstance(epoch, int):
+        raise ValueError(f"epoch must be 'selected', 'last' or an integer, got {epoch!r}")
+    if epoch not in available:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint for epoch {epoch}; available: {available}")
+    return epoch
+
+
+def build_dataset(config: TrainConfig) -> GroupDataset:
+    return load_dataset(config.dataset, **config.dataset_params)
+
+
+def build_run_model(config: TrainConfig, dataset: GroupDataset) -> torch.nn.Module:
+    """The architecture of a run (randomly initialised; weights come from a checkpoint or the trainer)."""
+    from spurmem.models import build_model
+
+    channels, height, _ = dataset.image_shape
+    return build_model(config.model, dataset.n_classes, in_channels=channels, img_size=height, **config.model_params)
+
+
+def load_run(
+    run_dir: str | Path,
+    epoch: EpochSpec = "selected",
+    device: str | torch.device = "cpu",
+    dataset: GroupDataset | None = None,
+) -> LoadedRun:
+    """Rebuild a run's model with the weights of ``epoch`` and its dataset (pass ``dataset`` to reuse one)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    info = read_info(run_dir)
+    chosen = resolve_epoch(run_dir, epoch)
+    if dataset is None:
+        dataset = build_dataset(config)
+    model = build_run_model(config, dataset)
+    try:
+        model.load_state_dict(load_epoch_weights(run_dir, chosen))
+    except RuntimeError as exc:
+        raise ConfigError(f"{run_dir}: checkpoint of epoch {chosen} does not fit model {config.model!r}: {exc}") from None
+    model.to(device).eval()
+    return LoadedRun(model=model, dataset=dataset, config=config, info=info, epoch=chosen, run_dir=run_dir)

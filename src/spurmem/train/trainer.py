@@ -1,0 +1,366 @@
+"""The one training loop every algorithm runs in (``spurmem train``).
+
+It owns batching (``iterate_batches`` with the algorithm's sampling weights), the optimiser and
+schedule, device placement (AMP, channels-last, prefetching workers), evaluation every
+``eval_every`` epochs, model selection, checkpoints, resume and the run directory (``run.py``).
+An algorithm (``algorithm.py``) only supplies the batch loss, its logged terms and its state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spurmem.config import ConfigError, config_hash, dump_config
+from spurmem.data import GroupDataset, iterate_batches
+from spurmem.device import resolve_device
+from spurmem.metrics import evaluate, predict, summarize
+from spurmem.record import environment, record_command, utc_now, write_text_atomic
+from spurmem.train import checkpoint as ckpt
+from spurmem.train.algorithm import Algorithm
+from spurmem.train.config import HASH_EXCLUDE, TrainConfig
+from spurmem.train.progress import EpochProgress
+from spurmem.train.run import (
+    CONFIG_FILE, PREDICTIONS, RUN_FILE, build_dataset, build_run_model, load_run, read_config, read_history,
+    read_info, write_history, write_info,
+)
+from spurmem.train.selection import Selection, select_epoch
+
+
+@dataclass
+class TrainResult:
+    """What a finished ``train`` call produced; everything is also on disk in ``run_dir``."""
+
+    run_dir: Path
+    config: TrainConfig
+    selection: Selection
+    history: list[dict[str, Any]]
+    epochs_completed: int
+    seconds: float
+    resumed_from: int | None = None
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+    def row(self, epoch: int | None = None) -> dict[str, Any]:
+        """The metrics row of ``epoch`` (default: the selected epoch)."""
+        epoch = self.selection.epoch if epoch is None else epoch
+        for r in self.history:
+            if r["epoch"] == epoch:
+                return r
+        raise KeyError(f"epoch {epoch} was not evaluated")
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    dataset: GroupDataset | None = None,
+) -> TrainResult:
+    """Train ``config`` into ``run_dir`` (default ``runs/<name>``).
+
+    An existing run directory is refused unless ``resume`` (continue from its last complete epoch;
+    a complete run is returned as it is) or ``overwrite`` (delete it and start over).
+    """
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
+    start = _prepare_run_dir(run_dir, config, resume, overwrite)
+    if start is not None and read_info(run_dir).get("status") == "complete":
+        return _finished_result(run_dir, config)
+    loop = _Loop(config, run_dir, dataset if dataset is not None else build_dataset(config))
+    with record_command(run_dir, "train", config=config.model_dump(mode="json"), seeds=[config.seed]):
+        return loop.run(start, progress)
+
+
+class _Loop:
+    """State of one training session: model, algorithm, optimiser, schedule, RNG, history."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, dataset: GroupDataset) -> None:
+        from spurmem.train.algorithms import ALGORITHMS
+
+        self.config, self.run_dir, self.dataset = config, run_dir, dataset
+        self.device = resolve_device(config.device)
+        self.hash = config_hash(config, HASH_EXCLUDE)
+        if config.algorithm not in ALGORITHMS:
+            from spurmem.config import nearest_key
+
+            near = nearest_key(config.algorithm, ALGORITHMS)
+            raise ConfigError(f"unknown algorithm {config.algorithm!r}" + (f"; did you mean {near!r}?" if near else "")
+                              + f" Known: {', '.join(ALGORITHMS)}")
+        if config.selection != "last" and "val" not in config.eval_splits:
+            raise ConfigError(f"selection={config.selection!r} needs 'val' in eval_splits (got {config.eval_splits})")
+        missing = [s for s in config.eval_splits if s not in dataset.splits]
+        if missing:
+            raise ConfigError(f"eval_splits {missing} are not splits of {dataset.name!r} ({sorted(dataset.splits)})")
+        self.amp = config.amp and self.device.type == "cuda"
+        if config.amp and not self.amp:
+            warnings.warn("amp=true is for CUDA only; training in float32 on " + str(self.device), stacklevel=3)
+        self.augment = _resolve_augment(config.augment)
+
+        torch.manual_seed(config.seed)
+        self.model = build_run_model(config, dataset)
+        self.weights_report = None
+        if config.weights:
+            from spurmem.models import load_weights
+
+            self.weights_report = load_weights(self.model, config.weights)
+        if config.init_from:
+            source = load_run(config.init_from, epoch=config.init_epoch, dataset=dataset)
+            self.model.load_state_dict(source.model.state_dict())
+            self.init_source = {"run": str(config.init_from), "epoch": source.epoch}
+        else:
+            self.init_source = None
+        self.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.algorithm: Algorithm = ALGORITHMS[config.algorithm](dataset, **config.algorithm_params)
+        self.algorithm.setup(self.model, self.device)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        n_train = len(dataset["train"])
+        self.drop_last = n_train % config.batch_size == 1 and n_train > 1  # a batch of 1 breaks BatchNorm
+        self.steps_per_epoch = n_train // config.batch_size if self.drop_last else math.ceil(n_train / config.batch_size)
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        self.history: list[dict[str, Any]] = []
+        self.timings = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0}
+
+    # -- setup --------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def _scheduler(self):
+        c = self.config
+        if c.schedule == "cosine":  # per step, reaching 0 after the last step
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, c.epochs * self.steps_per_epoch))
+        if c.schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=c.plateau_factor, patience=c.plateau_patience)
+        return None
+
+    # -- main ---------------------------------------------------------------------------------
+    def run(self, start: int | None, progress: bool) -> TrainResult:
+        t0 = time.perf_counter()
+        info = self._initial_info(start)
+        write_info(self.run_dir, info)
+        if start is None:
+            write_text_atomic(self.run_dir / CONFIG_FILE, dump_config(self.config))
+            self._finish_epoch(0, None)
+            first = 1
+        else:
+            self._restore(start)
+            first = start + 1
+        try:
+            with EpochProgress(enabled=progress, total_epochs=self.config.epochs) as bar:
+                for epoch in range(first, self.config.epochs + 1):
+                    stats = self._train_epoch(epoch, bar)
+                    self._finish_epoch(epoch, stats)
+                    bar.epoch_done(self._last_val_wga())
+        except BaseException as exc:
+            info.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished=utc_now())
+            write_info(self.run_dir, info)
+            raise
+        selection = self._select()
+        self._write_predictions(selection.epoch)
+        info.update(
+            status="complete", selection=selection.to_dict(), epochs_completed=self.config.epochs,
+            finished=utc_now(), seconds=round(info.get("seconds_before", 0.0) + time.perf_counter() - t0, 3),
+            timings={k: round(v, 3) for k, v in self.timings.items()},
+        )
+        write_info(self.run_dir, info)
+        return TrainResult(self.run_dir, self.config, selection, self.history, self.config.epochs,
+                           info["seconds"], start, self.model)
+
+    def _train_epoch(self, epoch: int, bar: "EpochProgress") -> dict[str, Any]:
+        t0 = time.perf_counter()
+        model, algorithm, c = self.model, self.algorithm, self.config
+        algorithm.on_epoch_start(epoch, model)
+        model.train()
+        weights = algorithm.sample_weights()
+        batches = iterate_batches(
+            self.dataset["train"], c.batch_size, self.dataset.mean, self.dataset.std,
+            shuffle=weights is None, generator=self.generator, sample_weights=weights,
+            augment=self.augment, drop_last=self.drop_last,
+        )
+        if c.workers > 0:
+            from spurmem.train.prefetch import prefetch
+
+            batches = prefetch(batches, depth=2 * c.workers)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        loss_sum, n_seen, terms = 0.0, 0, {}
+        bar.start_epoch(epoch, self.steps_per_epoch)
+        for batch in batches:
+            batch = batch.to(self.device, non_blocking=True)
+            if c.channels_last:
+                batch.x = batch.x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                loss, batch_terms = algorithm.loss(model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if c.schedule == "cosine":
+                self.scheduler.step()
+            n = len(batch.y)
+            value = float(loss.detach())
+            loss_sum, n_seen = loss_sum + value * n, n_seen + n
+            for k, v in batch_terms.items():
+                terms[k] = terms.get(k, 0.0) + float(v) * n
+            bar.step(value)
+        if c.schedule == "plateau":
+            self.scheduler.step(loss_sum / max(n_seen, 1) * self.steps_per_epoch)  # the epoch's summed loss
+        seconds = time.perf_counter() - t0
+        self.timings["train"] += seconds
+        return {"train_loss": loss_sum / max(n_seen, 1), "terms": {k: v / max(n_seen, 1) for k, v in terms.items()},
+                "seconds": round(seconds, 3)}
+
+    def _finish_epoch(self, epoch: int, stats: dict[str, Any] | None) -> None:
+        """Evaluate (when due), then save weights, resume state, history and run.json, in that order."""
+        c = self.config
+        row = None
+        due = (epoch == 0 and c.eval_init) or (epoch > 0 and (epoch % c.eval_every == 0 or epoch == c.epochs))
+        if due and c.eval_splits:
+            t0 = time.perf_counter()
+            results = evaluate(self.model, self.dataset, c.eval_splits, c.eval_batch_size, self.device)
+            self.timings["eval"] += time.perf_counter() - t0
+            row = {"epoch": epoch, "lr": self._lr(), "train_loss": None, "terms": {}, "seconds": 0.0,
+                   **(stats or {}), **summarize(results),
+                   "groups": {s: m.to_dict()["groups"] for s, m in results.items()}}
+            self.history.append(row)
+        t0 = time.perf_counter()
+        ckpt.save_epoch_weights(self.run_dir, epoch, self.model)
+        tensors, meta = ckpt.pack_training_state(self.optimizer, self.scheduler, self.generator,
+                                                 self.algorithm.state_dict())
+        ckpt.save_training_state(self.run_dir, epoch, tensors, {**meta, "config_hash": self.hash})
+        # The checkpoint JSON comes last: only now is the epoch complete (listed and resumable).
+        ckpt.mark_epoch_complete(self.run_dir, epoch, self._checkpoint_info(row, stats))
+        if row is not None:
+            write_history(self.run_dir, self.history)
+        ckpt.prune_training_state(self.run_dir, keep=epoch)
+        if not c.save_checkpoints:
+            self._prune_checkpoints(epoch)
+        self.timings["checkpoint"] += time.perf_counter() - t0
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _checkpoint_info(self, row: dict | None, stats: dict | None) -> dict[str, Any]:
+        return {"config_hash": self.hash, "seed": self.config.seed, "metrics": row, "train": stats}
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _last_val_wga(self) -> float | None:
+        for row in reversed(self.history):
+            if "val/worst_group_accuracy" in row:
+                return row["val/worst_group_accuracy"]
+        return None
+
+    def _select(self) -> Selection:
+        if not self.history:  # nothing evaluated (eval_splits empty): fall back to the last epoch
+            return Selection("last", self.config.epochs, None, None)
+        return select_epoch(self.history, self.config.selection)
+
+    def _prune_checkpoints(self, latest: int) -> None:
+        keep = {0, latest}
+        if self.history and any(r["epoch"] > 0 for r in self.history):
+            keep.add(self._select().epoch)
+        for e in ckpt.list_epochs(self.run_dir):
+            if e not in keep:
+                ckpt.delete_epoch_weights(self.run_dir, e)
+
+    def _restore(self, epoch: int) -> None:
+        """Load weights, optimiser, schedule, RNG and algorithm state of a complete epoch."""
+        self.model.load_state_dict(ckpt.load_epoch_weights(self.run_dir, epoch, self.device))
+        tensors, meta = ckpt.load_training_state(self.run_dir, epoch)
+        algo_state = ckpt.unpack_training_state(tensors, meta, self.optimizer, self.scheduler, self.generator)
+        self.algorithm.load_state_dict({k: v.to(self.device) for k, v in algo_state.items()})
+        rows = [r for r in read_history(self.run_dir) if r["epoch"] <= epoch]
+        marker = ckpt.read_checkpoint_info(self.run_dir, epoch).get("metrics")
+        if marker is not None and all(r["epoch"] != epoch for r in rows):
+            rows.append(marker)  # killed between the checkpoint marker and metrics.jsonl
+        self.history = sorted(rows, key=lambda r: r["epoch"])
+        write_history(self.run_dir, self.history)
+        self.timings = dict(read_info(self.run_dir).get("timings") or self.timings)
+
+    def _write_predictions(self, epoch: int) -> None:
+        """Per-example predictions of the selected checkpoint on every evaluated split."""
+        model = self.model
+        if epoch != self.config.epochs:
+            model = build_run_model(self.config, self.dataset)
+            model.load_state_dict(ckpt.load_epoch_weights(self.run_dir, epoch))
+            model.to(self.device)
+        for split in self.config.eval_splits:
+            table = predict(model, self.dataset, split, self.config.eval_batch_size, self.device).table()
+            table.insert(0, "epoch", epoch)
+            write_text_atomic(self.run_dir / PREDICTIONS / f"{split}.csv", table.to_csv(index=False))
+
+    def _initial_info(self, start: int | None) -> dict[str, Any]:
+        c = self.config
+        previous = read_info(self.run_dir) if start is not None else {}
+        env = environment()
+        return {
+            "name": c.name, "kind": "train", "status": "running", "algorithm": c.algorithm,
+            "dataset": c.dataset, "model": c.model, "seed": c.seed, "config_hash": self.hash,
+            "selection": None, "selection_rule": c.selection, "epochs": c.epochs,
+            "spurmem_version": env["spurmem_version"], "git_commit": env["git_commit"], "host": env["host"],
+            "torch_version": env["torch_version"], "device": str(self.device), "amp": self.amp,
+            "threads": torch.get_num_threads(), "n_parameters": sum(p.numel() for p in self.model.parameters()),
+            "weights": None if self.weights_report is None else self.weights_report.summary(),
+            "init_from": self.init_source, "dataset_info": self.dataset.describe(),
+            "started": previous.get("started", utc_now()), "finished": None,
+            "resumed_from": [*previous.get("resumed_from", []), start] if start is not None else [],
+            "seconds_before": float(previous.get("seconds") or 0.0),
+        }
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> int | None:
+    """Check the run directory; return the epoch to resume from, or None to start afresh."""
+    has_content = run_dir.is_dir() and any(run_dir.iterdir())
+    if has_content and overwrite:
+        if not ((run_dir / RUN_FILE).exists() or (run_dir / CONFIG_FILE).exists()):
+            raise FileExistsError(f"{run_dir} exists and is not a run directory; refusing to delete it")
+        shutil.rmtree(run_dir)
+        has_content = False
+    if has_content and not resume:
+        raise FileExistsError(f"run directory {run_dir} exists; pass --resume to continue it or --overwrite to replace it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not has_content or not (run_dir / CONFIG_FILE).is_file():
+        return None
+    saved = read_config(run_dir)
+    if config_hash(saved, HASH_EXCLUDE) != config_hash(config, HASH_EXCLUDE):
+        a, b = saved.model_dump(mode="json"), config.model_dump(mode="json")
+        diff = [f"{k}: run has {a[k]!r}, given {b[k]!r}" for k in a if a[k] != b[k] and k not in HASH_EXCLUDE]
+        raise ConfigError(f"cannot resume {run_dir} with a different config: " + "; ".join(diff))
+    epochs = ckpt.resumable_epochs(run_dir)
+    return epochs[-1] if epochs else None
+
+
+def _finished_result(run_dir: Path, config: TrainConfig) -> TrainResult:
+    info = read_info(run_dir)
+    sel = info["selection"]
+    return TrainResult(run_dir, config, Selection(sel["rule"], sel["epoch"], sel["metric"], sel["value"]),
+                       read_history(run_dir), info.get("epochs_completed", config.epochs), info.get("seconds", 0.0),
+                       None, load_run(run_dir, "last").model)
+
+
+def _resolve_augment(name: str):
+    """The data layer's augmentation by name (``none`` -> no augmentation)."""
+    if name == "none":
+        return None
+    try:
+        from spurmem.data import augment as augment_module
+    except ImportError:
+        raise ConfigError(f"augment={name!r}: this spurmem has no augmentation registry yet; use augment=none") from None
+    registry = getattr(augment_module, "AUGMENTATIONS", None) or getattr(augment_module, "AUGMENTS", None)
+    if not registry or name not in registry:
+        known = ", ".join(registry) if registry else "none"
+        raise ConfigError(f"unknown augment {name!r}; known: {known}")
+    return registry[name]() if isinstance(registry[name], type) else registry[name]
