@@ -1,0 +1,521 @@
+"""Fast unit scans: the effect on every group of modifying each unit alone (SPEC 5.3).
+
+A naive scan copies the model, edits one unit and re-runs the whole dataset, once per unit. The
+engine exploits three kinds of structure, and gives the same predictions:
+
+* **Prefix once.** The model is traced once with ``torch.fx``. For a layer, the graph splits at the
+  unit's *site* (the layer's own output for weight-space interventions, its post-normalisation
+  output for activation-space ones, see :func:`~spurmem.probes.units.output_site`) into a prefix
+  (every node that does not depend on the site) and a suffix. Per batch the prefix runs once for all
+  units of that layer; its values that the suffix needs (residual branches) are kept.
+* **Variants stacked along the batch.** For a chunk of K units, the K modified site outputs are
+  stacked into one ``K*B`` batch and the suffix runs once on it (prefix values are repeated).
+* **One channel per unit.** A weight-space edit of unit c (``zero``, ``reinit``, ``noise``,
+  ``rewind``) changes channel c of the layer's output only, so the K modified channels come from one
+  small conv (or matmul) of the layer's input with the K edited weight rows; activation-space edits
+  (``zero-activation``, ``mean-activation``) write their value into the channel directly.
+
+Data are streamed in batches, so memory depends on the batch and chunk sizes, never on the dataset.
+The edited rows come from :func:`~spurmem.probes.interventions.intervene` itself (one unit at a
+time, with the scan's seed), so the semantics are those of the probes. Models that ``torch.fx``
+cannot trace fall back to running the whole model on the stacked batch with a hook that substitutes
+the site output (same results, no prefix saving).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from spurmem.data.batches import iterate_batches
+from spurmem.data.schema import GroupDataset
+from spurmem.device import resolve_device
+from spurmem.probes.interventions import get_intervention, intervene
+from spurmem.probes.units import Unit, enumerate_units, get_module, output_site, unit_axis, units_by_layer
+
+
+# -- results -------------------------------------------------------------------------------------
+
+@dataclass
+class ScanResult:
+    """Per-variant (a unit, or a set of units) and per-group sums over one split.
+
+    ``correct``, ``margin_sum`` and ``loss_sum`` are ``[variants x groups]``; the ``base_*`` arrays
+    are the unmodified model (with ``base_units`` applied, if any). ``example_correct`` is
+    ``[variants x examples]`` (examples in ``example_index`` order) when asked for.
+    """
+
+    split: str
+    intervention: str
+    params: dict[str, Any]
+    labels: list[str]
+    layers: list[str]
+    group_names: list[str]
+    count: np.ndarray
+    correct: np.ndarray
+    margin_sum: np.ndarray
+    loss_sum: np.ndarray
+    base_correct: np.ndarray
+    base_margin_sum: np.ndarray
+    base_loss_sum: np.ndarray
+    base_units: list[str] = field(default_factory=list)
+    example_index: np.ndarray | None = None
+    example_correct: np.ndarray | None = None
+    base_example_correct: np.ndarray | None = None
+    seconds: float = 0.0
+    engine: str = "fx"
+
+    def _per_count(self, a: np.ndarray) -> np.ndarray:
+        return np.divide(a, self.count, out=np.full(np.shape(a), np.nan, dtype=float), where=self.count > 0)
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self._per_count(self.correct)
+
+    @property
+    def base_accuracy(self) -> np.ndarray:
+        return self._per_count(self.base_correct)
+
+    @property
+    def drop(self) -> np.ndarray:
+        """Accuracy before minus after, per variant and group (positive = the edit hurts)."""
+        return self.base_accuracy[None, :] - self.accuracy
+
+    @property
+    def mean_margin(self) -> np.ndarray:
+        return self._per_count(self.margin_sum)
+
+    @property
+    def base_mean_margin(self) -> np.ndarray:
+        return self._per_count(self.base_margin_sum)
+
+    def table(self) -> pd.DataFrame:
+        """Tidy: one row per variant x group."""
+        acc, base_acc = self.accuracy, self.base_accuracy
+        margin, base_margin = self.mean_margin, self.base_mean_margin
+        rows = []
+        for i, label in enumerate(self.labels):
+            for g, name in enumerate(self.group_names):
+                rows.append({
+                    "unit": label, "layer": self.layers[i], "split": self.split, "group": g, "group_name": name,
+                    "intervention": self.intervention, "correct": int(self.correct[i, g]),
+                    "count": int(self.count[g]), "acc_before": base_acc[g], "acc_after": acc[i, g],
+                    "delta": base_acc[g] - acc[i, g], "margin_before": base_margin[g],
+                    "margin_after": margin[i, g], "loss_after": self._per_count(self.loss_sum[i])[g],
+                })
+        return pd.DataFrame(rows)
+
+
+# -- graph surgery -------------------------------------------------------------------------------
+
+_INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+                      operator.itruediv: operator.truediv}
+
+
+def _functional_copy(model: nn.Module) -> nn.Module:
+    """A private eval-mode copy whose modules never write into their inputs (the engine reuses
+    prefix values across chunks, so an in-place op in a suffix must not change them)."""
+    private = copy.deepcopy(model).eval()
+    for module in private.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False
+    return private
+
+
+def _trace(model: nn.Module) -> fx.GraphModule | None:
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - any tracing failure means: use the hook fallback
+        return None
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in _INPLACE_FUNCTIONS:
+            node.target = _INPLACE_FUNCTIONS[node.target]
+        elif node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
+            node.target = node.target[:-1]
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+    gm.recompile()
+    return gm
+
+
+class _FxSite:
+    """The traced graph split at one site: ``prefix(x)`` -> (site output, layer input, kept values)
+    and ``suffix(variants, kept, k)`` -> logits of the ``k`` stacked variants."""
+
+    def __init__(self, gm: fx.GraphModule, site: str, layer: str | None) -> None:
+        nodes = list(gm.graph.nodes)
+        site_nodes = [n for n in nodes if n.op == "call_module" and n.target == site]
+        if len(site_nodes) != 1:
+            raise LookupError(f"site {site!r} is called {len(site_nodes)} times in the traced graph")
+        site_node = site_nodes[0]
+        layer_input = None
+        if layer is not None:
+            if layer != site:
+                raise ValueError("weight-space sites are the layer itself")
+            layer_input = site_node.args[0]
+        output = next(n for n in nodes if n.op == "output")
+        dependent = {site_node}
+        for n in nodes[nodes.index(site_node) + 1:]:
+            if any(i in dependent for i in n.all_input_nodes):
+                dependent.add(n)
+        if output not in dependent:
+            raise ValueError(f"the model's output does not depend on {site!r}")
+        suffix_nodes = [n for n in nodes if n in dependent and n is not site_node and n is not output]
+        kept: list[fx.Node] = [site_node]
+        for n in suffix_nodes + [output]:
+            for i in n.all_input_nodes:
+                if (i not in dependent or i is site_node) and i not in kept:
+                    kept.append(i)
+        batched = set(n for n in nodes if n.op == "placeholder")
+        for n in nodes:
+            if any(i in batched for i in n.all_input_nodes):
+                batched.add(n)
+        self.batched = [n in batched for n in kept[1:]]
+        wanted = kept + ([layer_input] if layer_input is not None else [])
+        self.prefix = _subgraph(gm, nodes, inputs=[n for n in nodes if n.op == "placeholder"],
+                                body=_ancestors(wanted), outputs=wanted)
+        self.suffix = _subgraph(gm, nodes, inputs=kept, body=set(suffix_nodes), outputs=output.args[0])
+        self.has_layer_input = layer_input is not None
+
+    def run_prefix(self, x: torch.Tensor):
+        values = self.prefix(x)
+        layer_in = values[-1] if self.has_layer_input else None
+        kept = values[: len(values) - self.has_layer_input]
+        return kept[0], layer_in, list(kept[1:])
+
+    def run_suffix(self, variants: torch.Tensor, kept: list, k: int) -> torch.Tensor:
+        args = [_repeat(v, k) if b else v for v, b in zip(kept, self.batched)]
+        return self.suffix(variants, *args)
+
+
+def _ancestors(targets: Iterable[fx.Node]) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(targets)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return seen
+
+
+def _subgraph(gm: fx.GraphModule, order: list[fx.Node], inputs: list[fx.Node], body: set[fx.Node],
+              outputs) -> fx.GraphModule:
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {n: graph.placeholder(f"in_{n.name}") for n in inputs}
+    for n in order:
+        if n in body and n not in env and n.op != "output":
+            env[n] = graph.node_copy(n, lambda a: env[a])
+    out = fx.node.map_arg(outputs, lambda a: env[a])
+    graph.output(tuple(out) if isinstance(out, list) else out)
+    return fx.GraphModule(gm, graph)
+
+
+def _repeat(value, k: int):
+    if k == 1 or not isinstance(value, torch.Tensor):
+        return value
+    return value.repeat(k, *([1] * (value.dim() - 1)))
+
+
+class _HookSite:
+    """Fallback for models fx cannot trace: the whole model runs on the stacked batch and a forward
+    hook puts the modified site outputs in place (exact, but the prefix is recomputed per chunk)."""
+
+    def __init__(self, model: nn.Module, site: str, layer: str | None) -> None:
+        self.model = model
+        self.site = get_module(model, site)
+        self.layer = get_module(model, layer) if layer is not None else None
+
+    def run_prefix(self, x: torch.Tensor):
+        seen: dict[str, torch.Tensor] = {}
+        handles = [self.site.register_forward_hook(lambda m, i, o: seen.__setitem__("site", o))]
+        if self.layer is not None:
+            handles.append(self.layer.register_forward_hook(lambda m, i, o: seen.__setitem__("input", i[0])))
+        try:
+            self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return seen["site"], seen.get("input"), [x]
+
+    def run_suffix(self, variants: torch.Tensor, kept: list, k: int) -> torch.Tensor:
+        handle = self.site.register_forward_hook(lambda m, i, o: variants)
+        try:
+            return self.model(_repeat(kept[0], k))
+        finally:
+            handle.remove()
+
+
+# -- the engine ----------------------------------------------------------------------------------
+
+class ScanEngine:
+    """Holds a private, traced copy of ``model`` and scans units of it; build once, scan many times
+    (the localisation search calls :meth:`scan` at every step with a growing ``base_units``).
+
+    ``max_rows`` bounds the stacked batch (variants x examples) of one suffix run and
+    ``memory_mb`` the size of the stacked site outputs; both only trade speed for memory.
+    """
+
+    def __init__(self, model: nn.Module, dataset: GroupDataset, *, batch_size: int = 256,
+                 max_rows: int = 2048, memory_mb: float = 256.0, device: str | torch.device = "auto") -> None:
+        self.device = resolve_device(device)
+        self.model = _functional_copy(model).to(self.device)
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.max_rows = max_rows
+        self.memory_mb = memory_mb
+        self.graph = _trace(self.model)
+        self._sites: dict[tuple[str, str | None], _FxSite | _HookSite] = {}
+
+    @property
+    def kind(self) -> str:
+        return "fx" if self.graph is not None else "hook"
+
+    def _site(self, site: str, layer: str | None):
+        key = (site, layer)
+        if key not in self._sites:
+            runner = None
+            if self.graph is not None:
+                try:
+                    runner = _FxSite(self.graph, site, layer)
+                except LookupError:
+                    runner = None
+            self._sites[key] = runner or _HookSite(self.model, site, layer)
+        return self._sites[key]
+
+    @torch.no_grad()
+    def scan(
+        self,
+        units: Sequence[Unit | str] | None = None,
+        intervention: str = "zero",
+        split: str = "train",
+        *,
+        sets: Sequence[Sequence[Unit | str]] | None = None,
+        base_units: Sequence[Unit | str] = (),
+        indices: torch.Tensor | np.ndarray | None = None,
+        per_example: bool = False,
+        progress: bool = False,
+        **params: Any,
+    ) -> ScanResult:
+        """Evaluate ``split`` (or its ``indices``) once per unit of ``units`` modified alone (default:
+        every candidate unit) and, when ``sets`` is given, once per set modified together; every
+        variant on top of ``base_units`` (modified with the same intervention) when given.
+        ``params`` go to :func:`~spurmem.probes.interventions.intervene` (``sigma``, ``seed``,
+        ``source``, ``means``)."""
+        start = time.perf_counter()
+        spec = get_intervention(intervention)
+        units = [_as_unit(u) for u in (enumerate_units(self.model) if units is None and sets is None else units or [])]
+        sets = [[_as_unit(u) for u in s] for s in (sets or [])]
+        base = [_as_unit(u) for u in base_units]
+        data = self.dataset[split]
+        idx = torch.arange(len(data)) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        n_groups = self.dataset.n_groups
+        acc = _Accumulator(len(units) + len(sets), n_groups, len(idx) if per_example else 0)
+        base_acc = _Accumulator(1, n_groups, len(idx) if per_example else 0)
+        labels = [u.id for u in units] + ["+".join(u.id for u in s) for s in sets]
+        layers = [u.layer for u in units] + ["+".join(dict.fromkeys(u.layer for u in s)) for s in sets]
+        bar = _Progress(progress, total=len(units) + len(sets) + 1, what=f"scan {split} ({intervention})")
+        with ExitStack() as stack:
+            if base:
+                stack.enter_context(intervene(self.model, base, intervention, inplace=True, **params))
+            for batch, offset in self._batches(data, idx):
+                base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
+            bar.advance(1)
+            for layer, indices_ in units_by_layer(units).items():
+                order = [Unit(layer, i) for i in indices_]
+                self._scan_layer(order, spec, params, data, idx, acc, [labels.index(u.id) for u in order])
+                bar.advance(len(order))
+            for j, s in enumerate(sets):
+                with intervene(self.model, s, intervention, inplace=True, **params):
+                    for batch, offset in self._batches(data, idx):
+                        acc.add(len(units) + j, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
+                bar.advance(1)
+        bar.close()
+        count = np.bincount(data.group[idx].numpy(), minlength=n_groups)
+        return ScanResult(
+            split=split, intervention=intervention, params=_describe(params), labels=labels, layers=layers,
+            group_names=self.dataset.group_names, count=count, correct=acc.correct, margin_sum=acc.margin,
+            loss_sum=acc.loss, base_correct=base_acc.correct[0], base_margin_sum=base_acc.margin[0],
+            base_loss_sum=base_acc.loss[0], base_units=[u.id for u in base],
+            example_index=idx.numpy() if per_example else None,
+            example_correct=acc.examples if per_example else None,
+            base_example_correct=base_acc.examples[0] if per_example else None,
+            seconds=time.perf_counter() - start, engine=self.kind,
+        )
+
+    def _batches(self, data, idx):
+        offset = 0
+        for batch in iterate_batches(data, self.batch_size, self.dataset.mean, self.dataset.std, indices=idx):
+            yield batch, offset
+            offset += len(batch.y)
+
+    def _scan_layer(self, units: list[Unit], spec, params, data, idx, acc: "_Accumulator", rows: list[int]) -> None:
+        layer = units[0].layer
+        weight_space = spec.space == "weight"
+        site = layer if weight_space else output_site(self.model, layer)
+        runner = self._site(site, layer if weight_space else None)
+        axis = unit_axis(get_module(self.model, site))
+        if weight_space:
+            rows_w, rows_b = _edited_rows(self.model, units, spec.name, params)
+        else:
+            values = _activation_values(units, spec.name, params)
+        channels = [u.index for u in units]
+        for batch, offset in self._batches(data, idx):
+            x = batch.x.to(self.device)
+            site_out, layer_in, kept = runner.run_prefix(x)
+            b = site_out.shape[0]
+            per_variant = site_out[:1].numel() * site_out.element_size() * b
+            k_max = max(1, min(self.max_rows // max(b, 1), int(self.memory_mb * 2**20 // max(per_variant, 1))))
+            for lo in range(0, len(units), k_max):
+                hi = min(lo + k_max, len(units))
+                if weight_space:
+                    new = _unit_outputs(get_module(self.model, layer), layer_in, rows_w[lo:hi],
+                                        None if rows_b is None else rows_b[lo:hi], channels[lo:hi])
+                    fills = [new.select(axis, j) for j in range(hi - lo)]
+                else:
+                    fills = values[lo:hi]
+                stacked = _stack_variants(site_out, axis, channels[lo:hi], fills)
+                logits = runner.run_suffix(stacked, kept, hi - lo)
+                acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, b, -1), batch, offset)
+
+
+def _as_unit(u: Unit | str) -> Unit:
+    return u if isinstance(u, Unit) else Unit.parse(u)
+
+
+def _describe(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in params.items():
+        out[key] = value if isinstance(value, (int, float, str, type(None))) else f"<{type(value).__name__}>"
+    return out
+
+
+@torch.no_grad()
+def _edited_rows(model: nn.Module, units: list[Unit], name: str, params: dict[str, Any]):
+    """The weight rows (and bias entries) each unit gets from ``intervene`` when edited alone."""
+    module = get_module(model, units[0].layer)
+    rows, biases = [], []
+    for u in units:
+        with intervene(model, [u], name, inplace=True, **params):
+            rows.append(module.weight[u.index].clone())
+            if module.bias is not None:
+                biases.append(module.bias[u.index].clone())
+    return torch.stack(rows), (torch.stack(biases) if biases else None)
+
+
+def _activation_values(units: list[Unit], name: str, params: dict[str, Any]) -> list[float | torch.Tensor]:
+    if name == "zero-activation":
+        return [0.0] * len(units)
+    means = params.get("means")
+    if means is None:
+        raise ValueError("intervention 'mean-activation' needs means= (see activation_means)")
+    layer = units[0].layer
+    if layer not in means:
+        raise KeyError(f"means has no entry for layer {layer!r}; compute them with activation_means")
+    values = torch.as_tensor(means[layer], dtype=torch.float32)
+    return [values[u.index] for u in units]
+
+
+def _unit_outputs(module: nn.Module, x: torch.Tensor, rows: torch.Tensor, bias: torch.Tensor | None,
+                  channels: list[int]) -> torch.Tensor:
+    """The output channels of ``module`` that the edited rows produce, one per row, on input ``x``."""
+    if isinstance(module, nn.Linear):
+        return F.linear(x, rows, bias)
+    if isinstance(module, nn.Conv2d):
+        if module.groups == 1:
+            return module._conv_forward(x, rows, bias)
+        per_group = module.in_channels // module.groups
+        outs = []
+        for j, c in enumerate(channels):
+            g = c // (module.out_channels // module.groups)
+            part = x[:, g * per_group:(g + 1) * per_group]
+            if module.padding_mode != "zeros":
+                raise NotImplementedError("grouped convs with non-zero padding are not supported by the scan engine")
+            outs.append(F.conv2d(part, rows[j:j + 1], None if bias is None else bias[j:j + 1], module.stride,
+                                 module.padding, module.dilation))
+        return torch.cat(outs, dim=1)
+    raise TypeError(f"the scan engine edits Conv2d and Linear layers, not {type(module).__name__}")
+
+
+def _stack_variants(site_out: torch.Tensor, axis: int, channels: list[int], fills) -> torch.Tensor:
+    """``len(channels)`` copies of ``site_out`` stacked along the batch, copy j with channel
+    ``channels[j]`` replaced by ``fills[j]``."""
+    k = len(channels)
+    stacked = site_out.unsqueeze(0).repeat(k, *([1] * site_out.dim()))
+    for j, (c, value) in enumerate(zip(channels, fills)):
+        target = stacked[j].select(axis, c)
+        if isinstance(value, torch.Tensor):
+            target.copy_(value)
+        else:
+            target.fill_(value)
+    return stacked.flatten(0, 1)
+
+
+class _Accumulator:
+    """Per-variant, per-group sums of correct predictions, logit margins and losses."""
+
+    def __init__(self, n_variants: int, n_groups: int, n_examples: int) -> None:
+        self.correct = np.zeros((n_variants, n_groups), dtype=np.int64)
+        self.margin = np.zeros((n_variants, n_groups))
+        self.loss = np.zeros((n_variants, n_groups))
+        self.examples = np.zeros((n_variants, n_examples), dtype=bool) if n_examples else None
+        self.n_groups = n_groups
+
+    def add(self, row: int, logits: torch.Tensor, batch, offset: int) -> None:
+        self.add_rows([row], logits, batch, offset)
+
+    def add_rows(self, rows: list[int], logits: torch.Tensor, batch, offset: int) -> None:
+        """``logits`` is ``[len(rows) x B x C]``."""
+        logits = logits.float().cpu()
+        k, b, c = logits.shape
+        y = batch.y.unsqueeze(0).expand(k, b)
+        true = logits.gather(2, y.unsqueeze(2)).squeeze(2)
+        other = logits.scatter(2, y.unsqueeze(2), float("-inf")).amax(dim=2)
+        correct = logits.argmax(dim=2) == y
+        loss = F.cross_entropy(logits.reshape(k * b, c), y.reshape(-1), reduction="none").reshape(k, b)
+        onehot = F.one_hot(batch.g, self.n_groups).double()
+        self.correct[rows] += (correct.double() @ onehot).round().long().numpy()
+        self.margin[rows] += ((true - other).double() @ onehot).numpy()
+        self.loss[rows] += (loss.double() @ onehot).numpy()
+        if self.examples is not None:
+            self.examples[np.asarray(rows)[:, None], np.arange(offset, offset + b)[None, :]] = correct.numpy()
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int, what: str) -> None:
+        self.bar = None
+        if enabled:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(what, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def scan_units(model: nn.Module, dataset: GroupDataset, units: Sequence[Unit | str] | None = None,
+               intervention: str = "zero", split: str = "train", *, batch_size: int = 256,
+               device: str | torch.device = "auto", **kwargs: Any) -> ScanResult:
+    """One-shot :meth:`ScanEngine.scan` (the caller's model is never modified)."""
+    engine = ScanEngine(model, dataset, batch_size=batch_size, device=device)
+    return engine.scan(units, intervention, split, **kwargs)
+
+
+__all__ = ["ScanEngine", "ScanResult", "scan_units"]
