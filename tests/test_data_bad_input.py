@@ -136,10 +136,11 @@ def test_celeba_bad_lists(tmp_path):
         load_dataset("celeba", **kw)
     attr.write_text(original)
     part = root / "list_eval_partition.txt"
+    partitions = part.read_text()
     _edit_line(part, 2, lambda line: line.split()[0] + " 7")
     with pytest.raises(DataError, match=r"list_eval_partition.txt line 2: column 'partition' is 7, expected 0, 1 or 2"):
         load_dataset("celeba", **kw)
-    part.write_text("".join(part.read_text().splitlines(keepends=True)[1:]))  # drop the first image
+    part.write_text("".join(partitions.splitlines(keepends=True)[1:]))  # drop the first image
     with pytest.raises(DataError, match=r"list_attr_celeba.txt line 3: image '000001.jpg' has no partition"):
         load_dataset("celeba", **kw)
 
