@@ -8,9 +8,21 @@ batch loss, optional sampling weights and state to checkpoint. ``algorithm_param
 from __future__ import annotations
 
 from spurmem.train.algorithm import Algorithm
+from spurmem.train.algorithms.dfr import DFR
+from spurmem.train.algorithms.erm_continue import ERMContinue
+from spurmem.train.algorithms.framework import SpurMemFramework
+from spurmem.train.algorithms.groupdro import GroupDRO
+from spurmem.train.algorithms.jtt import JTT
+from spurmem.train.algorithms.reweight import Reweight
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "erm": Algorithm,
+    "erm-continue": ERMContinue,
+    "reweight": Reweight,
+    "groupdro": GroupDRO,
+    "jtt": JTT,
+    "dfr": DFR,
+    "spurmem": SpurMemFramework,
 }
 
 __all__ = ["ALGORITHMS", "Algorithm"]

@@ -7,7 +7,15 @@ start (``init_from``), optimiser, schedule and epoch budget: whatever the framew
 
 from __future__ import annotations
 
+from typing import Any
+
+from spurmem.data.schema import GroupDataset
 from spurmem.train.algorithm import Algorithm
+from spurmem.train.algorithms.params import AlgorithmParams, parse_params
+
+
+class ERMContinueParams(AlgorithmParams):
+    """No parameters: the control differs from ERM only in its start and its optimisation settings."""
 
 
 class ERMContinue(Algorithm):
@@ -15,3 +23,8 @@ class ERMContinue(Algorithm):
 
     name = "erm-continue"
     uses_group_labels = False
+    Params = ERMContinueParams
+
+    def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:
+        super().__init__(dataset, **hparams)
+        self.params = parse_params(ERMContinueParams, hparams, self.name)
