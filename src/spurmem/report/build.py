@@ -104,6 +104,11 @@ def gap_section(runs: list[Run]) -> Section:
 
 def build_report(paths: list[str | Path], out_dir: str | Path, title: str = "spurmem report") -> Path:
     """Read the runs at or below ``paths`` and write the report into ``out_dir``; returns report.html."""
+    return write_report(assemble_report(paths, title), out_dir)
+
+
+def assemble_report(paths: list[str | Path], title: str = "spurmem report") -> Report:
+    """The report of the runs at or below ``paths`` (verdicts, sections, figures, tables), unwritten."""
     runs = load_runs(paths)
     train_runs = [r for r in runs if r.info.get("kind", "train") == "train"]
     sections = [
@@ -113,6 +118,4 @@ def build_report(paths: list[str | Path], out_dir: str | Path, title: str = "spu
         memorization_section(runs),
         comparison_section(paths, runs),
     ]
-    report = Report(title=title, verdicts=claim_verdicts(paths, runs), sections=sections,
-                    runs=[r.name for r in runs])
-    return write_report(report, out_dir)
+    return Report(title=title, verdicts=claim_verdicts(paths, runs), sections=sections, runs=[r.name for r in runs])

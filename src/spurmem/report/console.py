@@ -43,3 +43,20 @@ def print_runs_table(frame: pd.DataFrame, console: Console | None = None) -> Non
         return
     print_table(frame, f"{len(frame)} run(s); metrics at the selected epoch (avg = plain accuracy, adj. avg = "
                 "weighted by training group proportions)", RUNS_COLUMNS, console)
+
+
+def print_demo_summary(result, console: Console | None = None) -> None:
+    """What the demo found: the verdicts, the comparison (if any), the stages and the report's path."""
+    console = console or _console()
+    verdicts = result.report.verdict_table().frame
+    verdicts = verdicts.assign(claim=verdicts["claim"].str.split(":").str[0])
+    print_table(verdicts, "Verdicts on the claims (SPEC 5 and 6)",
+                {"claim": "claim", "verdict": "verdict", "statistic": "statistic"}, console)
+    tables = {t.name: t for t in result.report.tables}
+    if "comparison" in tables:
+        t = tables["comparison"]
+        print_table(t.frame, t.title, None, console, digits=1)
+    stages = pd.DataFrame([vars(s) for s in result.stages])
+    stages["seconds"] = stages["seconds"].round(1)
+    print_table(stages, f"Stages ({result.seconds:.0f} s in all)", None, console, digits=1)
+    console.print(f"[bold]Report:[/bold] {result.report_path}")

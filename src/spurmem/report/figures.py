@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 _PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 RANDOM_CONTROL = "random"
@@ -158,8 +159,7 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
             if scorer != RANDOM_CONTROL and not control.empty:
                 ctl = control[control["group"] == group].sort_values("k")
                 ax.plot(ctl["k"], 100 * ctl["drop_mean"], "--", color=color, lw=1)
-                ax.fill_between(ctl["k"], 100 * ctl["ci_low"], 100 * ctl["ci_high"], color=color, alpha=0.07,
-                                hatch="..")
+                ax.fill_between(ctl["k"], 100 * ctl["ci_low"], 100 * ctl["ci_high"], color=color, alpha=0.07)
         ax.axhline(0, color="k", lw=0.7)
         ax.set_title(scorer if scorer != RANDOM_CONTROL else "random (control)")
         ax.set_xlabel("k (units modified)")
@@ -168,7 +168,11 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
         ax.set_visible(False)
     for ax in axes[::ncol]:
         ax.set_ylabel("accuracy drop (points)")
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not control.empty and scorers != [RANDOM_CONTROL]:
+        handles += [Line2D([], [], color="k", ls="-", marker="o", ms=3), Line2D([], [], color="k", ls="--")]
+        labels += ["scorer's top-k units", "k random units (control)"]
+    axes[0].legend(handles, labels, fontsize=7)
     what = (
         "Drop in each group's accuracy (original minus modified) after modifying the top-k units of each "
         "scorer; solid = scorer, dashed = random units (control); bands = 95% CI over repeats."
@@ -190,7 +194,8 @@ def plot_group_matrix(matrix: pd.DataFrame, prov: Provenance, value_label: str =
     lim = max(1.0, float(np.nanmax(np.abs(data)))) if np.isfinite(data).any() else 1.0
     im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim)
     for (i, j), v in np.ndenumerate(data):
-        ax.text(j, i, "" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=8)
+        ax.text(j, i, "" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=8,
+                color="white" if abs(v) > 0.6 * lim else "black")
     ax.set_xticks(range(data.shape[1]), [f"g{g} {n}" for g, n in pivot.columns], rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(data.shape[0]), [f"g{g} {n}" for g, n in pivot.index], fontsize=8)
     ax.set_xlabel("accuracy measured on group")
@@ -264,13 +269,14 @@ def plot_algorithm_comparison(comparison: pd.DataFrame, prov: Provenance) -> Rep
     for m_i, metric in enumerate(metrics):
         part = comparison[comparison["metric"] == metric].set_index("algorithm").reindex(algorithms)
         x = np.arange(len(algorithms)) + (m_i - (len(metrics) - 1) / 2) * width
-        ax.bar(x, 100 * part["mean"], width, yerr=100 * part["std"].fillna(0), capsize=3,
-               color=_PALETTE[m_i % len(_PALETTE)], label=metric)
+        bars = ax.bar(x, 100 * part["mean"], width, yerr=100 * part["std"].fillna(0), capsize=3,
+                      color=_PALETTE[m_i % len(_PALETTE)], label=metric)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2, label_type="center")
     ax.set_xticks(np.arange(len(algorithms)), algorithms, rotation=15, fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     n = comparison["n_seeds"].max() if "n_seeds" in comparison else None
     what = f"Algorithms compared; bar = mean, error bar = sd over {n if n is not None else 'the'} seeds."
     return _render(fig, "algorithm_comparison", "Algorithm comparison", what, prov)

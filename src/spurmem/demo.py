@@ -1,0 +1,193 @@
+"""``spurmem demo``: the whole method on the built-in data, in one command, in about five minutes.
+
+Stages, in order, each reusing its output when a previous demo finished it:
+
+1. ``erm``: train ERM on fashion-waterbirds (through ``spurmem compare``'s protocol, so the same run
+   is the base of the mitigation stage);
+2. ``probe``: the default probe grid with the random control on the ERM run (SPEC 4, 5.1, 5.2);
+3. ``scan``: the unit-level memorisation scan of the ERM run (SPEC 5.3);
+4. ``compare``: the framework, ERM, the ``erm-continue`` control and one baseline (SPEC 6, 7);
+5. ``report``: the HTML report, opening with the verdicts on the claims; its path and a summary table
+   are printed.
+
+:class:`DemoConfig` holds every setting; ``key=value`` overrides shrink it (a test runs it in under
+two minutes with ``erm_epochs=2 n_train=400 ...``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+
+from spurmem.record import record_command
+
+if TYPE_CHECKING:
+    from spurmem.report.html import Report
+
+
+class DemoConfig(BaseModel):
+    """Settings of the demo; the defaults finish in about five minutes on two CPU cores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out_dir: str = Field("runs/demo", description="where the runs, the comparison and the report go")
+    dataset: str = "fashion-waterbirds"
+    n_train: int = Field(4800, ge=40, description="training examples (fashion-waterbirds n_train)")
+    n_eval_per_group: int = Field(250, ge=5, description="validation and test examples per group")
+    dataset_params: dict[str, Any] = Field(default_factory=dict, description="more dataset parameters")
+    model: str = "small-cnn"
+    erm_epochs: int = Field(20, ge=1, description="ERM budget (minority examples are fitted by ~epoch 12)")
+    fine_tune_epochs: int = Field(4, ge=1, description="budget of the framework and the erm-continue control")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    baseline: str = Field("dfr", description="the robust-training baseline next to the framework")
+    eval_every: int = Field(1, ge=1, description="evaluate every N epochs (curves get coarser, runs faster)")
+    device: str = "auto"
+    probe: dict[str, Any] = Field(default_factory=dict, description="overrides of the probe grid")
+    scan: dict[str, Any] = Field(default_factory=dict, description="overrides of the memorisation scan")
+
+    @property
+    def out(self) -> Path:
+        return Path(self.out_dir)
+
+    def all_dataset_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"n_train": self.n_train}
+        if self.dataset == "fashion-waterbirds":
+            params.update(n_val_per_group=self.n_eval_per_group, n_test_per_group=self.n_eval_per_group)
+        return {**params, **self.dataset_params}
+
+    def compare_config(self, algorithms: list[str]):
+        """The ``spurmem compare`` config of the demo (ERM alone first, then every algorithm)."""
+        from spurmem.train.compare import CompareConfig
+
+        return CompareConfig(
+            name="demo", out_dir=str(self.out), dataset=self.dataset, dataset_params=self.all_dataset_params(),
+            model=self.model, algorithms=algorithms, seeds=self.seeds, epochs=self.erm_epochs,
+            fine_tune_epochs=self.fine_tune_epochs,
+            train={"device": self.device, "eval_every": self.eval_every},
+        )
+
+    @property
+    def algorithms(self) -> list[str]:
+        return ["erm", "erm-continue", "spurmem", self.baseline]
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ran", "reused" or "skipped"
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class DemoResult:
+    report_path: Path
+    report: "Report"
+    stages: list[StageResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Stage:
+    name: str
+    title: str
+    done: Callable[["_Demo"], bool]
+    run: Callable[["_Demo"], str | None]
+
+
+class _Demo:
+    """The demo's shared state: config, console, the ERM run it builds on."""
+
+    def __init__(self, config: DemoConfig, console: Console, progress: bool) -> None:
+        self.config, self.console, self.progress = config, console, progress
+
+    def log(self, message: str) -> None:
+        self.console.print(f"    {message}")
+
+    @property
+    def erm_dir(self) -> Path:
+        """The ERM run of the first seed, where compare's protocol puts it."""
+        from spurmem.train.compare import hparams_for, plan_run
+
+        cmp = self.config.compare_config(["erm"])
+        return plan_run(cmp, "erm", self.config.seeds[0], hparams_for(cmp, "erm"), None).run_dir
+
+    def run_compare(self, algorithms: list[str]) -> None:
+        from spurmem.train.compare import run_compare
+        from spurmem.train.compare_table import write_comparison
+
+        cmp = self.config.compare_config(algorithms)
+        result = run_compare(cmp, progress=self.progress, log=self.log)
+        if len(algorithms) > 1:
+            write_comparison(result)
+
+
+def _run_status(run_dir: Path) -> str:
+    from spurmem.train.compare import run_status
+
+    return run_status(run_dir)
+
+
+def _stages() -> list[_Stage]:
+    return [
+        _Stage("erm", "train ERM",
+               lambda d: _run_status(d.erm_dir) == "complete",
+               lambda d: d.run_compare(["erm"])),
+        _Stage("compare", "framework, ERM, erm-continue control and baseline",
+               lambda d: _comparison_done(d),
+               lambda d: d.run_compare(d.config.algorithms)),
+        _Stage("report", "write the report", lambda d: False, _write_report),
+    ]
+
+
+def _comparison_done(demo: _Demo) -> bool:
+    return (demo.config.out / "comparison.json").is_file() and all(
+        _run_status(p) == "complete" for p in (demo.config.out / "runs").iterdir()
+    )
+
+
+def _write_report(demo: _Demo) -> None:
+    from spurmem.report.build import assemble_report
+    from spurmem.report.html import write_report
+
+    demo.report = assemble_report([demo.config.out], title="spurmem demo: spurious memorisation on "
+                                  f"{demo.config.dataset}")
+    demo.report_path = write_report(demo.report, demo.config.out / "report")
+
+
+# Stages of the method whose engines this build does not have yet are named here with a note rather
+# than faked; the report marks their claims "not tested".
+MISSING_STAGES = {
+    "probe": "the probe grid (spurmem probe) is not in this build yet",
+    "scan": "the unit-level memorisation scan is not in this build yet",
+}
+
+
+def run_demo(config: DemoConfig, console: Console | None = None, progress: bool = True) -> DemoResult:
+    """Run every stage (reusing finished ones), write the report and return its path and timings."""
+    console = console or Console()
+    demo = _Demo(config, console, progress)
+    config.out.mkdir(parents=True, exist_ok=True)
+    stages = _stages()
+    t_all = time.perf_counter()
+    results: list[StageResult] = []
+    with record_command(config.out, "demo", config=config.model_dump(mode="json"), seeds=config.seeds) as rec:
+        for i, stage in enumerate(stages, 1):
+            console.rule(f"[bold]{i}/{len(stages)} {stage.title}")
+            t0 = time.perf_counter()
+            if stage.done(demo):
+                console.print("    finished by an earlier demo: reused")
+                results.append(StageResult(stage.name, "reused", 0.0))
+                continue
+            with rec.timed(stage.name):
+                note = stage.run(demo) or ""
+            results.append(StageResult(stage.name, "ran", time.perf_counter() - t0, note))
+        for name, note in MISSING_STAGES.items():
+            results.append(StageResult(name, "skipped", 0.0, note))
+        rec.outputs.append(str(demo.report_path))
+    return DemoResult(report_path=demo.report_path, report=demo.report, stages=results, seconds=time.perf_counter() - t_all)
