@@ -3,35 +3,70 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from spurmem.data import DATASETS
+
     data = sub.add_parser("data", help="inspect the group-labelled datasets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     data_sub.required = True
-    summary = data_sub.add_parser("summary", help="counts per split and group, majority/minority, provenance")
-    summary.add_argument("name", help="dataset name (see DATASETS)")
-    summary.add_argument("params", nargs="*", help="dataset parameters as key=value")
+    summary = data_sub.add_parser(
+        "summary",
+        help="counts per split and group, names, majority/minority, provenance",
+        description="Build a dataset and print, per split and group, the counts, the group names, "
+        "which groups are majority/minority (from training counts) and where the data came from.",
+        epilog="examples:\n  spurmem data summary fashion-waterbirds\n"
+        "  spurmem data summary fashion-waterbirds variant=hard rho=0.9 seed=1\n"
+        "  spurmem data summary waterbirds root=/data/waterbird_complete95_forest2water2 size=64\n"
+        "  spurmem data summary celeba root=/data/celeba target=Blond_Hair spurious=Male size=64\n"
+        "  spurmem data summary metadata-csv csv=my/meta.csv class_names=cat,dog attr_names=indoor,outdoor",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    summary.add_argument("name", choices=sorted(DATASETS), metavar="NAME",
+                         help=f"dataset: {', '.join(sorted(DATASETS))}")
+    summary.add_argument("params", nargs="*", metavar="KEY=VALUE",
+                         help="dataset parameters (values parsed as YAML: 0.9, true, [a, b])")
+    summary.add_argument("--json", action="store_true", help="print the description as JSON instead of a table")
     summary.set_defaults(func=_summary)
+
+
+def parse_params(items: list[str]) -> dict:
+    """``["rho=0.9", "variant=hard"]`` -> ``{"rho": 0.9, "variant": "hard"}`` (values as YAML scalars)."""
+    import yaml
+
+    from spurmem.data.schema import DataError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DataError(f"dataset parameter {item!r} should be KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value) if value else ""
+    return out
 
 
 def _summary(args: argparse.Namespace) -> int:
     from spurmem.data import load_dataset
+    from spurmem.data.summary import group_count_table
 
-    params = dict(p.split("=", 1) for p in args.params)
-    ds = load_dataset(args.name, **{k: _parse_value(v) for k, v in params.items()})
-    info = ds.describe()
-    print(f"dataset: {info['name']}   source: {info['source']}")
-    for split, counts in info["counts"].items():
-        total = sum(counts)
-        print(f"{split}: {total} examples")
-        for g, c in enumerate(counts):
-            role = "majority" if g in info["majority_groups"] else "minority"
-            print(f"  g{g} {info['group_names'][g]:<24} {c:>6}  {100 * c / total:5.1f}%  {role}")
+    ds = load_dataset(args.name, **parse_params(args.params))
+    if args.json:
+        print(json.dumps({**ds.describe(), "mean": ds.mean, "std": ds.std}, indent=1, default=str))
+        return 0
+    table = group_count_table(ds)
+    print(f"dataset: {ds.name}   images: {'x'.join(map(str, ds.image_shape))} uint8")
+    print(f"source:  {ds.source}")
+    print(f"params:  {' '.join(f'{k}={v}' for k, v in ds.params.items())}")
+    print(f"classes: {ds.class_names}   attributes: {ds.attr_names}   group g = y * {ds.n_attrs} + a")
+    print(f"normalisation: mean {_fmt(ds.mean)} std {_fmt(ds.std)}")
+    for split, part in table.groupby("split", sort=False):
+        print(f"{split}: {int(part['count'].sum())} examples")
+        for row in part.itertuples():
+            print(f"  g{row.group} {row.name:<28} {row.count:>7}  {100 * row.fraction:5.1f}%  {row.role}")
     return 0
 
 
-def _parse_value(v: str):
-    import yaml
-
-    return yaml.safe_load(v)
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
