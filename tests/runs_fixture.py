@@ -68,3 +68,30 @@ def make_run(root: Path, name: str, algorithm: str = "erm", seed: int = 0, epoch
     (run / "run.json").write_text(json.dumps(info, indent=2))
     (run / "config.yaml").write_text(f"algorithm: {algorithm}\nseed: {seed}\nepochs: {epochs}\n")
     return run
+
+
+def make_comparison(root: Path, algorithms=("erm", "erm-continue", "spurmem", "dfr"), seeds=(0, 1),
+                    wga: dict[str, float] | None = None) -> Path:
+    """A `spurmem compare` folder: runs/<alg>-s<seed>/ plus comparison.json in compare_table's format
+    (``summary``: algorithm x metric mean/std/n_seeds; ``runs``: one row per run). ``wga`` sets each
+    algorithm's mean test WGA (seed s adds 0.01 * s)."""
+    wga = wga or {}
+    runs, summary = [], []
+    for alg in algorithms:
+        values = []
+        for seed in seeds:
+            run = make_run(root / "runs", f"{alg}-s{seed}", alg, seed, epochs=3)
+            value = wga.get(alg, 0.4) + 0.01 * seed
+            values.append(value)
+            runs.append({"algorithm": alg, "seed": seed, "run_dir": str(run), "selected_epoch": 2,
+                         "selection_value": value, "test/worst_group_accuracy": value,
+                         "test/adjusted_average": 0.9, "test/average": 0.7, "gap_g1": 0.4, "terms": {}})
+        arr = np.asarray(values)
+        for metric, vals in (("test/worst_group_accuracy", arr), ("test/adjusted_average", np.full(len(arr), 0.9)),
+                             ("test/average", np.full(len(arr), 0.7)), ("gap_g1", np.full(len(arr), 0.4))):
+            summary.append({"algorithm": alg, "metric": metric, "n_seeds": len(vals), "mean": float(vals.mean()),
+                            "std": float(vals.std(ddof=1)) if len(vals) > 1 else None})
+    (root / "comparison.json").write_text(json.dumps(
+        {"config": {}, "selection_rule": "val_wga", "chosen_hparams": {}, "search": [], "summary": summary,
+         "runs": runs}, indent=1))
+    return root

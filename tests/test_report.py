@@ -9,23 +9,21 @@ import re
 import pytest
 from PIL import Image
 
-from runs_fixture import make_run
+from runs_fixture import make_comparison, make_run
 from spurmem.cli import main
 
 EXPECTED_FIGURES = [
     "group_accuracy_over_epochs",
     "memorization_gap",
+    "algorithm_comparison",
 ]
-EXPECTED_TABLES = ["verdicts", "runs", "memorization_gap"]
+EXPECTED_TABLES = ["verdicts", "runs", "memorization_gap", "comparison", "comparison_per_run"]
 
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    runs = root / "runs"
-    make_run(runs, "erm-s0", "erm", 0, epochs=4)
-    make_run(runs, "erm-s1", "erm", 1, epochs=4)
-    make_run(runs, "framework-s0", "framework", 0, epochs=3)
+    runs = make_comparison(root / "demo", seeds=(0, 1))
     assert main(["report", str(runs), "--out", str(root / "out")]) == 0
     return root / "out"
 

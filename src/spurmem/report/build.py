@@ -47,8 +47,8 @@ def training_section(runs: list[Run]) -> Section:
         "training accuracy while their test accuracy stays low are memorised rather than learned.",
     )
     by_alg: dict[str, list[Run]] = {}
-    for run in runs:
-        if run.history:
+    for run in sorted(runs, key=lambda r: (r.algorithm != "erm", r.algorithm, r.name)):
+        if len(run.history) > 1:  # a curve needs two evaluated epochs (dfr refits a head: none)
             by_alg.setdefault(run.algorithm, []).append(run)
     for i, (alg, group) in enumerate(by_alg.items()):
         hist = pd.concat([group_history(r) for r in group], ignore_index=True)
@@ -90,12 +90,10 @@ def gap_section(runs: list[Run]) -> Section:
                              "including train and test.")
         return section
     gaps = pd.concat(frames, ignore_index=True)
-    for alg, part in gaps.groupby("algorithm", sort=False):
-        group_runs = [r for r in runs if r.algorithm == alg]
-        prov = Provenance("train vs test", part["seed"].tolist(), _selection_text(group_runs))
-        fig = plot_memorization_gap(part, prov)
-        name = fig.name if alg == gaps["algorithm"].iloc[0] else f"{fig.name}_{_slug(str(alg))}"
-        section.figures.append(replace(fig, name=name, title=f"{fig.title}: {alg}"))
+    order = sorted(dict.fromkeys(gaps["algorithm"]), key=lambda a: (a != "erm", a))
+    gaps = gaps.assign(_o=gaps["algorithm"].map(order.index)).sort_values(["_o", "seed", "group"]).drop(columns="_o")
+    prov = Provenance("train vs test", gaps["seed"].tolist(), _selection_text(runs))
+    section.figures.append(plot_memorization_gap(gaps, prov))
     section.tables.append(ReportTable(
         "memorization_gap", "Memorisation gap per group", "One row per run x group at the run's selected "
         "epoch; gap = train accuracy - test accuracy (group accuracies, no average).", gaps))

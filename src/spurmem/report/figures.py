@@ -112,25 +112,34 @@ def plot_group_accuracy_over_epochs(
 
 
 def plot_memorization_gap(gaps: pd.DataFrame, prov: Provenance) -> ReportFigure:
-    """Memorisation gap acc_g(train) - acc_g(held-out) per group, mean +- sd over seeds.
+    """Memorisation gap acc_g(train) - acc_g(held-out) per group, mean +- sd over seeds; with an
+    ``algorithm`` column, one bar per algorithm within each group.
 
-    ``gaps``: group, group_name, role (majority/minority), gap[, seed]."""
+    ``gaps``: group, group_name, role (majority/minority), gap[, seed, algorithm]."""
     _require(gaps, ["group", "group_name", "role", "gap"], "memorisation gap")
-    stats = gaps.groupby(["group", "group_name", "role"])["gap"].agg(["mean", "std", "count"]).reset_index()
-    fig = Figure(figsize=(1.3 * len(stats) + 2.5, 3.4))
+    gaps = gaps if "algorithm" in gaps else gaps.assign(algorithm="")
+    algorithms = list(dict.fromkeys(gaps["algorithm"]))
+    stats = gaps.groupby(["algorithm", "group", "group_name", "role"], sort=False)["gap"].agg(["mean", "std"])
+    stats = stats.reset_index()
+    groups = stats.drop_duplicates("group").sort_values("group")
+    fig = Figure(figsize=(max(5.5, 0.5 * len(groups) * len(algorithms) + 3.0), 3.6))
     ax = fig.subplots()
-    x = np.arange(len(stats))
-    colors = [group_color(g) for g in stats["group"]]
-    hatches = ["" if r == "majority" else "//" for r in stats["role"]]
-    bars = ax.bar(x, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), color=colors, capsize=4)
-    for bar, hatch in zip(bars, hatches):
-        bar.set_hatch(hatch)
-        bar.set_edgecolor("black")
-    ax.set_xticks(x, [f"g{g} {n}\n({r})" for g, n, r in zip(stats["group"], stats["group_name"], stats["role"])],
-                  fontsize=8)
+    width = 0.8 / len(algorithms)
+    for a_i, alg in enumerate(algorithms):
+        part = stats[stats["algorithm"] == alg].set_index("group").reindex(groups["group"])
+        x = np.arange(len(groups)) + (a_i - (len(algorithms) - 1) / 2) * width
+        colors = [group_color(g) for g in groups["group"]] if len(algorithms) == 1 else _PALETTE[a_i % len(_PALETTE)]
+        bars = ax.bar(x, 100 * part["mean"], width, yerr=100 * part["std"].fillna(0), color=colors, capsize=3,
+                      edgecolor="black", linewidth=0.6, label=alg or None)
+        for bar, role in zip(bars, part["role"]):
+            bar.set_hatch("" if role == "majority" else "//")
+    ax.set_xticks(np.arange(len(groups)), [f"g{g} {n}\n({r})" for g, n, r in
+                                             zip(groups["group"], groups["group_name"], groups["role"])], fontsize=8)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylabel("train acc - held-out acc (points)")
     ax.grid(axis="y", alpha=0.3)
+    if len(algorithms) > 1:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     what = "Memorisation gap per group (training accuracy minus held-out accuracy of the same model); " \
            "hatched = minority group; bar = mean, error bar = sd over seeds."
     return _render(fig, "memorization_gap", "Memorisation gap per group", what, prov)

@@ -21,12 +21,14 @@ from spurmem.record import utc_now, write_bytes_atomic, write_text_atomic
 from spurmem.report.figures import ReportFigure
 from spurmem.report.tables import ReportTable, to_html, to_markdown, write_table
 
-SUPPORTED, NOT_SUPPORTED, NOT_TESTED = "supported", "not supported", "not tested"
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTED = "supported", "not supported", "inconclusive", "not tested"
+STATUSES = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTED)
 
 
 @dataclass
 class Verdict:
-    """The answer to one claim: ``status`` is supported / not supported / not tested."""
+    """The answer to one claim: ``status`` is supported / not supported / inconclusive (too little
+    evidence to decide, e.g. one seed) / not tested."""
 
     claim: str
     status: str
@@ -35,9 +37,8 @@ class Verdict:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if self.status not in (SUPPORTED, NOT_SUPPORTED, NOT_TESTED):
-            raise ValueError(f"verdict status {self.status!r} is not one of {SUPPORTED!r}, {NOT_SUPPORTED!r}, "
-                             f"{NOT_TESTED!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"verdict status {self.status!r} is not one of {', '.join(STATUSES)}")
 
 
 @dataclass
@@ -95,6 +96,7 @@ table.data caption{caption-side:bottom;text-align:left;color:#555;font-size:.92e
 table.data thead{background:#f3f3f3}
 .verdicts td.v-supported{background:#d9f2d9;font-weight:600}
 .verdicts td.v-not-supported{background:#f8d7d7;font-weight:600}
+.verdicts td.v-inconclusive{background:#fff3cd;font-weight:600}
 .verdicts td.v-not-tested{background:#eee;color:#555}
 figure{margin:1.2em 0;border:1px solid #e3e3e3;padding:.6em;background:#fff}
 figure img{max-width:100%;height:auto;display:block}
@@ -186,9 +188,12 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"two figures share the file name(s) {sorted(dup)}")
-    for fig in report.figures:
-        write_bytes_atomic(out / "figures" / f"{fig.name}.png", fig.png)
+    written = {write_bytes_atomic(out / "figures" / f"{fig.name}.png", fig.png) for fig in report.figures}
     for table in [report.verdict_table(), *report.tables]:
-        write_table(table, out / "tables")
+        written.update(write_table(table, out / "tables"))
+    # Files of an earlier report in the same folder would be mistaken for this one's.
+    for stale in [*out.glob("figures/*.png"), *out.glob("tables/*.csv"), *out.glob("tables/*.md")]:
+        if stale not in written:
+            stale.unlink()
     write_text_atomic(out / "report.md", render_markdown(report))
     return write_text_atomic(out / "report.html", render_html(report))

@@ -6,9 +6,14 @@ absent, and raises :class:`~spurmem.report.runs.RunDirError` naming the file whe
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
 
-from spurmem.report.runs import Run, selected_groups
+from spurmem.report.runs import RUN_PARTS, Run, RunDirError, selected_groups
 
 
 def majority_groups(run: Run, train_rows: pd.DataFrame) -> set[int]:
@@ -43,3 +48,50 @@ def memorization_gaps(run: Run, heldout: str = "test") -> pd.DataFrame:
             "gap": tr["accuracy"] - held.loc[g, "accuracy"], "train_count": tr["count"],
         })
     return pd.DataFrame(out, columns=cols)
+
+
+COMPARISON_FILE = "comparison.json"
+METRIC_LABELS = {
+    "test/worst_group_accuracy": "test WGA",
+    "test/adjusted_average": "test adjusted avg",
+    "test/average": "test avg",
+}
+
+
+@dataclass
+class Comparison:
+    """A ``spurmem compare`` output folder: the per-algorithm summary and the per-run metrics."""
+
+    path: Path
+    summary: pd.DataFrame  # algorithm, metric, n_seeds, mean, std
+    per_run: pd.DataFrame  # algorithm, seed, run_dir, selected_epoch, test/..., gap_g*
+    selection_rule: str
+    seeds: list[int]
+
+
+def find_comparisons(paths: list[str | Path]) -> list[Comparison]:
+    """Every comparison (a folder with comparison.json) at or below ``paths``, sorted by path."""
+    found: set[Path] = set()
+    for root in map(Path, paths):
+        if (root / COMPARISON_FILE).is_file():
+            found.add(root)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in RUN_PARTS]
+            if COMPARISON_FILE in filenames:
+                found.add(Path(dirpath))
+    return [read_comparison(p) for p in sorted(found)]
+
+
+def read_comparison(folder: str | Path) -> Comparison:
+    path = Path(folder) / COMPARISON_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc})") from exc
+    for key in ("summary", "runs"):
+        if key not in data:
+            raise RunDirError(f"{path}: no {key!r} entry; expected the output of `spurmem compare`")
+    summary = pd.DataFrame(data["summary"], columns=["algorithm", "metric", "n_seeds", "mean", "std"])
+    per_run = pd.DataFrame(data["runs"]).drop(columns=["terms"], errors="ignore")
+    seeds = sorted({int(s) for s in per_run.get("seed", [])})
+    return Comparison(Path(folder), summary, per_run, str(data.get("selection_rule", "not stated")), seeds)

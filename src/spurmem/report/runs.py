@@ -21,7 +21,7 @@ from spurmem.data.schema import DataError
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 # Sub-folders of a run that never hold runs themselves; not searched by find_runs.
-_RUN_PARTS = {"checkpoints", "predictions", "records", "probes", "memorization", "report"}
+RUN_PARTS = {"checkpoints", "predictions", "records", "probes", "memorization", "report"}
 
 
 RULE_NAMES = {
@@ -112,7 +112,7 @@ def find_runs(root: str | Path) -> list[Path]:
     else:
         found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _RUN_PARTS)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in RUN_PARTS)
         if RUN_FILE in filenames and Path(dirpath) != root:
             found.append(Path(dirpath))
     return sorted(found)

@@ -6,10 +6,16 @@ keeps a note naming the command that produces them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+
+from spurmem.report import inputs
+from spurmem.report.figures import Provenance, plot_algorithm_comparison
 from spurmem.report.html import Section
-from spurmem.report.runs import Run
+from spurmem.report.runs import Run, rule_text
+from spurmem.report.tables import ReportTable
 
 
 def probe_section(runs: list[Run]) -> Section:
@@ -32,10 +38,47 @@ def memorization_section(runs: list[Run]) -> Section:
     return section
 
 
+def comparison_table(cmp: inputs.Comparison) -> pd.DataFrame:
+    """Wide: one row per algorithm, mean and sd over seeds of each headline metric and group."""
+    rows = []
+    for alg, part in cmp.summary.groupby("algorithm", sort=False):
+        row = {"algorithm": alg, "seeds": int(part["n_seeds"].max())}
+        for _, m in part.iterrows():
+            label = inputs.METRIC_LABELS.get(m["metric"], m["metric"].replace("test/acc_", "test acc ")
+                                             .replace("gap_", "gap "))
+            row[f"{label} mean"] = m["mean"]
+            row[f"{label} sd"] = m["std"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def comparison_section(paths: list[str | Path], runs: list[Run]) -> Section:
     section = Section(
         "Algorithm comparison",
-        intro="Test worst-group and average accuracy of each algorithm over seeds, all selected by the same rule.",
+        intro="Each algorithm over the same seeds under one protocol and one model-selection rule; the framework "
+        "('spurmem') and its plain cross-entropy control ('erm-continue') fine-tune the ERM model with the same "
+        "optimiser and budget.",
     )
-    section.notes.append("No comparison table found: run `spurmem compare`.")
+    comparisons = inputs.find_comparisons(paths)
+    if not comparisons:
+        section.notes.append("No comparison found (comparison.json): run `spurmem compare`.")
+        return section
+    for i, cmp in enumerate(comparisons):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        prov = Provenance("test", cmp.seeds, f"{rule_text(cmp.selection_rule)}, the same rule for every algorithm",
+                          "WGA = lowest group; adjusted avg = group accuracies weighted by training group "
+                          "proportions; avg = plain accuracy over the test split")
+        headline = cmp.summary[cmp.summary["metric"].isin(list(inputs.METRIC_LABELS))]
+        headline = headline.assign(metric=headline["metric"].map(inputs.METRIC_LABELS))
+        if not headline.empty:
+            fig = plot_algorithm_comparison(headline, prov)
+            section.figures.append(replace(fig, name=fig.name + suffix))
+        section.tables.append(ReportTable(
+            "comparison" + suffix, "Algorithm comparison" + (f" ({cmp.path.name})" if suffix else ""),
+            f"Mean and sample sd over seeds {cmp.seeds} at each run's selected epoch ({rule_text(cmp.selection_rule)}); "
+            "gap g = train - test accuracy of group g. From " + str(cmp.path / inputs.COMPARISON_FILE) + ".",
+            comparison_table(cmp), digits=3))
+        section.tables.append(ReportTable(
+            "comparison_per_run" + suffix, "Comparison: every run", "One row per algorithm x seed, metrics at the "
+            "run's selected epoch.", cmp.per_run))
     return section

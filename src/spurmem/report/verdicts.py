@@ -1,10 +1,21 @@
-"""The verdict on each claim of SPEC 5 and 6, read from what the stages wrote, whatever the outcome."""
+"""The verdict on each claim of SPEC 5 and 6, read from what the stages wrote, whatever the outcome.
+
+Probes (5.1, 5.2) and the memorisation scan (5.3) judge their own claims and write the verdicts next
+to their results; this module collects them. The framework claim (SPEC 6) is judged here from the
+comparison: the framework's test worst-group accuracy against ERM and against the ``erm-continue``
+control (same optimiser and budget), over seeds, with Welch's t-test.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from spurmem.report.html import NOT_TESTED, Verdict
+import numpy as np
+from scipy import stats
+
+from spurmem.report import inputs
+from spurmem.report.html import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTED, SUPPORTED, Verdict
 from spurmem.report.runs import Run
 
 CLAIMS = {
@@ -15,6 +26,56 @@ CLAIMS = {
     "framework": "Framework (SPEC 6): removing spurious memorisation raises test worst-group accuracy over ERM "
     "and the erm-continue control",
 }
+FRAMEWORK, CONTROL, ERM = "spurmem", "erm-continue", "erm"
+WGA = "test/worst_group_accuracy"
+ALPHA = 0.05
+
+
+def _welch(a: np.ndarray, b: np.ndarray) -> float:
+    """One-sided p-value of mean(a) > mean(b) (Welch); nan with fewer than two values on a side."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    if np.std(a, ddof=1) == 0 and np.std(b, ddof=1) == 0:
+        return 0.0 if a.mean() > b.mean() else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
+
+
+def _pm(values: np.ndarray) -> str:
+    sd = f" ± {100 * values.std(ddof=1):.1f}" if len(values) > 1 else ""
+    return f"{100 * values.mean():.1f}{sd}"
+
+
+def framework_verdict(comparisons: list[inputs.Comparison]) -> Verdict:
+    """SPEC 6 from the first comparison holding the framework: supported when its mean test WGA beats
+    both ERM and erm-continue with one-sided Welch p < 0.05; inconclusive with fewer than two seeds."""
+    cmp = next((c for c in comparisons if FRAMEWORK in set(c.per_run.get("algorithm", []))), None)
+    if cmp is None:
+        return Verdict(CLAIMS["framework"], NOT_TESTED, "", source="run `spurmem compare` with algorithms "
+                       "spurmem, erm-continue and erm")
+    per_run = cmp.per_run
+    wga = {a: per_run.loc[per_run["algorithm"] == a, WGA].dropna().to_numpy(dtype=float)
+           for a in (FRAMEWORK, CONTROL, ERM)}
+    others = [a for a in (ERM, CONTROL) if len(wga[a])]
+    parts = [f"test WGA (%, mean ± sd over seeds): {FRAMEWORK} {_pm(wga[FRAMEWORK])}"]
+    pvalues = {}
+    for a in others:
+        diff = 100 * (wga[FRAMEWORK].mean() - wga[a].mean())
+        pvalues[a] = _welch(wga[FRAMEWORK], wga[a])
+        p = "" if math.isnan(pvalues[a]) else f", one-sided Welch p = {pvalues[a]:.3f}"
+        parts.append(f"vs {a} {_pm(wga[a])}: {diff:+.1f} points{p}")
+    statistic = "; ".join(parts) + f" (n = {len(wga[FRAMEWORK])} seed(s); selection: {cmp.selection_rule})"
+    source = str(cmp.path / inputs.COMPARISON_FILE)
+    if CONTROL not in others:
+        return Verdict(CLAIMS["framework"], INCONCLUSIVE, statistic, "no erm-continue control in the comparison",
+                       source)
+    if any(math.isnan(p) for p in pvalues.values()):
+        return Verdict(CLAIMS["framework"], INCONCLUSIVE, statistic, "fewer than two seeds per algorithm: no test "
+                       "of the difference is possible", source)
+    beats = all(wga[FRAMEWORK].mean() > wga[a].mean() and pvalues[a] < ALPHA for a in others)
+    outcome = ("test WGA higher than ERM and the control" if beats else
+               "not better than the plain fine-tuning control" if wga[FRAMEWORK].mean() <= wga[CONTROL].mean()
+               else "difference within seed-to-seed variation")
+    return Verdict(CLAIMS["framework"], SUPPORTED if beats else NOT_SUPPORTED, statistic, outcome, source)
 
 
 def claim_verdicts(paths: list[str | Path], runs: list[Run]) -> list[Verdict]:
@@ -22,5 +83,5 @@ def claim_verdicts(paths: list[str | Path], runs: list[Run]) -> list[Verdict]:
         Verdict(CLAIMS["sensitivity"], NOT_TESTED, "", source="run `spurmem probe RUN_DIR`"),
         Verdict(CLAIMS["specificity"], NOT_TESTED, "", source="run `spurmem probe RUN_DIR`"),
         Verdict(CLAIMS["localisation"], NOT_TESTED, "", source="run the unit-level memorisation scan"),
-        Verdict(CLAIMS["framework"], NOT_TESTED, "", source="run `spurmem compare`"),
+        framework_verdict(inputs.find_comparisons(paths)),
     ]
