@@ -12,6 +12,7 @@ from spurmem import __version__
 COMMAND_MODULES = [
     "spurmem.data.commands",
     "spurmem.report.commands",
+    "spurmem.probes.commands",
 ]
 
 

@@ -24,31 +24,35 @@ class ProbeConfig(BaseModel):
 
     name: str = Field("grid", description="output folder RUN_DIR/probes/<name>")
     epoch: Literal["selected", "last"] | int = Field("selected", description="which checkpoint of the run to probe")
-    scorers: list[str] = Field(default_factory=lambda: ["group-gradient", "group-contrast", "weight-norm"])
+    scorers: list[str] = Field(default_factory=lambda: ["group-gradient", "group-contrast", "weight-norm"],
+                               description="scorers to rank units with (SCORERS)")
     k: list[int] = Field(default_factory=lambda: [1, 3, 10], description="units edited (unit scorers)")
     fractions: list[float] = Field(default_factory=lambda: [0.01], description="weight-threshold: fraction p")
     largest: bool = Field(True, description="weight-threshold: the largest |w| (false: the smallest)")
     thinning: float = Field(0.0, ge=0, lt=1, description="weight-threshold: drop each selected weight w.p. d")
-    interventions: list[str] = Field(default_factory=lambda: ["zero", "mean-activation"])
+    interventions: list[str] = Field(default_factory=lambda: ["zero", "mean-activation"],
+                                     description="edits applied to the selected units (INTERVENTIONS)")
     sigmas: list[float] = Field(default_factory=lambda: [0.1], description="reinit/noise standard deviations")
     rewind_epochs: int = Field(5, ge=1, description="rewind: copy from the checkpoint this many epochs earlier")
     splits: list[str] = Field(default_factory=lambda: ["train"], description="split the scorers rank on")
     groups: list[int] | None = Field(None, description="selected-from groups of per-group scorers (null: all; "
                                                         "minority groups for group-contrast)")
     n_hardest: int = Field(200, ge=1, description="group-gradient: K hardest examples per group")
-    contrast: Literal["difference", "ratio"] = "difference"
+    contrast: Literal["difference", "ratio"] = Field("difference", description="group-contrast: minority minus "
+                                                     "or divided by same-class majority")
     per_layer: list[bool] = Field(default_factory=lambda: [False], description="top k per layer instead of global")
     normalise: list[bool] = Field(default_factory=lambda: [False], description="per-layer median normalisation")
     layers: list[str] | None = Field(None, description="candidate layers by name (null: the default rule)")
-    include_downsample: bool = False
+    include_downsample: bool = Field(False, description="residual downsample convs are candidates too")
     repeats: int = Field(10, ge=1, description="repeats of random scorers/interventions (seeds recorded)")
     random_control: bool = Field(True, description="add the random scorer for every k/intervention/sigma")
-    seed: int = 0
-    eval_splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
+    seed: int = Field(0, description="base seed; every repeat's seeds derive from it and are recorded")
+    eval_splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"],
+                                   description="splits evaluated before and after every edit")
     heldout_split: str = Field("test", description="held-out split the verdicts compare with train")
-    thresholds: Thresholds = Field(default_factory=Thresholds)
-    batch_size: int = Field(512, ge=1)
-    device: str = "auto"
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="verdict thresholds (see verdicts.py)")
+    batch_size: int = Field(512, ge=1, description="evaluation batch size")
+    device: str = Field("auto", description="auto, cpu or cuda[:N]")
 
     @field_validator("scorers")
     @classmethod
