@@ -31,11 +31,11 @@ class Batch:
 
 
 def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 N x C x H x W -> normalised float32."""
-    x = images.float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
-    return x.sub_(m).div_(s)
+    """uint8 N x C x H x W -> normalised float32, ``(x / 255 - mean) / std`` (one multiply, one subtract, in place)."""
+    x = images.float()
+    m = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+    return x.mul_((1.0 / (255.0 * s)).to(x.dtype)).sub_((m / s).to(x.dtype))
 
 
 def iterate_batches(
