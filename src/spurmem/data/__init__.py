@@ -6,6 +6,7 @@ import difflib
 import inspect
 from typing import Any, Callable
 
+from spurmem.data.augment import AUGMENTATIONS, build_augment
 from spurmem.data.batches import Batch, iterate_batches, to_float
 from spurmem.data.celeba import load_celeba
 from spurmem.data.colored_digits import load_colored_digits
@@ -42,6 +43,6 @@ def load_dataset(name: str, **params: Any) -> GroupDataset:
 
 
 __all__ = [
-    "DATASETS", "SPLITS", "Batch", "DataError", "GroupDataset", "SplitData", "group_index",
-    "iterate_batches", "load_dataset", "to_float",
+    "AUGMENTATIONS", "DATASETS", "SPLITS", "Batch", "DataError", "GroupDataset", "SplitData", "build_augment",
+    "group_index", "iterate_batches", "load_dataset", "to_float",
 ]
