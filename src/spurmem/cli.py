@@ -13,6 +13,8 @@ COMMAND_MODULES = [
     "spurmem.data.commands",
     "spurmem.report.commands",
     "spurmem.probes.commands",
+    "spurmem.train.commands",
+    "spurmem.train.mitigate_commands",
 ]
 
 

@@ -225,6 +225,29 @@ def memorization_gap(train: SplitMetrics, heldout: SplitMetrics) -> list[float]:
     return [t.accuracy - h.accuracy for t, h in zip(train.groups, heldout.groups)]
 
 
+def memorization_gap_table(train: SplitMetrics, heldout: SplitMetrics, dataset: GroupDataset) -> pd.DataFrame:
+    """Tidy per-group memorisation gap: one row per group with its role (majority/minority), the
+    train and held-out accuracies and counts, and ``gap`` = train minus held-out accuracy."""
+    minority = set(dataset.minority_groups)
+    gaps = memorization_gap(train, heldout)
+    return pd.DataFrame(
+        [
+            {"group": t.group, "group_name": t.name, "role": "minority" if t.group in minority else "majority",
+             "train_accuracy": t.accuracy, "train_count": t.count, "heldout_split": heldout.split,
+             "heldout_accuracy": h.accuracy, "heldout_count": h.count, "gap": gap}
+            for t, h, gap in zip(train.groups, heldout.groups, gaps)
+        ]
+    )
+
+
+def averages_table(results: dict[str, SplitMetrics]) -> pd.DataFrame:
+    """Tidy table of the named averages: one row per split x average."""
+    names = ("worst_group_accuracy", "average", "adjusted_average", "balanced_accuracy", "worst_class_accuracy")
+    return pd.DataFrame(
+        [{"split": s, "average": name, "value": getattr(m, name)} for s, m in results.items() for name in names]
+    )
+
+
 def summarize(results: dict[str, SplitMetrics], keys: Sequence[str] = ("worst_group_accuracy", "average",
               "adjusted_average", "balanced_accuracy", "worst_class_accuracy")) -> dict[str, float]:
     """Flat ``{split/metric: value}`` dict, e.g. for metrics.jsonl."""

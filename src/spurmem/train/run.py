@@ -27,6 +27,7 @@ import yaml
 
 from spurmem.config import ConfigError, validate_config
 from spurmem.data import GroupDataset, load_dataset
+from spurmem.device import resolve_device
 from spurmem.record import write_json_atomic, write_text_atomic
 from spurmem.train.checkpoint import list_epochs, load_epoch_weights
 from spurmem.train.config import TrainConfig
@@ -142,5 +143,5 @@ def load_run(
         model.load_state_dict(load_epoch_weights(run_dir, chosen))
     except RuntimeError as exc:
         raise ConfigError(f"{run_dir}: checkpoint of epoch {chosen} does not fit model {config.model!r}: {exc}") from None
-    model.to(device).eval()
+    model.to(resolve_device(device)).eval()
     return LoadedRun(model=model, dataset=dataset, config=config, info=info, epoch=chosen, run_dir=run_dir)
