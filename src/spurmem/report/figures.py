@@ -170,7 +170,12 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
                 ax.plot(ctl["k"], 100 * ctl["drop_mean"], "--", color=color, lw=1)
                 ax.fill_between(ctl["k"], 100 * ctl["ci_low"], 100 * ctl["ci_high"], color=color, alpha=0.07)
         ax.axhline(0, color="k", lw=0.7)
-        ax.set_title(scorer if scorer != RANDOM_CONTROL else "random (control)")
+        ks = sorted(set(rows["k"]))
+        if len(ks) > 1 and ks[-1] / ks[0] >= 5:
+            ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_title(scorer if scorer != RANDOM_CONTROL else "random (control)", fontsize=10)
         ax.set_xlabel("k (units modified)")
         ax.grid(alpha=0.3)
     for ax in axes[len(scorers):]:

@@ -95,3 +95,128 @@ def read_comparison(folder: str | Path) -> Comparison:
     per_run = pd.DataFrame(data["runs"]).drop(columns=["terms"], errors="ignore")
     seeds = sorted({int(s) for s in per_run.get("seed", [])})
     return Comparison(Path(folder), summary, per_run, str(data.get("selection_rule", "not stated")), seeds)
+
+
+PROBES_DIR = "probes"
+PROBE_VERDICTS = "verdicts.json"
+
+
+@dataclass
+class ProbeFiles:
+    """One probe folder ``RUN_DIR/probes/<name>/`` as written by ``spurmem probe``."""
+
+    run: Run
+    path: Path
+    summary: pd.DataFrame  # setting x split x group: drop_mean, drop_ci95, ...
+    matrix: pd.DataFrame  # selected_from x group drops of the per-group scorers
+    verdicts: pd.DataFrame  # setting x minority group: verdict label and shares
+    claims: list[dict]  # SPEC 5.1/5.2: claim, verdict, statistic, details
+    verdict_counts: dict[str, int]
+    config: dict
+    source: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def epoch(self) -> int | None:
+        return self.source.get("epoch")
+
+    def group_names(self) -> dict[int, str]:
+        names = self.summary.drop_duplicates("group")
+        return {int(g): str(n) for g, n in zip(names["group"], names["group_name"])}
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except pd.errors.ParserError as exc:
+        raise RunDirError(f"{path}: not a readable CSV ({exc})") from exc
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def find_probes(run: Run) -> list[ProbeFiles]:
+    """Every finished probe of a run (a folder under ``probes/`` with ``verdicts.json``), by name."""
+    import yaml
+
+    root = run.path / PROBES_DIR
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        verdicts = _read_json(folder / PROBE_VERDICTS)
+        if not verdicts:
+            continue
+        config_path = folder / "config.yaml"
+        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        out.append(ProbeFiles(
+            run=run, path=folder, summary=_read_csv(folder / "summary.csv"), matrix=_read_csv(folder / "matrix.csv"),
+            verdicts=_read_csv(folder / "verdicts.csv"), claims=list(verdicts.get("claims", [])),
+            verdict_counts=dict(verdicts.get("setting_verdict_counts", {})), config=config or {},
+            source=_read_json(folder / "probe.json").get("source", {}),
+        ))
+    return out
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def probe_curves(probe: ProbeFiles, intervention: str, split: str = "train") -> pd.DataFrame:
+    """Rows for :func:`~spurmem.report.figures.plot_probe_curves`: one panel per scorer (per-group scorers:
+    one panel per minority group the units were selected from), the ``random`` scorer as the control.
+    Global top-k without per-layer normalisation only; CI = 95% t-interval over repeats (0 when one)."""
+    s = probe.summary
+    if s.empty:
+        return pd.DataFrame()
+    s = s[(s["split"] == split) & (s["intervention"] == intervention) & s["k"].notna()
+          & ~s["per_layer"].astype(bool) & ~s["normalise"].astype(bool)]
+    names = probe.group_names()
+    minority = set(s.loc[s["minority"].astype(bool), "group"].astype(int))
+
+    def panel(row) -> str | None:
+        sel = row["selected_from"]
+        if _is_missing(sel):
+            return row["scorer"]
+        if int(sel) not in minority:
+            return None  # units from a majority group: shown in the matrix, not as a curve
+        return f"{row['scorer']} (units from g{int(sel)} {names.get(int(sel), '')})"
+
+    s = s.assign(panel=s.apply(panel, axis=1)).dropna(subset=["panel"])
+    ci = s["drop_ci95"].fillna(0.0)
+    return pd.DataFrame({
+        "scorer": s["panel"], "k": s["k"].astype(int), "group": s["group"].astype(int), "group_name": s["group_name"],
+        "drop_mean": s["drop_mean"], "ci_low": s["drop_mean"] - ci, "ci_high": s["drop_mean"] + ci,
+        "n_repeats": s["n_repeats"],
+    }).reset_index(drop=True)
+
+
+def probe_matrix(probe: ProbeFiles, intervention: str, scorer: str = "group-gradient",
+                 split: str = "train") -> tuple[pd.DataFrame, int | None]:
+    """The group-by-group matrix (units from group i, drop on group j) at the largest k; and that k."""
+    m = probe.matrix
+    if m.empty:
+        return pd.DataFrame(), None
+    m = m[(m["scorer"] == scorer) & (m["split"] == split) & (m["intervention"] == intervention)
+          & ~m["per_layer"].astype(bool) & ~m["normalise"].astype(bool)]
+    if m.empty:
+        return pd.DataFrame(), None
+    k = int(m["k"].max())
+    m = m[m["k"] == k]
+    names = probe.group_names()
+    return pd.DataFrame({
+        "source_group": m["selected_from"].astype(int), "source_name": m["selected_from"].astype(int).map(names),
+        "target_group": m["group"].astype(int), "target_name": m["group"].astype(int).map(names),
+        "value": m["drop_mean"],
+    }).reset_index(drop=True), k

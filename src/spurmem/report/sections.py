@@ -12,19 +12,73 @@ from pathlib import Path
 import pandas as pd
 
 from spurmem.report import inputs
-from spurmem.report.figures import Provenance, plot_algorithm_comparison
+from spurmem.report.figures import Provenance, plot_algorithm_comparison, plot_group_matrix, plot_probe_curves
 from spurmem.report.html import Section
 from spurmem.report.runs import Run, rule_text
 from spurmem.report.tables import ReportTable
 
 
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_")
+
+
+def _probe_provenance(probe: inputs.ProbeFiles, split: str, what_average: str) -> Provenance:
+    run = probe.run
+    repeats = probe.config.get("repeats", "?")
+    return Provenance(
+        f"{split} (units ranked on {', '.join(map(str, probe.config.get('splits', ['train'])))})",
+        [run.seed], f"{rule_text('last') if probe.config.get('epoch') == 'last' else run.describe_selection()}; "
+        f"probed checkpoint: epoch {probe.epoch}; random repeats: {repeats} (probe seed {probe.config.get('seed', 0)})",
+        what_average,
+    )
+
+
 def probe_section(runs: list[Run]) -> Section:
     section = Section(
         "Probes: accuracy change per group vs k",
-        intro="Units ranked by each scorer are modified k at a time and every group is evaluated; the random "
-        "control shows what modifying as many arbitrary units does.",
+        intro="Units ranked by each scorer are modified k at a time and every group is evaluated before and after. "
+        "The random control (dashed) shows what modifying as many arbitrary units does. A drop in a minority group "
+        "that its same-class majority group shares is class collapse, not forgetting of memorised examples.",
     )
-    section.notes.append("No probe results found in these runs: run `spurmem probe RUN_DIR`.")
+    probes = [p for r in runs for p in inputs.find_probes(r)]
+    if not probes:
+        section.notes.append("No probe results found in these runs: run `spurmem probe RUN_DIR`.")
+        return section
+    for i, probe in enumerate(probes):
+        tag = "" if i == 0 else f"_{_slug(probe.run.name)}_{_slug(probe.name)}"
+        label = f" ({probe.run.name}, probe {probe.name})" if len(probes) > 1 else ""
+        interventions = list(dict.fromkeys(probe.summary["intervention"])) if not probe.summary.empty else []
+        for j, intervention in enumerate(interventions):
+            curves = inputs.probe_curves(probe, intervention)
+            if curves.empty:
+                continue
+            fig = plot_probe_curves(curves, _probe_provenance(
+                probe, "train", "per-group accuracy drop (original minus modified), mean over repeats"))
+            section.figures.append(replace(fig, name=fig.name + ("" if j == 0 else f"_{_slug(intervention)}") + tag,
+                                           title=f"{fig.title}: {intervention}{label}"))
+        for j, intervention in enumerate(interventions):
+            matrix, k = inputs.probe_matrix(probe, intervention)
+            if matrix.empty:
+                continue
+            fig = plot_group_matrix(matrix, _probe_provenance(probe, "train", "per-group accuracy drop, no average"))
+            section.figures.append(replace(
+                fig, name=fig.name + ("" if j == 0 else f"_{_slug(intervention)}") + tag,
+                title=f"Group-by-group matrix: group-gradient, k={k}, {intervention}{label}"))
+        claims = pd.DataFrame([{"claim": c.get("claim"), "verdict": c.get("verdict"), "statistic": c.get("statistic")}
+                               for c in probe.claims])
+        section.tables.append(ReportTable(
+            "probe_claims" + tag, "Probe claims (SPEC 5.1, 5.2)" + label,
+            f"As judged by the probe from {probe.path}; thresholds in its config.yaml.", claims))
+        if not probe.verdicts.empty:
+            cols = [c for c in ("setting", "group_name", "verdict", "train_share", "heldout_share", "majority_share",
+                                "margin_change", "drop_z", "reason") if c in probe.verdicts]
+            section.tables.append(ReportTable(
+                "probe_verdicts" + tag, "Probe outcome per setting and minority group" + label,
+                "Shares are the fraction of the group's accuracy lost (train, held-out "
+                f"{probe.verdicts['heldout_split'].iloc[0] if 'heldout_split' in probe.verdicts else ''}; majority = "
+                "same-class majority group on train); drop_z = z-score of the drop within the random control. "
+                "Counts: " + ", ".join(f"{k}: {v}" for k, v in probe.verdict_counts.items()) + ".",
+                probe.verdicts[cols]))
     return section
 
 

@@ -78,10 +78,32 @@ def framework_verdict(comparisons: list[inputs.Comparison]) -> Verdict:
     return Verdict(CLAIMS["framework"], SUPPORTED if beats else NOT_SUPPORTED, statistic, outcome, source)
 
 
+PROBE_CLAIMS = {"sensitivity": "5.1 sensitivity", "specificity": "5.2 group specificity"}
+
+
+def probe_verdicts(runs: list[Run]) -> list[Verdict]:
+    """SPEC 5.1 and 5.2 as the probe of the first ERM run (else the first probed run) judged them; the
+    outcome lists how many settings the probe classed as each kind of effect."""
+    ordered = sorted(runs, key=lambda r: (r.algorithm != "erm", str(r.path)))
+    probe = next((p for r in ordered for p in inputs.find_probes(r)), None)
+    out = []
+    for key, name in PROBE_CLAIMS.items():
+        claim = next((c for c in probe.claims if c.get("claim") == name), None) if probe else None
+        if claim is None:
+            out.append(Verdict(CLAIMS[key], NOT_TESTED, "", source="run `spurmem probe RUN_DIR`"))
+            continue
+        counts = ", ".join(f"{k}: {v}" for k, v in probe.verdict_counts.items() if v)
+        out.append(Verdict(
+            CLAIMS[key], SUPPORTED if claim.get("supported") else NOT_SUPPORTED, str(claim.get("statistic", "")),
+            outcome=f"settings x minority groups: {counts}" if counts else "",
+            source=f"{probe.path / inputs.PROBE_VERDICTS} ({probe.run.name}, epoch {probe.epoch})",
+        ))
+    return out
+
+
 def claim_verdicts(paths: list[str | Path], runs: list[Run]) -> list[Verdict]:
     return [
-        Verdict(CLAIMS["sensitivity"], NOT_TESTED, "", source="run `spurmem probe RUN_DIR`"),
-        Verdict(CLAIMS["specificity"], NOT_TESTED, "", source="run `spurmem probe RUN_DIR`"),
+        *probe_verdicts(runs),
         Verdict(CLAIMS["localisation"], NOT_TESTED, "", source="run the unit-level memorisation scan"),
         framework_verdict(inputs.find_comparisons(paths)),
     ]
