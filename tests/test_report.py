@@ -9,21 +9,25 @@ import re
 import pytest
 from PIL import Image
 
-from runs_fixture import make_comparison, make_run
+from runs_fixture import make_comparison, make_probe
 from spurmem.cli import main
 
 EXPECTED_FIGURES = [
     "group_accuracy_over_epochs",
     "memorization_gap",
     "algorithm_comparison",
+    "probe_accuracy_change_vs_k",
+    "group_matrix",
 ]
-EXPECTED_TABLES = ["verdicts", "runs", "memorization_gap", "comparison", "comparison_per_run"]
+EXPECTED_TABLES = ["verdicts", "runs", "memorization_gap", "comparison", "comparison_per_run", "probe_claims",
+                   "probe_verdicts"]
 
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     runs = make_comparison(root / "demo", seeds=(0, 1))
+    make_probe(runs / "runs" / "erm-s0")
     assert main(["report", str(runs), "--out", str(root / "out")]) == 0
     return root / "out"
 
@@ -72,6 +76,13 @@ def test_report_opens_with_the_verdicts(report_dir):
     assert body.index("<section") == body.index('<section id="verdicts"')
     for claim in ("Sensitivity", "Group specificity", "Localisation", "Framework"):
         assert claim in body[: body.index("<nav>")]
+
+
+def test_probe_verdicts_reach_the_top_of_the_report(report_dir):
+    verdicts = (report_dir / "tables" / "verdicts.csv").read_text()
+    assert "Sensitivity (SPEC 5.1)" in verdicts and "not supported" in verdicts
+    assert "Group specificity (SPEC 5.2)" in verdicts and ",supported," in verdicts
+    assert "class collapse: 2" in verdicts  # the outcome names what the probe saw
 
 
 def test_report_is_self_contained(report_dir):
