@@ -172,3 +172,18 @@ def test_unknown_dataset_and_parameter():
 def test_cli_reports_data_errors(tmp_path, capsys):
     assert main(["data", "summary", "waterbirds", f"root={tmp_path / 'nowhere'}"]) == 2
     assert "folder not found" in capsys.readouterr().err
+
+
+def test_image_listed_twice(wb, tmp_path):
+    lines = (wb / "metadata.csv").read_text().splitlines()
+    first = lines[2].split(",")[1]
+    _set_field(wb / "metadata.csv", 6, "img_filename", first)
+    with pytest.raises(DataError, match=rf"metadata.csv line 6: image '{re.escape(first)}' is already listed at metadata.csv line 3"):
+        _load_wb(wb, tmp_path)
+
+
+def test_relative_and_absolute_roots_share_one_cache(wb, tmp_path, monkeypatch):
+    monkeypatch.chdir(wb.parent)
+    load_dataset("waterbirds", root=wb.name, size=8, cache_dir=str(tmp_path / "cache"))
+    again = _load_wb(wb, tmp_path)
+    assert "(reused)" in again.source

@@ -106,8 +106,9 @@ def _build(
             where = f" ({origins[i]})" if origins else ""
             raise DataError(f"cannot decode image {paths[i]}{where}: {exc}") from exc
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(work, range(len(paths)), chunksize=64)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        results = pool.map(work, range(len(paths)))
         if progress and len(paths) >= PROGRESS_MIN:
             from rich.console import Console
             from rich.progress import Progress
@@ -119,6 +120,8 @@ def _build(
         else:
             for _ in results:
                 pass
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error, do not decode the rest
     out.flush()
     del out
 

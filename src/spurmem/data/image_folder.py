@@ -42,10 +42,18 @@ class FolderRecords:
 def check_folder(root: str | os.PathLike | None, what: str) -> Path:
     if root is None or str(root) == "":
         raise DataError(f"{what}: give the dataset folder as root=PATH")
-    path = Path(root).expanduser()
+    path = Path(root).expanduser().resolve()
     if not path.is_dir():
         raise DataError(f"{what}: folder not found: {path}")
     return path
+
+
+def _check_unique(rec: FolderRecords) -> None:
+    seen: dict[Path, int] = {}
+    for i, path in enumerate(rec.paths):
+        if path in seen:
+            raise DataError(f"{rec.origins[i]}: image {rec.ids[i]!r} is already listed at {rec.origins[seen[path]]}")
+        seen[path] = i
 
 
 def _check_groups(rec: FolderRecords, class_names: list[str], attr_names: list[str]) -> None:
@@ -83,6 +91,7 @@ def build_folder_dataset(
     """Validate groups, decode images through the cache, and assemble the dataset."""
     if normalize not in NORMALIZATIONS:
         raise DataError(f"{name}: normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
+    _check_unique(rec)
     _check_groups(rec, class_names, attr_names)
     order = np.argsort(rec.split, kind="stable")
     decoded = decoded_images(
