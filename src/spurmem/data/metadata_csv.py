@@ -63,7 +63,7 @@ def load_metadata_csv(
     CSV's folder). Decoded once at ``size`` px into the cache."""
     if not csv:
         raise DataError("metadata-csv: give the metadata file as csv=PATH (columns path, y, a, split)")
-    table = read_csv(Path(csv).expanduser(), ["path", "y", "a", "split"], "metadata CSV")
+    table = read_csv(Path(csv).expanduser().resolve(), ["path", "y", "a", "split"], "metadata CSV")
     base = (Path(root).expanduser() if root else table.path.parent).resolve()
     if not base.is_dir():
         raise DataError(f"metadata-csv: image root folder not found: {base}")
