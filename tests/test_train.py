@@ -233,5 +233,15 @@ def test_config_errors_caught_before_training(tmp_path, shapes):
         train(shapes_config(algorithm="ermm"), run_dir=tmp_path / "a", progress=False, dataset=shapes)
     with pytest.raises(ConfigError, match="needs 'val' in eval_splits"):
         train(shapes_config(eval_splits=["train"]), run_dir=tmp_path / "b", progress=False, dataset=shapes)
-    with pytest.raises(ConfigError, match="augment"):
+    with pytest.raises(ConfigError, match="unknown augmentation"):
         train(shapes_config(augment="no-such-augmentation"), run_dir=tmp_path / "c", progress=False, dataset=shapes)
+
+
+def test_augmentation_is_used_and_reproducible(tmp_path, shapes):
+    plain = train(shapes_config(epochs=1, eval_splits=["val"]), run_dir=tmp_path / "plain", progress=False,
+                  dataset=shapes)
+    config = shapes_config(epochs=1, eval_splits=["val"], augment="flip-crop", augment_params={"padding": 2})
+    a = train(config, run_dir=tmp_path / "a", progress=False, dataset=shapes)
+    b = train(config, run_dir=tmp_path / "b", progress=False, dataset=shapes)
+    assert same_weights(load_epoch_weights(a.run_dir, 1), load_epoch_weights(b.run_dir, 1))
+    assert not same_weights(load_epoch_weights(a.run_dir, 1), load_epoch_weights(plain.run_dir, 1))

@@ -41,6 +41,7 @@ class TrainConfig(BaseModel):
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     plateau_patience: int = Field(1, ge=0)
     augment: str = "none"
+    augment_params: dict[str, Any] = Field(default_factory=dict)
 
     seed: int = 0
     device: str = "auto"

@@ -102,7 +102,7 @@ class _Loop:
         self.amp = config.amp and self.device.type == "cuda"
         if config.amp and not self.amp:
             warnings.warn("amp=true is for CUDA only; training in float32 on " + str(self.device), stacklevel=3)
-        self.augment = _resolve_augment(config.augment)
+        self.augment = _resolve_augment(config.augment, config.augment_params)
 
         torch.manual_seed(config.seed)
         self.model = build_run_model(config, dataset)
@@ -351,16 +351,11 @@ def _finished_result(run_dir: Path, config: TrainConfig) -> TrainResult:
                        None, load_run(run_dir, "last").model)
 
 
-def _resolve_augment(name: str):
+def _resolve_augment(name: str, params: dict[str, Any]):
     """The data layer's augmentation by name (``none`` -> no augmentation)."""
-    if name == "none":
-        return None
+    from spurmem.data import DataError, build_augment
+
     try:
-        from spurmem.data import augment as augment_module
-    except ImportError:
-        raise ConfigError(f"augment={name!r}: this spurmem has no augmentation registry yet; use augment=none") from None
-    registry = getattr(augment_module, "AUGMENTATIONS", None) or getattr(augment_module, "AUGMENTS", None)
-    if not registry or name not in registry:
-        known = ", ".join(registry) if registry else "none"
-        raise ConfigError(f"unknown augment {name!r}; known: {known}")
-    return registry[name]() if isinstance(registry[name], type) else registry[name]
+        return build_augment(name, **params)
+    except (DataError, TypeError) as exc:
+        raise ConfigError(f"augment={name!r} augment_params={params}: {exc}") from None
