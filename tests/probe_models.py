@@ -60,3 +60,83 @@ def train_briefly(model: nn.Module, dataset, epochs: int = 15, lr: float = 1e-2,
     opt.zero_grad(set_to_none=True)
     model.eval()
     return model
+
+
+# -- planted models: the truth is known by construction -------------------------------------------
+#
+# Examples are 1 x 1 x 5 "images" of binary pixels (mean 0, std 1 after /255, so x is the pixel):
+#   x0 = 1 when the core feature is visible and y = 1;  x1 = 1 when it is visible and y = 0
+#   x2 = a (the spurious attribute)
+#   x3 = 1 on the memorised training examples of minority group 1 (y=0, a=1), x4 likewise for group 2
+# A planted model is hidden = Linear(5, H) (the candidate layer), logits = head(hidden): the head
+# turns a per-unit contribution c_j into logit1 - logit0 = sum_j c_j h_j + bias.
+
+
+def planted_dataset(visible: float = 1.0, memorise: bool = False, seed: int = 0):
+    import numpy as np
+
+    from spurmem.data import GroupDataset, SplitData
+
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, counts in (("train", [90, 10, 10, 90]), ("val", [40] * 4), ("test", [40] * 4)):
+        g = np.repeat(np.arange(4), counts)
+        y, a = g // 2, g % 2
+        seen = rng.random(len(g)) < visible
+        x = np.zeros((len(g), 5), dtype=np.uint8)
+        x[:, 0] = 255 * (seen & (y == 1))
+        x[:, 1] = 255 * (seen & (y == 0))
+        x[:, 2] = 255 * a
+        if memorise and split == "train":
+            x[:, 3] = 255 * (g == 1)
+            x[:, 4] = 255 * (g == 2)
+        splits[split] = SplitData(images=torch.from_numpy(x).view(-1, 1, 1, 5), y=torch.from_numpy(y),
+                                  a=torch.from_numpy(a), ids=[f"{split}-{i}" for i in range(len(g))], n_attrs=2)
+    return GroupDataset("planted", splits, ["neg", "pos"], ["a0", "a1"], mean=(0.0,), std=(1.0,))
+
+
+class Planted(nn.Module):
+    def __init__(self, rows: list[tuple[list[float], float, float]], n_filler: int = 0, head_bias: float = 0.0):
+        """``rows``: per unit (incoming weights over the 5 pixels, bias, contribution to logit1 - logit0)."""
+        super().__init__()
+        n = len(rows) + n_filler
+        self.hidden = nn.Linear(5, n)
+        self.head = nn.Linear(n, 2)
+        with torch.no_grad():
+            self.hidden.weight.zero_()
+            self.hidden.bias.zero_()
+            self.head.weight.zero_()
+            for j, (w, b, c) in enumerate(rows):
+                self.hidden.weight[j] = torch.tensor(w)
+                self.hidden.bias[j] = b
+                self.head.weight[0, j], self.head.weight[1, j] = -c / 2, c / 2
+            self.head.bias[:] = torch.tensor([-head_bias / 2, head_bias / 2])
+
+    def forward(self, x):
+        return self.head(self.hidden(x.flatten(1)))
+
+
+def class_decision_model() -> Planted:
+    """Unit 0 (largest norm) carries the class: h0 = 8 x0 in {0, 8}, d = h0 / 2 - 2 (+-0.5 from a).
+    Zeroing it sends every example to class 0: class 1's minority *and* majority fall."""
+    return Planted([([8, 0, 0, 0, 0], 0.0, 0.5), ([0, 0, 1, 0, 0], 0.0, 1.0)], head_bias=-2.5)
+
+
+def group_feature_model() -> Planted:
+    """Unit 0 (largest norm) is the core feature, h0 = 10 (x0 - x1), d = 0.2 h0 + (2a - 1): all correct.
+    At its training mean (0) predictions follow the attribute: both minority groups fail on every split."""
+    return Planted([([10, -10, 0, 0, 0], 0.0, 0.2), ([0, 0, 2, 0, 0], -1.0, 1.0)])
+
+
+def redundant_model() -> Planted:
+    """Twenty copies of the core feature share the decision (d = 0.15 sum h + (2a - 1)): no single unit matters."""
+    return Planted([([1, -1, 0, 0, 0], 0.0, 0.15)] * 20 + [([0, 0, 2, 0, 0], -1.0, 1.0)])
+
+
+def memorising_model() -> Planted:
+    """Core visible on half the examples (d = 3 h_core + (2a - 1)); units 2 and 3 (largest norms) fire only
+    on minority *training* examples (x3, x4) and push them to their label: train minority 100%, held-out
+    minority about 50%. Removing them undoes the memorisation and nothing else. 200 inert filler units
+    make a random pick of 2 units almost never hit them."""
+    return Planted([([1, -1, 0, 0, 0], 0.0, 3.0), ([0, 0, 2, 0, 0], -1.0, 1.0),
+                    ([0, 0, 0, 10, 0], 0.0, -0.4), ([0, 0, 0, 0, 10], 0.0, 0.4)], n_filler=200)

@@ -19,6 +19,7 @@ minority groups, ``specificity`` = drop(g) - drop(same-class majority).
 from __future__ import annotations
 
 import copy
+import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -135,10 +136,10 @@ def run_probe(
                            inplace=True) as edited:
                 after = {s: group_table(predict(edited, dataset, s, config.batch_size, device), dataset)
                          for s in config.eval_splits}
-            part = _rows(setting, sid, target, before, after, dataset)
+            text = _rows(setting, sid, target, before, after, dataset).to_csv(index=False)
             if out is not None:
-                write_text_atomic(out / SETTINGS_DIR / f"{sid}.csv", part.to_csv(index=False))
-            parts.append(part)
+                write_text_atomic(out / SETTINGS_DIR / f"{sid}.csv", text)
+            parts.append(_read_part(io.StringIO(text)))  # fresh and resumed rows get identical types
             advance(setting.label)
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     order = {sid: i for i, sid in enumerate(s.setting_id(context) for s in settings)}
@@ -219,10 +220,14 @@ def _prepare_folder(out: Path, config: ProbeConfig, fingerprint: str, source: di
     done = {}
     for path in sorted((out / SETTINGS_DIR).glob("*.csv")):
         try:
-            done[path.stem] = pd.read_csv(path, dtype={"setting_id": str, "setting": str, "units": str})
+            done[path.stem] = _read_part(path)
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             continue  # unreadable part (cannot happen with atomic writes): recompute it
     return done
+
+
+def _read_part(source) -> pd.DataFrame:
+    return pd.read_csv(source, dtype={"setting_id": str, "setting": str, "units": str, "score_split": str})
 
 
 class _progress:
