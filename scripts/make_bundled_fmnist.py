@@ -36,6 +36,18 @@ def subset(pool: FashionPool, per_class: dict[int, int]) -> dict[str, np.ndarray
     return {"images": images, "labels": pool.labels[rows].astype(np.uint8), "index": pool.file_index[rows].astype(np.int32)}
 
 
+def bundle_arrays(source_dir: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of the bundle, built from the Debian IDX files in ``source_dir``."""
+    _, pools = load_pools("debian", source_dir)
+    classes = sorted({c for pair in VARIANTS.values() for c in pair})
+    arrays = {}
+    for which in pools:
+        per_class = {c: (FULL if c in VARIANTS["default"] else HALF)[which] for c in classes}
+        for key, arr in subset(pools[which], per_class).items():
+            arrays[f"{which}_{key}"] = arr
+    return arrays
+
+
 def write_npz_lzma(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` as an .npz whose members are LZMA-compressed, atomically."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -53,13 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-dir", default=str(DEBIAN_DIR), help="folder with the Fashion-MNIST IDX .gz files")
     parser.add_argument("--out", default=str(BUNDLED_FILE), help="output .npz")
     args = parser.parse_args(argv)
-    _, pools = load_pools("debian", args.source_dir)
-    classes = sorted({c for pair in VARIANTS.values() for c in pair})
-    arrays = {}
-    for which in pools:
-        per_class = {c: (FULL if c in VARIANTS["default"] else HALF)[which] for c in classes}
-        for key, arr in subset(pools[which], per_class).items():
-            arrays[f"{which}_{key}"] = arr
+    arrays = bundle_arrays(args.source_dir)
+    classes = sorted(set(arrays["train_labels"].tolist()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_npz_lzma(out, arrays)

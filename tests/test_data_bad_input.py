@@ -105,6 +105,7 @@ def test_undecodable_image_names_file(wb, tmp_path):
     with pytest.raises(DataError, match=rf"cannot decode image .*{re.escape(victim)} \(metadata.csv line 8\)"):
         _load_wb(wb, tmp_path)
     assert not list((tmp_path / "cache").glob("*.npy"))  # nothing half-written is left as a cache
+    assert not list((tmp_path / "cache").glob(".*.tmp"))
 
 
 def test_empty_split(tmp_path):

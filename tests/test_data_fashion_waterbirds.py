@@ -133,3 +133,22 @@ def test_bad_parameters():
         load_dataset("fashion-waterbirds", rho=1.5)
     with pytest.raises(DataError, match="n_train must be a positive"):
         load_dataset("fashion-waterbirds", n_train=0)
+
+
+@pytest.mark.skipif(not debian_available(), reason="Debian Fashion-MNIST not installed")
+def test_committed_bundle_matches_its_generating_script():
+    import importlib.util
+    from pathlib import Path
+
+    from spurmem.data.fashion_mnist import BUNDLED_FILE, DEBIAN_DIR
+
+    script = Path(__file__).parents[1] / "scripts" / "make_bundled_fmnist.py"
+    spec = importlib.util.spec_from_file_location("make_bundled_fmnist", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.bundle_arrays(DEBIAN_DIR)
+    with np.load(BUNDLED_FILE) as committed:
+        assert sorted(committed.files) == sorted(expected)
+        for key, arr in expected.items():
+            assert np.array_equal(committed[key], arr), key
+    assert BUNDLED_FILE.stat().st_size < 5 * 2**20
