@@ -45,6 +45,12 @@ def print_runs_table(frame: pd.DataFrame, console: Console | None = None) -> Non
                 "weighted by training group proportions)", RUNS_COLUMNS, console)
 
 
+def _pm(mean: float, sd: float) -> str:
+    if pd.isna(mean):
+        return ""
+    return f"{100 * mean:.1f}" + ("" if pd.isna(sd) else f" ± {100 * sd:.1f}")
+
+
 def print_demo_summary(result, console: Console | None = None) -> None:
     """What the demo found: the verdicts, the comparison (if any), the stages and the report's path."""
     console = console or _console()
@@ -54,8 +60,12 @@ def print_demo_summary(result, console: Console | None = None) -> None:
                 {"claim": "claim", "verdict": "verdict", "statistic": "statistic"}, console)
     tables = {t.name: t for t in result.report.tables}
     if "comparison" in tables:
-        t = tables["comparison"]
-        print_table(t.frame, t.title, None, console, digits=1)
+        frame = tables["comparison"].frame
+        short = pd.DataFrame({"algorithm": frame["algorithm"], "seeds": frame["seeds"]})
+        for label in ("test WGA", "test adjusted avg", "test avg"):
+            if f"{label} mean" in frame:
+                short[f"{label} (%)"] = [_pm(m, sd) for m, sd in zip(frame[f"{label} mean"], frame[f"{label} sd"])]
+        print_table(short, "Algorithm comparison (mean ± sd over seeds, selected epoch)", None, console)
     stages = pd.DataFrame([vars(s) for s in result.stages])
     stages["seconds"] = stages["seconds"].round(1)
     print_table(stages, f"Stages ({result.seconds:.0f} s in all)", None, console, digits=1)
