@@ -111,3 +111,16 @@ def test_selection_masks_for_units_and_weights():
     assert bmask is None and wmask.sum() == 1
     with pytest.raises(ValueError):
         selection_masks(m, WeightSelection({"body.2": torch.zeros(3, 3, dtype=torch.bool)}))
+
+
+def test_zoo_small_cnn_and_mlp():
+    from spurmem.models import build_model
+
+    cnn = build_model("small-cnn", n_classes=2)
+    layers = candidate_layers(cnn)
+    assert [l.name for l in layers] == [f"stages.{i}.conv" for i in range(4)]
+    assert sum(l.n_units for l in layers) == 240  # BENCHMARK.md: 240 conv channels
+    assert head_name(cnn) == "fc" and output_site(cnn, "stages.3.conv") == "stages.3.bn"
+    mlp = build_model("mlp", n_classes=2, img_size=8, hidden=(16, 8))
+    assert [(l.name, l.n_units) for l in candidate_layers(mlp)] == [("layers.0", 16), ("layers.1", 8)]
+    assert enumerate_units(mlp)[-1].id == "layers.1:7"
