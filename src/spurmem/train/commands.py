@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "when --config is not given)")
     mode.add_argument("--overwrite", action="store_true", help="delete an existing run directory and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=_train)
 
     e = sub.add_parser(
@@ -50,6 +51,11 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume without --config needs --run-dir (the run to continue)")
         config_path = args.run_dir / CONFIG_FILE
     config = load_config(TrainConfig, config_path, args.overrides)
+    if args.print_config:
+        from spurmem.config import dump_config
+
+        print(dump_config(config), end="")
+        return 0
     result = train(config, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress)
     row = result.row()
