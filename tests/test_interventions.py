@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import save_file
 
 from probe_models import MLP, TinyCNN
-from spurmem.probes.interventions import INTERVENTIONS, activation_means, checkpoint_file, intervene
+from spurmem.probes.interventions import INTERVENTIONS, activation_means, intervene
 from spurmem.probes.units import Unit, WeightSelection
 
 UNITS = [Unit("stages.0.conv", 1), Unit("stages.1.conv", 5), Unit("stages.1.conv", 2)]
@@ -120,14 +120,17 @@ def test_rewind_reads_the_requested_epoch(tmp_path):
     for epoch, sd in states.items():
         save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt / f"epoch_{epoch:04d}.safetensors"))
     m = _model(seed=99)
-    with intervene(m, UNITS, "rewind", source=checkpoint_file(tmp_path, 2)) as e:
+    with intervene(m, UNITS, "rewind", source=ckpt / "epoch_0002.safetensors") as e:
         w = e.stages[1].conv.weight
         assert torch.equal(w[[2, 5]], states[2]["stages.1.conv.weight"][[2, 5]])
         assert not torch.equal(w[[2, 5]], states[1]["stages.1.conv.weight"][[2, 5]])
         assert torch.equal(w[[0, 1, 3, 4, 6, 7]], m.stages[1].conv.weight[[0, 1, 3, 4, 6, 7]])
         assert torch.equal(e.stages[1].bn.running_mean, m.stages[1].bn.running_mean)
-    with pytest.raises(FileNotFoundError, match="0001, 0002, 0003"):
-        checkpoint_file(tmp_path, 7)
+    with intervene(m, UNITS, "rewind", source=states[3]) as e:  # a state dict works as well
+        assert torch.equal(e.stages[0].conv.weight[1], states[3]["stages.0.conv.weight"][1])
+    with pytest.raises(FileNotFoundError):
+        with intervene(m, UNITS, "rewind", source=ckpt / "epoch_0007.safetensors"):
+            pass
 
 
 def _site_output(model, x):

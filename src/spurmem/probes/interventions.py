@@ -87,20 +87,6 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def checkpoint_file(run_dir: str | Path, epoch: int) -> Path:
-    """``RUN_DIR/checkpoints/epoch_XXXX.safetensors`` of ``epoch``, with the available epochs in
-    the error when it is missing (``rewind`` needs per-epoch checkpoints)."""
-    folder = Path(run_dir) / "checkpoints"
-    path = folder / f"epoch_{int(epoch):04d}.safetensors"
-    if not path.exists():
-        have = sorted(p.stem.removeprefix("epoch_") for p in folder.glob("epoch_*.safetensors"))
-        raise FileNotFoundError(
-            f"rewind needs checkpoint {path}; the run has epochs {', '.join(have) or 'none'} "
-            "(train with per-epoch checkpoints to rewind)"
-        )
-    return path
-
-
 def activation_means(
     model: nn.Module,
     dataset: GroupDataset,
