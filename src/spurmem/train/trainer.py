@@ -150,8 +150,8 @@ class _Loop:
 
     # -- main ---------------------------------------------------------------------------------
     def run(self, start: int | None, progress: bool) -> TrainResult:
-        t0 = time.perf_counter()
-        info = self._initial_info(start)
+        self._t0 = time.perf_counter()
+        info = self.info = self._initial_info(start)
         write_info(self.run_dir, info)
         if start is None:
             write_text_atomic(self.run_dir / CONFIG_FILE, dump_config(self.config))
@@ -172,11 +172,7 @@ class _Loop:
             raise
         selection = self._select()
         self._write_predictions(selection.epoch)
-        info.update(
-            status="complete", selection=selection.to_dict(), epochs_completed=self.config.epochs,
-            finished=utc_now(), seconds=round(info.get("seconds_before", 0.0) + time.perf_counter() - t0, 3),
-            timings={k: round(v, 3) for k, v in self.timings.items()},
-        )
+        info.update(status="complete", selection=selection.to_dict(), finished=utc_now(), **self._progress_fields())
         write_info(self.run_dir, info)
         return TrainResult(self.run_dir, self.config, selection, self.history, self.config.epochs,
                            info["seconds"], start, self.model)
@@ -197,7 +193,7 @@ class _Loop:
 
             batches = prefetch(batches, depth=2 * c.workers)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
-        loss_sum, n_seen, terms = 0.0, 0, {}
+        loss_sum, batch_loss_sum, n_seen, terms = 0.0, 0.0, 0, {}
         bar.start_epoch(epoch, self.steps_per_epoch)
         for batch in batches:
             batch = batch.to(self.device, non_blocking=True)
@@ -212,12 +208,12 @@ class _Loop:
                 self.scheduler.step()
             n = len(batch.y)
             value = float(loss.detach())
-            loss_sum, n_seen = loss_sum + value * n, n_seen + n
+            loss_sum, batch_loss_sum, n_seen = loss_sum + value * n, batch_loss_sum + value, n_seen + n
             for k, v in batch_terms.items():
                 terms[k] = terms.get(k, 0.0) + float(v) * n
             bar.step(value)
         if c.schedule == "plateau":
-            self.scheduler.step(loss_sum / max(n_seen, 1) * self.steps_per_epoch)  # the epoch's summed loss
+            self.scheduler.step(batch_loss_sum)  # the epoch's summed (per-batch) training loss
         seconds = time.perf_counter() - t0
         self.timings["train"] += seconds
         return {"train_loss": loss_sum / max(n_seen, 1), "terms": {k: v / max(n_seen, 1) for k, v in terms.items()},
@@ -249,10 +245,16 @@ class _Loop:
         if not c.save_checkpoints:
             self._prune_checkpoints(epoch)
         self.timings["checkpoint"] += time.perf_counter() - t0
+        self.info.update(epochs_completed=epoch, **self._progress_fields())
+        write_info(self.run_dir, self.info)  # so that a killed run still says how far it got and how long it took
 
     # -- helpers ------------------------------------------------------------------------------
     def _checkpoint_info(self, row: dict | None, stats: dict | None) -> dict[str, Any]:
         return {"config_hash": self.hash, "seed": self.config.seed, "metrics": row, "train": stats}
+
+    def _progress_fields(self) -> dict[str, Any]:
+        seconds = self._seconds_before + time.perf_counter() - self._t0
+        return {"seconds": round(seconds, 3), "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -288,7 +290,6 @@ class _Loop:
             rows.append(marker)  # killed between the checkpoint marker and metrics.jsonl
         self.history = sorted(rows, key=lambda r: r["epoch"])
         write_history(self.run_dir, self.history)
-        self.timings = dict(read_info(self.run_dir).get("timings") or self.timings)
 
     def _write_predictions(self, epoch: int) -> None:
         """Per-example predictions of the selected checkpoint on every evaluated split."""
@@ -305,6 +306,8 @@ class _Loop:
     def _initial_info(self, start: int | None) -> dict[str, Any]:
         c = self.config
         previous = read_info(self.run_dir) if start is not None else {}
+        self._seconds_before = float(previous.get("seconds") or 0.0)
+        self.timings = {**self.timings, **(previous.get("timings") or {})}
         env = environment()
         return {
             "name": c.name, "kind": "train", "status": "running", "algorithm": c.algorithm,
@@ -317,7 +320,6 @@ class _Loop:
             "init_from": self.init_source, "dataset_info": self.dataset.describe(),
             "started": previous.get("started", utc_now()), "finished": None,
             "resumed_from": [*previous.get("resumed_from", []), start] if start is not None else [],
-            "seconds_before": float(previous.get("seconds") or 0.0),
         }
 
 
