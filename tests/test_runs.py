@@ -97,3 +97,30 @@ def test_record_command_writes_start_and_end(tmp_path):
     env = records[1]["environment"]
     assert env["spurmem_version"] and env["host"] and env["torch_version"]
     assert json.loads(json.dumps(records[1]))  # plain JSON all the way down
+
+
+def test_tracking_scalars_cover_every_metric(runs_root):
+    from spurmem.report.tracking import scalars
+
+    run = read_run(runs_root / "erm-s0")
+    names = {(e, n) for e, n, _ in scalars(run)}
+    assert (1, "test/worst_group_accuracy") in names and (3, "val/acc_g2") in names
+    assert (2, "terms/ce") in names and not any(n == "groups" for _, n in names)
+
+
+@pytest.mark.parametrize("backend,flag", [("tensorboard", "--tensorboard"), ("mlflow", "--mlflow")])
+def test_tracking_export_without_the_package_is_a_clean_error(runs_root, tmp_path, capsys, backend, flag):
+    from spurmem.report.tracking import available
+
+    if available(backend):
+        pytest.skip(f"{backend} is installed")
+    assert main(["runs", str(runs_root), flag, str(tmp_path / "x")]) == 2
+    assert f"{backend} is not installed" in capsys.readouterr().err
+
+
+def test_tensorboard_export_when_installed(runs_root, tmp_path):
+    pytest.importorskip("tensorboard")
+    from spurmem.report.tracking import export_tensorboard
+
+    export_tensorboard([read_run(runs_root / "erm-s0")], tmp_path / "tb")
+    assert list((tmp_path / "tb" / "erm-s0").glob("events.out.tfevents.*"))

@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     runs.add_argument("dirs", nargs="*", default=["runs"], metavar="DIR", help="folders to search (default: runs)")
     runs.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV to FILE")
+    runs.add_argument("--tensorboard", default=None, metavar="LOGDIR",
+                      help="also export every run's per-epoch metrics to TensorBoard under LOGDIR (needs tensorboard)")
+    runs.add_argument("--mlflow", default=None, metavar="URI",
+                      help="also export the runs to MLflow at URI, e.g. file:./mlruns or sqlite:///mlflow.db "
+                      "(needs mlflow)")
     runs.set_defaults(func=_runs)
 
     demo = sub.add_parser(
@@ -74,6 +79,26 @@ def _runs(args: argparse.Namespace) -> int:
 
         write_text_atomic(args.csv, table.to_csv(index=False))
     print_runs_table(table)
+    if args.tensorboard or args.mlflow:
+        return _export(args, list(table["path"]))
+    return 0
+
+
+def _export(args: argparse.Namespace, paths: list[str]) -> int:
+    import sys
+
+    from spurmem.report.runs import read_run
+    from spurmem.report.tracking import TrackingUnavailable, export_mlflow, export_tensorboard
+
+    runs = [read_run(p) for p in paths]
+    try:
+        if args.tensorboard:
+            print(f"TensorBoard: {export_tensorboard(runs, args.tensorboard)}")
+        if args.mlflow:
+            print(f"MLflow: {export_mlflow(runs, args.mlflow)}")
+    except TrackingUnavailable as exc:
+        print(f"spurmem: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
