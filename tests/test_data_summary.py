@@ -54,3 +54,16 @@ def test_parse_params():
         "rho": 0.9, "variant": "hard", "attr_names": ["a", "b"]}
     with pytest.raises(DataError, match="'rho' should be KEY=VALUE"):
         parse_params(["rho"])
+
+
+def test_cli_list_shows_every_dataset_and_its_defaults(capsys):
+    from spurmem.data import DATASETS, dataset_parameters
+
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in DATASETS:
+        assert f"{name}: " in out
+    assert "variant='default' rho=0.95 size=32 n_train=4800" in out
+    assert dataset_parameters("celeba")["target"] == "Blond_Hair"
+    with pytest.raises(DataError, match="unknown dataset 'celeb'"):
+        dataset_parameters("celeb")

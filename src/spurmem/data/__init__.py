@@ -26,23 +26,27 @@ DATASETS: dict[str, Callable[..., GroupDataset]] = {
 }
 
 
-def load_dataset(name: str, **params: Any) -> GroupDataset:
-    """Build the dataset registered as ``name`` with keyword ``params``."""
+def dataset_parameters(name: str) -> dict[str, Any]:
+    """The parameters of dataset ``name`` and their defaults (``inspect.Parameter.empty`` when none)."""
     if name not in DATASETS:
         near = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise DataError(f"unknown dataset {name!r}{hint}. Known: {', '.join(sorted(DATASETS))}")
-    loader = DATASETS[name]
-    accepted = inspect.signature(loader).parameters
+    return {k: p.default for k, p in inspect.signature(DATASETS[name]).parameters.items()}
+
+
+def load_dataset(name: str, **params: Any) -> GroupDataset:
+    """Build the dataset registered as ``name`` with keyword ``params`` (unknown keys are errors)."""
+    accepted = dataset_parameters(name)
     for key in params:
         if key not in accepted:
             near = difflib.get_close_matches(key, accepted, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise DataError(f"dataset {name!r} has no parameter {key!r}{hint}. Parameters: {', '.join(accepted)}")
-    return loader(**params)
+    return DATASETS[name](**params)
 
 
 __all__ = [
     "AUGMENTATIONS", "DATASETS", "SPLITS", "Batch", "DataError", "GroupDataset", "SplitData", "build_augment",
-    "group_index", "iterate_batches", "load_dataset", "to_float",
+    "dataset_parameters", "group_index", "iterate_batches", "load_dataset", "to_float",
 ]

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="dataset parameters (values parsed as YAML: 0.9, true, [a, b])")
     summary.add_argument("--json", action="store_true", help="print the description as JSON instead of a table")
     summary.set_defaults(func=_summary)
+    listing = data_sub.add_parser("list", help="the registered datasets and their parameters with defaults")
+    listing.set_defaults(func=_list)
 
 
 def parse_params(items: list[str]) -> dict:
@@ -65,6 +67,20 @@ def _summary(args: argparse.Namespace) -> int:
         print(f"{split}: {int(part['count'].sum())} examples")
         for row in part.itertuples():
             print(f"  g{row.group} {row.name:<28} {row.count:>7}  {100 * row.fraction:5.1f}%  {row.role}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    import inspect
+
+    from spurmem.data import DATASETS, dataset_parameters
+
+    for name, loader in DATASETS.items():
+        doc = (inspect.getdoc(loader) or "").split("\n\n")[0].replace("\n", " ")
+        print(f"{name}: {doc}")
+        params = " ".join(f"{k}={v!r}" if v is not inspect.Parameter.empty else k
+                          for k, v in dataset_parameters(name).items())
+        print(f"    {params}")
     return 0
 
 
