@@ -1,0 +1,249 @@
+"""``spurmem compare``: algorithms x seeds on one dataset and backbone under one protocol (SPEC 7).
+
+Every run goes through the shared trainer into ``<out>/runs/<algorithm>-<config hash>-s<seed>``;
+a finished run is skipped and an interrupted one resumed, so a killed comparison continues where it
+stopped. The protocol is the same for every algorithm:
+
+* from-scratch algorithms (erm, reweight, groupdro, jtt) train for ``epochs``;
+* fine-tuning algorithms (erm-continue, spurmem) start from the ERM run of the same seed (its
+  ``init_epoch`` checkpoint) and train for ``fine_tune_epochs``; ``erm-continue`` is the control with
+  the framework's exact optimiser, schedule and budget; dfr refits the head of that ERM model;
+* jtt's stage 1 is the ERM run of the same seed at ``identification_epoch``;
+* one selection rule for all: validation WGA with group labels, worst-class validation accuracy
+  without (then algorithms that train on group labels are refused).
+
+Hyper-parameters come from :mod:`spurmem.train.hparams` (defaults per algorithm and dataset), then
+the config's ``hparams`` overrides; with ``search.trials > 0`` each algorithm's search space is
+sampled (seeded) and the draw with the best selection value on the first seed is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from spurmem.config import ConfigError, config_hash, nearest_key, validate_config
+from spurmem.data import GroupDataset, load_dataset
+from spurmem.train import hparams as registry
+from spurmem.train.config import HASH_EXCLUDE, TrainConfig
+
+ALL_ALGORITHMS = ["erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "spurmem"]
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(0, ge=0, description="random draws per algorithm (0: registry defaults only)")
+    seed: int = 0
+
+
+class CompareConfig(BaseModel):
+    """A comparison: one dataset and backbone, several algorithms and seeds, one protocol."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "compare-fashion-waterbirds"
+    out_dir: str | None = Field(None, description="default runs/<name>")
+    dataset: str = "fashion-waterbirds"
+    dataset_params: dict[str, Any] = Field(default_factory=dict)
+    model: str = "small-cnn"
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: list(ALL_ALGORITHMS))
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: int = Field(30, ge=1, description="budget of every from-scratch algorithm")
+    fine_tune_epochs: int = Field(21, ge=1, description="budget of every fine-tuning algorithm")
+    init_epoch: Literal["selected", "last"] | int = Field(
+        "last", description="ERM checkpoint that fine-tuning algorithms and dfr start from"
+    )
+    group_labels: bool = Field(True, description="whether validation group labels may be used")
+    selection: Literal["auto", "val_wga", "val_worst_class"] = "auto"
+    hparams: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per algorithm: TrainConfig fields and 'params' (algorithm_params)"
+    )
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every run (device, ...)")
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in ALL_ALGORITHMS:
+                near = nearest_key(name, ALL_ALGORITHMS)
+                raise ValueError(f"unknown algorithm {name!r}" + (f"; did you mean {near!r}?" if near else "")
+                                 + f" Known: {', '.join(ALL_ALGORITHMS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("an algorithm is listed twice")
+        return v
+
+    @property
+    def selection_rule(self) -> str:
+        if self.selection != "auto":
+            return self.selection
+        return "val_wga" if self.group_labels else "val_worst_class"
+
+    @property
+    def output(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
+
+
+@dataclass
+class PlannedRun:
+    """One training run of the comparison."""
+
+    algorithm: str
+    seed: int
+    hparams: registry.HParams
+    config: TrainConfig
+    run_dir: Path
+    trial: int | None = None  # index of the random-search draw, None for the chosen setting
+
+
+@dataclass
+class CompareResult:
+    config: CompareConfig
+    runs: list[PlannedRun]
+    chosen: dict[str, registry.HParams]
+    search_log: list[dict[str, Any]] = field(default_factory=list)
+    group_names: list[str] = field(default_factory=list)
+
+
+def check_protocol(cmp: CompareConfig) -> None:
+    """Refuse combinations the protocol does not allow, naming the key."""
+    from spurmem.train.algorithms import ALGORITHMS
+
+    missing = [a for a in cmp.algorithms if a not in ALGORITHMS]
+    if missing:
+        raise ConfigError(f"algorithms {missing} are not in the ALGORITHMS registry ({', '.join(ALGORITHMS)})")
+    if not cmp.group_labels:
+        grouped = [a for a in cmp.algorithms if ALGORITHMS[a].uses_group_labels]
+        if grouped:
+            raise ConfigError(f"group_labels=false, but {grouped} train on group labels; remove them or set "
+                              f"group_labels=true")
+        if cmp.selection == "val_wga":
+            raise ConfigError("selection=val_wga needs validation group labels (group_labels=false)")
+    for name in cmp.hparams:
+        if name not in cmp.algorithms:
+            near = nearest_key(name, cmp.algorithms)
+            raise ConfigError(f"hparams.{name}: not one of the compared algorithms"
+                              + (f"; did you mean {near!r}?" if near else ""))
+    fixed = {"epochs", "seed", "init_from", "init_epoch", "selection", "algorithm", "dataset", "model"}
+    for name, values in {**cmp.hparams, "train": cmp.train}.items():
+        clash = fixed & set(values)
+        if clash:
+            raise ConfigError(f"{'train' if name == 'train' else 'hparams.' + name}: {sorted(clash)} are set by the "
+                              f"protocol (epochs, fine_tune_epochs, seeds, init_epoch, selection at the top level)")
+
+
+def hparams_for(cmp: CompareConfig, algorithm: str, draw: registry.HParams | None = None) -> registry.HParams:
+    """Registry defaults, then the random-search draw, then ``train`` (every run), then the user's
+    overrides for this algorithm. The epoch budget is the protocol's, not the registry's."""
+    h = registry.defaults(algorithm, cmp.dataset)
+    h.train.pop("epochs", None)
+    if draw is not None:
+        h = h.merged(draw)
+    h = h.merged(registry.HParams(train=dict(cmp.train)))
+    return h.merged(registry.from_overrides(cmp.hparams.get(algorithm, {}), f"hparams.{algorithm}"))
+
+
+def plan_run(
+    cmp: CompareConfig, algorithm: str, seed: int, h: registry.HParams, erm_dir: Path | None, trial: int | None = None
+) -> PlannedRun:
+    """The TrainConfig of one run under the protocol; its folder is named by the config's hash (name,
+    device and workers aside), so a changed setting never reuses a run made under another."""
+    fields: dict[str, Any] = {
+        "dataset": cmp.dataset, "dataset_params": cmp.dataset_params,
+        "model": cmp.model, "model_params": cmp.model_params, "weights": cmp.weights,
+        **h.train,
+        "algorithm": algorithm, "algorithm_params": dict(h.params), "seed": seed,
+        "selection": cmp.selection_rule,
+    }
+    if algorithm in registry.FINE_TUNES:
+        assert erm_dir is not None
+        fields.update(init_from=str(erm_dir), init_epoch=cmp.init_epoch)
+        fields["epochs"] = 0 if algorithm == "dfr" else cmp.fine_tune_epochs
+        fields["weights"] = None
+    else:
+        fields["epochs"] = cmp.epochs
+    if algorithm in registry.NEEDS_STAGE1:
+        assert erm_dir is not None
+        params = fields["algorithm_params"]
+        params.setdefault("identification_run", str(erm_dir))
+        t = params.get("identification_epoch", 1)
+        if isinstance(t, int) and not 1 <= t <= cmp.epochs:
+            raise ConfigError(f"hparams.jtt.params.identification_epoch={t} must be within the ERM budget 1..{cmp.epochs}")
+    config = validate_config(TrainConfig, fields, source=f"compare {cmp.name}: {algorithm} seed {seed}")
+    name = f"{algorithm}-{config_hash(config, HASH_EXCLUDE)[:6]}-s{seed}"
+    config = config.model_copy(update={"name": name})
+    return PlannedRun(algorithm, seed, h, config, cmp.output / "runs" / name, trial)
+
+
+def run_status(run_dir: Path) -> str:
+    """``complete``, ``partial`` (resumable) or ``new``."""
+    from spurmem.train.run import read_info
+
+    if not (run_dir / "run.json").is_file():
+        return "partial" if run_dir.is_dir() and any(run_dir.iterdir()) else "new"
+    return "complete" if read_info(run_dir).get("status") == "complete" else "partial"
+
+
+def execute(planned: PlannedRun, dataset: GroupDataset, progress: bool, log) -> float | None:
+    """Train (or resume, or skip) one planned run; returns its selection value."""
+    from spurmem.train import train
+    from spurmem.train.run import read_info
+
+    status = run_status(planned.run_dir)
+    label = f"{planned.algorithm} seed {planned.seed}" + (f" trial {planned.trial}" if planned.trial is not None else "")
+    if status == "complete":
+        log(f"{label}: complete, skipped ({planned.run_dir})")
+    else:
+        log(f"{label}: {'resuming' if status == 'partial' else 'training'} -> {planned.run_dir}")
+        train(planned.config, run_dir=planned.run_dir, resume=status == "partial", progress=progress, dataset=dataset)
+    selection = read_info(planned.run_dir).get("selection") or {}
+    return selection.get("value")
+
+
+def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: bool = False) -> CompareResult:
+    """Run every algorithm x seed (ERM first: the others depend on it) and return the plan."""
+    check_protocol(cmp)
+    dataset = None if dry_run else load_dataset(cmp.dataset, **cmp.dataset_params)
+    order = ["erm"] + [a for a in cmp.algorithms if a != "erm"]
+    chosen: dict[str, registry.HParams] = {}
+    runs: list[PlannedRun] = []
+    search_log: list[dict[str, Any]] = []
+    erm_dirs: dict[int, Path] = {}
+
+    def do(p: PlannedRun) -> float | None:
+        runs.append(p)
+        return None if dry_run else execute(p, dataset, progress, log)
+
+    for algorithm in order:
+        needs_erm = algorithm in registry.FINE_TUNES or algorithm in registry.NEEDS_STAGE1
+        first = cmp.seeds[0]
+        h = hparams_for(cmp, algorithm)
+        draws = registry.search_draws(algorithm, cmp.search.trials, cmp.search.seed)
+        if draws and not dry_run:
+            candidates = [h] + [hparams_for(cmp, algorithm, d) for d in draws]
+            scores = []
+            for t, cand in enumerate(candidates):
+                value = do(plan_run(cmp, algorithm, first, cand, erm_dirs.get(first) if needs_erm else None, t))
+                scores.append(float("-inf") if value is None else value)
+                search_log.append({"algorithm": algorithm, "trial": t, "seed": first, "hparams": cand.to_dict(),
+                                   "selection_value": value})
+            h = candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
+        chosen[algorithm] = h
+        for seed in cmp.seeds:
+            p = plan_run(cmp, algorithm, seed, h, erm_dirs.get(seed) if needs_erm else None)
+            if algorithm == "erm":
+                erm_dirs[seed] = p.run_dir
+            if p.run_dir not in {r.run_dir for r in runs}:
+                do(p)
+            else:
+                runs.append(p)
+    if "erm" not in cmp.algorithms:  # trained as the base of the others, not reported
+        runs = [r for r in runs if r.algorithm != "erm"]
+        chosen.pop("erm", None)
+    return CompareResult(cmp, runs, chosen, search_log, dataset.group_names if dataset is not None else [])
