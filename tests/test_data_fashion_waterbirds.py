@@ -152,3 +152,12 @@ def test_committed_bundle_matches_its_generating_script():
         for key, arr in expected.items():
             assert np.array_equal(committed[key], arr), key
     assert BUNDLED_FILE.stat().st_size < 5 * 2**20
+
+
+def test_environment_variable_points_to_the_idx_folder(tmp_path, monkeypatch):
+    from spurmem.data.fashion_mnist import resolve_source
+
+    monkeypatch.setenv("SPURMEM_FASHION_MNIST", str(tmp_path))
+    assert resolve_source("auto") == "bundled"
+    with pytest.raises(DataError, match=rf"IDX files not found in {tmp_path}"):
+        resolve_source("debian")
