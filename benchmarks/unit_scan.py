@@ -1,0 +1,168 @@
+"""Benchmark: single-unit `zero` scan of ResNet-18 (small-image stem), engine vs the naive loop.
+
+The naive loop is the obvious alternative: for each unit, copy the model, zero the unit
+(``intervene``), run the whole split (``metrics.predict``). Both run here, in one process, on the
+same examples; the correct counts of every unit that both evaluated are asserted equal.
+
+On a 2-core CPU neither a naive nor an engine scan of all 3,904 units on 2,000 examples fits in a
+session (the naive one is days), so by default both are *timed on samples and extrapolated*:
+the naive loop on ``--naive-units`` random units (its cost does not depend on the unit), the engine
+on ``--engine-units-per-layer`` random units of every layer (its cost depends on the layer: the
+suffix after a late layer is cheap), scaled by each layer's unit count. ``--engine-units-per-layer
+0`` scans every unit. The floor is one suffix forward per unit: per layer, the time of the traced
+suffix on the examples times the layer's unit count (the engine's one-channel edit and the
+prefix come on top; batching can take it slightly below).
+
+Peak memory: child processes run the same engine scan on N and 4N examples and report their peak
+resident memory (it should not grow with N).
+
+    .venv/bin/python benchmarks/unit_scan.py --examples 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from spurmem.data import load_dataset
+from spurmem.metrics import predict
+from spurmem.models import build_model
+from spurmem.probes.interventions import intervene
+from spurmem.probes.scan import ScanEngine
+from spurmem.probes.units import Unit, candidate_layers
+
+
+def make_model(dataset, seed: int = 0) -> torch.nn.Module:
+    """ResNet-18 with the small stem; BatchNorm statistics set from a few training batches so the
+    network is in a realistic regime (random weights, no training needed for a speed benchmark)."""
+    torch.manual_seed(seed)
+    model = build_model("resnet18", dataset.n_classes, img_size=32)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    from spurmem.data import iterate_batches
+
+    with torch.no_grad():
+        for i, batch in enumerate(iterate_batches(dataset["train"], 256, dataset.mean, dataset.std)):
+            model(batch.x)
+            if i == 3:
+                break
+    return model.eval()
+
+
+def naive_counts(model, dataset, split, unit, idx, batch_size):
+    with intervene(model, [unit], "zero") as edited:
+        p = predict(edited, dataset, split, batch_size=batch_size, device="cpu", indices=torch.as_tensor(idx))
+    return np.bincount(p.group, weights=p.correct, minlength=dataset.n_groups).astype(int)
+
+
+def suffix_seconds(engine: ScanEngine, layer: str, split, idx) -> float:
+    """Time of one pass of the layer's suffix over the examples (clean site output)."""
+    runner = engine._site(layer, layer)
+    total = 0.0
+    with torch.no_grad():
+        for batch, _ in engine._batches(engine.dataset[split], torch.as_tensor(idx)):
+            site, _, kept = runner.run_prefix(batch.x)
+            t = time.perf_counter()
+            runner.run_suffix(site, kept, 1)
+            total += time.perf_counter() - t
+    return total
+
+
+def child(args) -> None:
+    dataset = load_dataset("fashion-waterbirds")
+    model = make_model(dataset)
+    idx = np.arange(args.child)
+    units = [Unit("layer3.1.conv1", i) for i in range(4)] + [Unit("layer1.0.conv2", 0)]
+    engine = ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu")
+    engine.scan(units, "zero", "train", indices=idx)
+    print(json.dumps({"examples": args.child, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=2000)
+    parser.add_argument("--naive-units", type=int, default=4)
+    parser.add_argument("--engine-units-per-layer", type=int, default=1, help="0 = every unit")
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(args)
+        return
+
+    dataset = load_dataset("fashion-waterbirds")
+    split = "train"
+    idx = np.arange(args.examples)
+    model = make_model(dataset, args.seed)
+    layers = candidate_layers(model)
+    n_units = sum(layer.n_units for layer in layers)
+    rng = np.random.default_rng(args.seed)
+    print(f"resnet18 small stem, {len(layers)} candidate layers, {n_units} units, {args.examples} examples "
+          f"of fashion-waterbirds/{split} at 32 px, threads={args.threads}")
+
+    engine = ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu")
+    naive_units = [Unit(layers[i].name, int(rng.integers(layers[i].n_units)))
+                   for i in rng.choice(len(layers), args.naive_units, replace=False)]
+    per_layer = {}
+    for layer in layers:
+        k = layer.n_units if args.engine_units_per_layer == 0 else min(args.engine_units_per_layer, layer.n_units)
+        chosen = sorted(rng.choice(layer.n_units, k, replace=False).tolist())
+        per_layer[layer.name] = [Unit(layer.name, i) for i in chosen]
+    for u in naive_units:
+        if u not in per_layer[u.layer]:
+            per_layer[u.layer].append(u)
+
+    engine_seconds, floor_seconds, engine_counts = 0.0, 0.0, {}
+    for layer in layers:
+        units = per_layer[layer.name]
+        t = time.perf_counter()
+        res = engine.scan(units, "zero", split, indices=idx)
+        dt = time.perf_counter() - t
+        engine_counts.update({label: res.correct[i] for i, label in enumerate(res.labels)})
+        suffix = suffix_seconds(engine, layer.name, split, idx)
+        engine_seconds += dt / len(units) * layer.n_units
+        floor_seconds += suffix * layer.n_units
+        print(f"  {layer.name:24s} {layer.n_units:4d} units: engine {dt / len(units):7.3f} s/unit "
+              f"(measured on {len(units)}), suffix floor {suffix:7.3f} s/unit")
+
+    naive_seconds = []
+    for u in naive_units:
+        t = time.perf_counter()
+        counts = naive_counts(model, dataset, split, u, idx, args.batch_size)
+        naive_seconds.append(time.perf_counter() - t)
+        assert counts.tolist() == engine_counts[u.id].tolist(), (u.id, counts, engine_counts[u.id])
+    naive_total = float(np.mean(naive_seconds)) * n_units
+    print(f"correct counts identical for the {len(naive_units)} units both evaluated: "
+          f"{', '.join(u.id for u in naive_units)}")
+    exact = args.engine_units_per_layer == 0
+    print(f"naive loop : {np.mean(naive_seconds):.2f} s/unit on {len(naive_units)} random units -> "
+          f"{naive_total / 3600:.2f} h for all {n_units} units (extrapolated), {n_units / naive_total:.3f} units/s")
+    print(f"engine     : {engine_seconds / 3600:.2f} h for all units ({'measured' if exact else 'extrapolated per layer'}),"
+          f" {n_units / engine_seconds:.3f} units/s")
+    print(f"floor      : {floor_seconds / 3600:.2f} h (one suffix pass per unit); engine/floor = "
+          f"{engine_seconds / floor_seconds:.2f}")
+    print(f"speed-up   : {naive_total / engine_seconds:.1f}x (engine vs naive); floor vs naive "
+          f"{naive_total / floor_seconds:.1f}x")
+
+    peaks = []
+    for n in (args.examples // 4, args.examples):
+        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--batch-size", str(args.batch_size),
+                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+        peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print("peak memory: " + ", ".join(f"{p['examples']} examples {p['peak_rss_mb']:.0f} MB" for p in peaks))
+
+
+if __name__ == "__main__":
+    main()
