@@ -129,10 +129,14 @@ def test_corrupt_idx_file_is_named(tmp_path):
 
 
 def test_bad_parameters():
-    with pytest.raises(DataError, match="rho must be in"):
+    with pytest.raises(DataError, match="rho must be a number in"):
         load_dataset("fashion-waterbirds", rho=1.5)
-    with pytest.raises(DataError, match="n_train must be a positive"):
+    with pytest.raises(DataError, match=r"n_train must be an integer >= 2, got 0"):
         load_dataset("fashion-waterbirds", n_train=0)
+    with pytest.raises(DataError, match=r"n_val_per_group must be an integer >= 1, got 2.5"):
+        load_dataset("fashion-waterbirds", n_val_per_group=2.5)
+    with pytest.raises(DataError, match=r"size must be an integer >= 8, got '32'"):
+        load_dataset("fashion-waterbirds", size="32")
 
 
 @pytest.mark.skipif(not debian_available(), reason="Debian Fashion-MNIST not installed")

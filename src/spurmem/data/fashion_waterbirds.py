@@ -94,6 +94,12 @@ def _attributes(rng: np.random.Generator, n_agree: int, n_disagree: int, cls: in
     return rng.permutation(a)
 
 
+def _whole_number(key: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DataError(f"fashion-waterbirds: {key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def load_fashion_waterbirds(
     variant: str = "default",
     rho: float = 0.95,
@@ -111,16 +117,15 @@ def load_fashion_waterbirds(
     environment variable SPURMEM_FASHION_MNIST)."""
     if variant not in VARIANTS:
         raise DataError(f"fashion-waterbirds: variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
-    if not 0.0 <= float(rho) <= 1.0:
-        raise DataError(f"fashion-waterbirds: rho must be in [0, 1], got {rho}")
-    if int(size) < 8:
-        raise DataError(f"fashion-waterbirds: size must be >= 8 pixels, got {size}")
-    for key, value in (("n_train", n_train), ("n_val_per_group", n_val_per_group), ("n_test_per_group", n_test_per_group)):
-        if int(value) < 1:
-            raise DataError(f"fashion-waterbirds: {key} must be a positive integer, got {value}")
+    if not isinstance(rho, (int, float)) or not 0.0 <= float(rho) <= 1.0:
+        raise DataError(f"fashion-waterbirds: rho must be a number in [0, 1], got {rho!r}")
+    size = _whole_number("size", size, 8)
+    n_train = _whole_number("n_train", n_train, 2)
+    n_val_per_group = _whole_number("n_val_per_group", n_val_per_group, 1)
+    n_test_per_group = _whole_number("n_test_per_group", n_test_per_group, 1)
     origin, pools = load_pools(source, fashion_mnist_dir)
     classes = VARIANTS[variant]
-    counts = split_counts(int(n_train), float(rho))  # (y0,a0), (y0,a1), (y1,a0), (y1,a1)
+    counts = split_counts(n_train, float(rho))  # (y0,a0), (y0,a1), (y1,a0), (y1,a1)
     rng = np.random.default_rng(seed)
 
     train_rows, val_rows, train_a, val_a, test_rows, test_a = [], [], [], [], [], []

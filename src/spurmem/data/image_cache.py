@@ -143,8 +143,8 @@ def decoded_images(
     """
     if resize not in RESIZE_RULES:
         raise DataError(f"resize must be one of {', '.join(RESIZE_RULES)}; got {resize!r}")
-    if int(size) < 1:
-        raise DataError(f"size must be a positive number of pixels, got {size}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise DataError(f"size must be a positive whole number of pixels, got {size!r}")
     paths = [Path(p) for p in paths]
     size = int(size)
     shape = (len(paths), 3, size, size)
