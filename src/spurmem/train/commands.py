@@ -70,7 +70,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+AVERAGE_NAMES = {
+    "worst_group_accuracy": "worst-group accuracy",
+    "average": "average (plain)",
+    "adjusted_average": "adjusted average (train proportions)",
+    "balanced_accuracy": "balanced accuracy (mean over groups)",
+    "worst_class_accuracy": "worst-class accuracy",
+}
+
+
 def _eval(args: argparse.Namespace) -> int:
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
@@ -81,30 +92,35 @@ def _eval(args: argparse.Namespace) -> int:
     epoch = int(args.epoch) if str(args.epoch).isdigit() else args.epoch
     run = load_run(args.run_dir, epoch=epoch, device=args.device)
     results = evaluate(run.model, run.dataset, args.splits, device=args.device)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     sel = run.info.get("selection") or {}
     console.print(f"[bold]{args.run_dir}[/bold]  epoch {run.epoch}"
                   + (f"  (selected by {sel.get('rule')})" if epoch == "selected" else ""))
     minority = set(run.dataset.minority_groups)
     for split, m in results.items():
-        table = Table(title=f"{split}", title_justify="left")
+        table = Table(title=f"{split}: accuracy per group", title_justify="left")
         for col in ("group", "name", "role", "correct", "count", "accuracy %", "mean margin"):
-            table.add_column(col, justify="right" if col not in ("name", "role") else "left")
+            table.add_column(col, justify="left" if col in ("name", "role") else "right")
         for g in m.groups:
             table.add_row(str(g.group), g.name, "minority" if g.group in minority else "majority", str(g.correct),
                           str(g.count), f"{100 * g.accuracy:.1f}", f"{g.mean_margin:.3f}")
         console.print(table)
-        console.print(
-            f"  worst-group accuracy {100 * m.worst_group_accuracy:.1f} (g{m.worst_group})   "
-            f"average (plain) {100 * m.average:.1f}   adjusted average (train proportions) "
-            f"{100 * m.adjusted_average:.1f}   balanced accuracy {100 * m.balanced_accuracy:.1f}   "
-            f"worst-class accuracy {100 * m.worst_class_accuracy:.1f}"
-        )
+    averages = Table(title="averages (%)", title_justify="left")
+    averages.add_column("average")
+    for split in results:
+        averages.add_column(split, justify="right")
+    for key, label in AVERAGE_NAMES.items():
+        averages.add_row(label, *(f"{100 * getattr(m, key):.1f}" for m in results.values()))
+    console.print(averages)
     heldout = "test" if "test" in results else ("val" if "val" in results else None)
     if "train" in results and heldout:
-        gaps = memorization_gap_table(results["train"], results[heldout], run.dataset)
-        console.print(f"memorisation gap (train minus {heldout}, points): " + "   ".join(
-            f"g{r.group} {r.role} {100 * r.gap:+.1f}" for r in gaps.itertuples()))
+        gaps = Table(title=f"memorisation gap (train minus {heldout}, points)", title_justify="left")
+        for col in ("group", "name", "role", "train %", f"{heldout} %", "gap"):
+            gaps.add_column(col, justify="left" if col in ("name", "role") else "right")
+        for r in memorization_gap_table(results["train"], results[heldout], run.dataset).itertuples():
+            gaps.add_row(str(r.group), r.group_name, r.role, f"{100 * r.train_accuracy:.1f}",
+                         f"{100 * r.heldout_accuracy:.1f}", f"{100 * r.gap:+.1f}")
+        console.print(gaps)
     if args.csv:
         write_text_atomic(args.csv, metrics_table(results).assign(epoch=run.epoch).to_csv(index=False))
     return 0
