@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "spurmem.probes.commands",
     "spurmem.train.commands",
     "spurmem.train.mitigate_commands",
+    "spurmem.memorization.commands",
 ]
 
 

@@ -1,0 +1,184 @@
+"""``spurmem memorization {units,examples,gap}``: memorisation per unit, per example and per group.
+
+Outputs go to ``RUN_DIR/memorization/`` (tidy CSVs, a JSON summary, PNG figures), written atomically;
+every command leaves an experiment record in ``RUN_DIR/records/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+OUT_DIR = "memorization"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("memorization", help="memorisation per unit, per example (Feldman) and per group (gap)",
+                       description="Quantify memorisation (SPEC 5.3): which units hold it, which examples are "
+                                   "memorised, and each group's train/held-out gap.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    u = actions.add_parser(
+        "units", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="score every unit: minority train drop minus held-out drop when it alone is zeroed",
+        description="Zero every candidate unit alone (fast scan engine) and score it by the drop in pooled "
+                    "minority-group training accuracy minus the drop in held-out accuracy (per minority group as "
+                    "well). Reports the ranked table, the share of the total positive score held by the top 1%% "
+                    "and 10%% of units, the cumulative-share curve and per-layer totals, each against the random "
+                    "expectation (uniform, and a sign-flip null over units), and says whether memorisation is "
+                    "concentrated.",
+        epilog="outputs (RUN_DIR/memorization/): units_ranked.csv, units_groups.csv (unit x group), "
+               "units_curve.csv + units_curve.png, units_layers.csv, units_summary.json\n\n"
+               "example:\n  spurmem memorization units runs/erm-fashion-waterbirds --heldout test")
+    u.add_argument("run_dir", type=Path)
+    u.add_argument("--heldout", default="test", choices=("test", "val"), help="held-out split (default test)")
+    u.add_argument("--intervention", default="zero", help="edit applied to each unit (default zero, SPEC 5.3)")
+    u.add_argument("--epoch", default="selected", help="checkpoint: selected, last or an epoch number")
+    u.add_argument("--null-draws", type=int, default=1000, help="sign-flip null draws (default 1000)")
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--device", default="auto")
+    u.set_defaults(func=_units)
+
+    e = actions.add_parser(
+        "examples", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="Feldman-style per-example memorisation from M models trained on random halves",
+        description="Train M models (complementary random halves of the training set, the run's own recipe) "
+                    "and score each training example by its accuracy when included minus when held out. Reports "
+                    "the distribution per group and, when units_ranked.csv exists (run `memorization units` "
+                    "first), which examples flip first when the top-k units are zeroed together.",
+        epilog="outputs (RUN_DIR/memorization/): examples.csv, examples_groups.csv, examples_flips.csv, "
+               "examples_summary.json; the half-data runs under halves/ (reused on resume)\n\n"
+               "example:\n  spurmem memorization examples runs/erm-fashion-waterbirds --models 8 epochs=15")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training-config overrides for the half models")
+    e.add_argument("--models", type=int, default=8, help="number of half-data models, even (default 8)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random halves")
+    e.add_argument("--epoch", default="last", help="checkpoint of each half model to evaluate (default last)")
+    e.add_argument("--flip-k", type=int, default=10, help="top-k units zeroed together for the flip order")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=_examples)
+
+    g = actions.add_parser(
+        "gap", help="train vs held-out accuracy per group, with CIs over runs",
+        description="The memorisation gap acc_g(train) - acc_g(held-out) per group at the chosen epoch; one run "
+                    "gives binomial 95%% intervals, several runs (seeds) a t-interval over runs.",
+        epilog="outputs: RUN_DIR/memorization/gap_runs.csv and gap_summary.csv for every RUN_DIR given "
+               "(or --out DIR)\n\nexample:\n  spurmem memorization gap runs/erm-seed0 runs/erm-seed1")
+    g.add_argument("run_dirs", type=Path, nargs="+")
+    g.add_argument("--heldout", default="test", choices=("test", "val"))
+    g.add_argument("--epoch", default="selected", help="selected, last or an epoch number")
+    g.add_argument("--out", type=Path, default=None, help="write the tables here instead of each run's folder")
+    g.set_defaults(func=_gap)
+
+
+def _epoch(text: str):
+    return int(text) if str(text).isdigit() else text
+
+
+def _units(args: argparse.Namespace) -> int:
+    from spurmem.memorization.units import unit_memorization
+    from spurmem.record import record_command, write_json_atomic, write_text_atomic
+    from spurmem.train import load_run
+
+    loaded = load_run(args.run_dir, epoch=_epoch(args.epoch), device=args.device)
+    out = args.run_dir / OUT_DIR
+    config = {"heldout": args.heldout, "intervention": args.intervention, "epoch": loaded.epoch,
+              "null_draws": args.null_draws, "seed": args.seed}
+    with record_command(args.run_dir, "memorization units", config=config, seeds=[args.seed]) as rec:
+        with rec.timed("scan"):
+            result = unit_memorization(loaded.model, loaded.dataset, heldout=args.heldout,
+                                       intervention=args.intervention, null_draws=args.null_draws, seed=args.seed,
+                                       device=args.device, progress=True)
+        result.summary.update({"run_dir": str(args.run_dir), "epoch": loaded.epoch})
+        for name, table in (("units_ranked", result.ranked), ("units_groups", result.groups),
+                            ("units_curve", result.curve), ("units_layers", result.layers)):
+            write_text_atomic(out / f"{name}.csv", table.to_csv(index=False))
+        write_json_atomic(out / "units_summary.json", result.summary)
+        _curve_figure(result.curve, out / "units_curve.png", result.summary)
+        rec.outputs.append(str(out))
+    s = result.summary
+    print(f"unit memorisation, {s['units']} units, minority gap {s['base_minority_gap']:+.3f} "
+          f"(train {s['base_minority_train_acc']:.3f}, {s['heldout_split']} {s['base_minority_heldout_acc']:.3f})")
+    print(f"  {s['statement']}")
+    print(result.layers[["layer", "units", "positive_score", "share", "uniform_share"]].to_string(index=False))
+    print(f"  -> {out}")
+    return 0
+
+
+def _curve_figure(curve, path: Path, summary: dict) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spurmem.record import write_bytes_atomic
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(curve.fraction_of_units, curve.cumulative_share, label="observed")
+    ax.plot(curve.fraction_of_units, curve.null_mean, "--", label="sign-flip null (mean)")
+    ax.fill_between(curve.fraction_of_units, curve.null_lo, curve.null_hi, alpha=0.2, label="null 95%")
+    ax.plot(curve.fraction_of_units, curve.uniform, ":", color="grey", label="uniform")
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of units (ranked by score)")
+    ax.set_ylabel("cumulative share of positive score")
+    ax.set_title(f"unit-level memorisation ({summary['units']} units)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def _examples(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from spurmem.config import parse_override
+    from spurmem.memorization.examples import example_memorization, flip_order, flips_vs_memorization
+    from spurmem.record import record_command, write_json_atomic, write_text_atomic
+    from spurmem.train import load_run
+
+    loaded = load_run(args.run_dir, epoch="selected", device=args.device)
+    overrides = dict(parse_override(item) for item in args.overrides)
+    out = args.run_dir / OUT_DIR
+    with record_command(args.run_dir, "memorization examples",
+                        config={"models": args.models, "epoch": args.epoch, "overrides": overrides},
+                        seeds=[args.seed]) as rec:
+        result = example_memorization(loaded.config, loaded.dataset, out, models=args.models, seed=args.seed,
+                                      epoch=_epoch(args.epoch), device=args.device, progress=True, **overrides)
+        write_text_atomic(out / "examples.csv", result.examples.to_csv(index=False))
+        write_text_atomic(out / "examples_groups.csv", result.groups.to_csv(index=False))
+        summary = {**result.info, "run_dir": str(args.run_dir)}
+        ranked_path = out / "units_ranked.csv"
+        if ranked_path.exists():
+            ranked = pd.read_csv(ranked_path).unit.tolist()
+            flips = flip_order(loaded.model, loaded.dataset, ranked, k_max=args.flip_k, device=args.device)
+            write_text_atomic(out / "examples_flips.csv", flips.to_csv(index=False))
+            summary["flips"] = flips_vs_memorization(flips, result.examples)
+            summary["flip_units"] = ranked[: args.flip_k]
+        else:
+            summary["flips"] = f"skipped: {ranked_path} missing (run `spurmem memorization units` first)"
+        write_json_atomic(out / "examples_summary.json", summary)
+        rec.outputs.append(str(out))
+    print(result.groups[["group_name", "count", "mem_mean", "mem_median", "share_high", "share_of_all_high"]]
+          .to_string(index=False))
+    print(f"  -> {out}")
+    return 0
+
+
+def _gap(args: argparse.Namespace) -> int:
+    from spurmem.memorization.gap import gap_report
+    from spurmem.record import write_text_atomic
+
+    report = gap_report(args.run_dirs, heldout=args.heldout, epoch=_epoch(args.epoch))
+    targets = [args.out] if args.out else [d / OUT_DIR for d in args.run_dirs]
+    for folder in targets:
+        write_text_atomic(folder / "gap_runs.csv", report.runs.to_csv(index=False))
+        write_text_atomic(folder / "gap_summary.csv", report.summary.to_csv(index=False))
+    cols = ["group_name", "runs", "train_acc", "heldout_acc", "gap", "gap_lo", "gap_hi", "interval"]
+    print(f"memorisation gap (train - {args.heldout}), epoch {args.epoch}:")
+    print(report.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0

@@ -1,0 +1,167 @@
+"""Example-level memorisation (SPEC 5.3, after Feldman & Zhang 2020), estimated with M models.
+
+The training set is split into random halves in complementary pairs: model 2j trains on half
+H_j and model 2j+1 on its complement, so every training example is included in exactly M/2
+models and held out from the other M/2 (M is even; default 8). Each model is trained by the shared
+training loop (:func:`spurmem.train.train`, the run's own recipe) on a dataset whose training split
+is the half; its run directory records the half's indices in ``subset.json``. An example's score is
+
+    mem_i = mean accuracy on i of the models that trained on i - mean of those that did not
+
+(``mem_p`` the same with the predicted probability of the true class). High scores mean the model
+gets the example right only when it has seen it. :func:`flip_order` then asks which examples flip
+first when the top critical units of the full model are zeroed together (k = 1, 2, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from spurmem.data.schema import GroupDataset
+
+HALVES_DIR = "halves"
+
+
+@dataclass
+class ExampleMemorization:
+    """``examples``: one row per training example; ``groups``: the distribution per group."""
+
+    examples: pd.DataFrame
+    groups: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def half_splits(n: int, models: int, seed: int = 0) -> list[np.ndarray]:
+    """Training indices of each model: ``models // 2`` random halves and their complements."""
+    if models < 2 or models % 2:
+        raise ValueError(f"models must be an even number >= 2 (complementary halves), got {models}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(models // 2):
+        perm = rng.permutation(n)
+        out += [np.sort(perm[: n // 2]), np.sort(perm[n // 2:])]
+    return out
+
+
+def estimate(correct: np.ndarray, p_true: np.ndarray, included: np.ndarray) -> pd.DataFrame:
+    """Per example, from ``[models x examples]`` correctness, true-class probability and inclusion."""
+    inc = included.astype(bool)
+    n_in, n_out = inc.sum(0), (~inc).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc_in = np.where(inc, correct, 0).sum(0) / n_in
+        acc_out = np.where(~inc, correct, 0).sum(0) / n_out
+        p_in = np.where(inc, p_true, 0).sum(0) / n_in
+        p_out = np.where(~inc, p_true, 0).sum(0) / n_out
+    return pd.DataFrame({"n_in": n_in, "n_out": n_out, "acc_in": acc_in, "acc_out": acc_out,
+                         "mem": acc_in - acc_out, "p_in": p_in, "p_out": p_out, "mem_p": p_in - p_out})
+
+
+def group_distribution(examples: pd.DataFrame, dataset: GroupDataset, high: float = 0.5) -> pd.DataFrame:
+    """Per group: count, mean/median/quantiles of ``mem``, the share of examples with mem >= ``high``,
+    and the group's share of all high-memorisation examples."""
+    n_high = int((examples.mem >= high).sum())
+    rows = []
+    for g, name in enumerate(dataset.group_names):
+        m = examples.mem[examples.group == g].dropna()
+        rows.append({"group": g, "group_name": name, "minority": g in dataset.minority_groups, "count": len(m),
+                     "mem_mean": float(m.mean()) if len(m) else np.nan,
+                     "mem_median": float(m.median()) if len(m) else np.nan,
+                     "mem_q10": float(m.quantile(0.1)) if len(m) else np.nan,
+                     "mem_q90": float(m.quantile(0.9)) if len(m) else np.nan,
+                     "share_high": float((m >= high).mean()) if len(m) else np.nan,
+                     "share_of_all_high": float((m >= high).sum() / n_high) if n_high else np.nan,
+                     "high_threshold": high})
+    return pd.DataFrame(rows)
+
+
+def _half_dataset(dataset: GroupDataset, idx: np.ndarray) -> GroupDataset:
+    splits = dict(dataset.splits)
+    splits["train"] = dataset["train"].subset(idx)
+    return GroupDataset(dataset.name, splits, dataset.class_names, dataset.attr_names, dataset.mean, dataset.std,
+                        source=dataset.source, params={**dataset.params, "train_subset": f"{len(idx)} examples"})
+
+
+def example_memorization(config, dataset: GroupDataset, out_dir: str | Path, *, models: int = 8, seed: int = 0,
+                         epoch: str | int = "last", device: str = "auto", progress: bool = False,
+                         **overrides: Any) -> ExampleMemorization:
+    """Train ``models`` half-data models with ``config`` (a :class:`~spurmem.train.TrainConfig`; fields
+    in ``overrides`` replace its own) under ``out_dir/halves/`` and estimate every training example's
+    memorisation. Finished models are reused, so an interrupted estimate resumes."""
+    from spurmem.config import validate_config
+    from spurmem.metrics import predict
+    from spurmem.record import write_json_atomic
+    from spurmem.train import load_run, train
+
+    out_dir = Path(out_dir)
+    n = len(dataset["train"])
+    subsets = half_splits(n, models, seed)
+    correct = np.zeros((models, n), dtype=bool)
+    p_true = np.zeros((models, n))
+    included = np.zeros((models, n), dtype=bool)
+    for m, idx in enumerate(subsets):
+        run_dir = out_dir / HALVES_DIR / f"model_{m:02d}"
+        cfg = validate_config(type(config), {**config.model_dump(), "name": f"{config.name}-half{m:02d}",
+                                             "seed": config.seed + m, **overrides}, source="half-model overrides")
+        write_json_atomic(run_dir.parent / f"model_{m:02d}.subset.json",
+                          {"model": m, "seed": seed, "pair": m // 2, "complement_of": m ^ 1, "train_indices": idx.tolist()})
+        if progress:
+            print(f"  half-data model {m + 1}/{models} -> {run_dir}")
+        train(cfg, run_dir=run_dir, resume=run_dir.exists(), dataset=_half_dataset(dataset, idx), progress=progress)
+        loaded = load_run(run_dir, epoch=epoch, device=device, dataset=dataset)
+        pred = predict(loaded.model, dataset, "train", device=device)
+        correct[m], p_true[m], included[m, idx] = pred.correct, pred.p_true, True
+    table = estimate(correct, p_true, included)
+    data = dataset["train"]
+    table.insert(0, "index", np.arange(n))
+    table.insert(1, "id", data.ids)
+    table.insert(2, "group", data.group.numpy())
+    table.insert(3, "y", data.y.numpy())
+    table.insert(4, "a", data.a.numpy())
+    info = {"models": models, "seed": seed, "epoch": str(epoch), "design": "complementary random halves",
+            "score": "mean correctness when included minus when held out", "config": config.model_dump(mode="json"),
+            "overrides": overrides}
+    return ExampleMemorization(examples=table, groups=group_distribution(table, dataset), info=info)
+
+
+def flip_order(model: nn.Module, dataset: GroupDataset, ranked_units: Sequence[str], *, k_max: int = 10,
+               intervention: str = "zero", device: str = "auto", **params: Any) -> pd.DataFrame:
+    """For every training example, the smallest k at which zeroing the top-k units (together) makes a
+    correct prediction wrong (NaN: it never flips up to ``k_max``; examples wrong already are marked)."""
+    from spurmem.probes.scan import ScanEngine
+
+    units = list(ranked_units)[:k_max]
+    engine = ScanEngine(model, dataset, device=device)
+    res = engine.scan([], intervention, "train", sets=[units[:k] for k in range(1, len(units) + 1)],
+                      per_example=True, **params)
+    base = res.base_example_correct
+    flipped = base[None, :] & ~res.example_correct
+    first = np.where(flipped.any(0), flipped.argmax(0) + 1, np.nan).astype(float)
+    order = res.example_index
+    return pd.DataFrame({"index": order, "group": dataset["train"].group.numpy()[order],
+                         "correct_before": base, "first_flip_k": first})
+
+
+def flips_vs_memorization(flips: pd.DataFrame, examples: pd.DataFrame) -> dict[str, Any]:
+    """Do high-memorisation examples flip first? Mean score of flipping vs non-flipping examples
+    (correct before), the Spearman correlation of score with -first_flip_k, per group and overall."""
+    from scipy.stats import spearmanr
+
+    df = flips.merge(examples[["index", "mem"]], on="index")
+    df = df[df.correct_before]
+    out: dict[str, Any] = {}
+    for key, part in [("all", df)] + [(f"g{g}", p) for g, p in df.groupby("group")]:
+        flips_k = part.first_flip_k.fillna(np.inf)
+        flipped = np.isfinite(flips_k)
+        rank = -flips_k.replace(np.inf, flips_k[flipped].max() + 1 if flipped.any() else 0)
+        rho = spearmanr(part.mem, rank).statistic if flipped.any() and (~flipped).any() else float("nan")
+        out[key] = {"examples": int(len(part)), "flipped": int(flipped.sum()),
+                    "mem_flipped": float(part.mem[flipped].mean()) if flipped.any() else float("nan"),
+                    "mem_not_flipped": float(part.mem[~flipped].mean()) if (~flipped).any() else float("nan"),
+                    "spearman_mem_vs_early_flip": float(rho)}
+    return out

@@ -1,0 +1,91 @@
+"""The group memorisation gap (SPEC 2): acc_g(train) - acc_g(held-out) for the same model.
+
+Read from each run's ``metrics.jsonl`` at the chosen epoch (the rows the trainer wrote; a run whose
+row lacks a split is evaluated from its checkpoint through ``load_run``). One run gives a binomial
+95% interval per group (normal approximation of the two proportions); several runs (seeds) give the
+mean, standard deviation and a 95% t-interval over runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+@dataclass
+class GapReport:
+    """``runs``: one row per run x group; ``summary``: one row per group (over runs)."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    heldout: str
+    epoch: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _group_rows(run_dir: Path, epoch, heldout: str) -> tuple[int, list[dict], list[dict], dict]:
+    from spurmem.train import read_history, read_info, resolve_epoch
+
+    chosen = resolve_epoch(run_dir, epoch)
+    history = {row["epoch"]: row for row in read_history(run_dir)}
+    groups = history.get(chosen, {}).get("groups", {})
+    info = read_info(run_dir)
+    if "train" in groups and heldout in groups:
+        return chosen, groups["train"], groups[heldout], info
+    from spurmem.metrics import evaluate
+    from spurmem.train import load_run
+
+    loaded = load_run(run_dir, epoch=chosen)
+    results = evaluate(loaded.model, loaded.dataset, splits=("train", heldout), device="cpu")
+    as_rows = {s: [{"group": g.group, "name": g.name, "correct": g.correct, "count": g.count,
+                    "accuracy": g.accuracy, "mean_margin": g.mean_margin} for g in m.groups]
+               for s, m in results.items()}
+    return chosen, as_rows["train"], as_rows[heldout], info
+
+
+def gap_report(run_dirs: Sequence[str | Path], *, heldout: str = "test", epoch: str | int = "selected",
+               level: float = 0.95) -> GapReport:
+    """The memorisation gap per group of each run and over runs."""
+    if not run_dirs:
+        raise ValueError("gap_report needs at least one run directory")
+    rows = []
+    names = None
+    for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run directory {run_dir} does not exist")
+        chosen, train, held, info = _group_rows(run_dir, epoch, heldout)
+        these = [r["name"] for r in train]
+        if names is not None and these != names:
+            raise ValueError(f"{run_dir}: groups {these} differ from the first run's {names}")
+        names = these
+        z = stats.norm.ppf(0.5 + level / 2)
+        for t, h in zip(train, held):
+            p1, n1, p2, n2 = t["accuracy"], t["count"], h["accuracy"], h["count"]
+            gap = p1 - p2
+            se = float(np.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)) if n1 and n2 else float("nan")
+            rows.append({
+                "run": str(run_dir), "seed": info.get("seed"), "algorithm": info.get("algorithm"), "epoch": chosen,
+                "group": t["group"], "group_name": t["name"], "train_acc": p1, "train_count": n1,
+                "heldout_acc": p2, "heldout_count": n2, "gap": gap, "gap_lo": gap - z * se, "gap_hi": gap + z * se,
+                "train_margin": t.get("mean_margin"), "heldout_margin": h.get("mean_margin"),
+            })
+    runs = pd.DataFrame(rows)
+    summary_rows = []
+    for (g, name), part in runs.groupby(["group", "group_name"], sort=True):
+        n = len(part)
+        mean, sd = float(part.gap.mean()), float(part.gap.std(ddof=1)) if n > 1 else float("nan")
+        if n > 1:
+            half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
+            lo, hi, how = mean - half, mean + half, f"t-interval over {n} runs"
+        else:
+            lo, hi, how = float(part.gap_lo.iloc[0]), float(part.gap_hi.iloc[0]), "binomial (one run)"
+        summary_rows.append({"group": g, "group_name": name, "runs": n, "train_acc": float(part.train_acc.mean()),
+                             "heldout_acc": float(part.heldout_acc.mean()), "gap": mean, "gap_std": sd,
+                             "gap_lo": lo, "gap_hi": hi, "interval": f"{level:.0%} {how}"})
+    return GapReport(runs=runs, summary=pd.DataFrame(summary_rows), heldout=heldout, epoch=str(epoch),
+                     info={"level": level, "runs": [str(r) for r in run_dirs]})

@@ -1,0 +1,219 @@
+"""Unit-level memorisation (SPEC 5.3): is the memorisation held by a few units?
+
+For every candidate unit u, zeroed alone (the scan engine evaluates all of them):
+
+* ``train_drop``   drop in the pooled minority groups' *training* accuracy,
+* ``heldout_drop`` the same on held-out data (test by default, or val),
+* ``score``        train_drop - heldout_drop: the part of u's effect that is specific to the
+  examples the model was trained on; per minority group as well.
+
+Concentration: the share of the total positive score held by the top 1% and top 10% of units and
+the cumulative-share curve (negative scores, where a unit matters more on held-out data, count as 0
+in the total: a share of "memorisation mass"). Two references say what "concentrated" means here:
+
+* *uniform*: every unit holding the same score (top p% hold p%);
+* *sign-flip null*: each unit's score multiplied by a random sign (R draws). Under the hypothesis
+  that a unit's training and held-out effects are exchangeable (no memorisation, only noisy unit
+  effects), the scores are symmetric around 0, and their heavy tail alone yields some concentration;
+  the observed shares are compared with the null's distribution (mean, 95% interval, p-value).
+
+The summary says plainly whether memorisation is concentrated beyond both references.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from spurmem.data.schema import GroupDataset
+from spurmem.probes.scan import ScanEngine, ScanResult
+from spurmem.probes.units import Unit, enumerate_units
+
+TOP_FRACTIONS = (0.01, 0.10)
+
+
+@dataclass
+class UnitMemorization:
+    """Scores per unit, the concentration statistics and the null reference."""
+
+    ranked: pd.DataFrame          # one row per unit, best score first
+    groups: pd.DataFrame          # tidy: unit x group (train/held-out accuracy after, drops, score)
+    curve: pd.DataFrame           # rank, fraction of units, cumulative share (observed, null mean/lo/hi, uniform)
+    layers: pd.DataFrame          # per layer: units, total score, share, uniform share
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def unit_memorization(
+    model: nn.Module,
+    dataset: GroupDataset,
+    *,
+    heldout: str = "test",
+    intervention: str = "zero",
+    units: Sequence[Unit | str] | None = None,
+    null_draws: int = 1000,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int = 256,
+    progress: bool = False,
+    **params: Any,
+) -> UnitMemorization:
+    """Scan every unit on the training and held-out splits and summarise how concentrated the
+    unit-level memorisation score is (see the module docstring)."""
+    if heldout not in dataset.splits or heldout == "train":
+        raise ValueError(f"held-out split {heldout!r} must be a non-train split of {dataset.name!r} "
+                         f"({sorted(dataset.splits)})")
+    engine = ScanEngine(model, dataset, batch_size=batch_size, device=device)
+    units = list(units) if units is not None else enumerate_units(engine.model)
+    train = engine.scan(units, intervention, "train", progress=progress, **params)
+    held = engine.scan(units, intervention, heldout, progress=progress, **params)
+    return summarize_scans(train, held, dataset, null_draws=null_draws, seed=seed)
+
+
+def _pooled(res: ScanResult, groups: list[int]) -> tuple[np.ndarray, float]:
+    n = res.count[groups].sum()
+    return res.correct[:, groups].sum(axis=1) / n, res.base_correct[groups].sum() / n
+
+
+def summarize_scans(train: ScanResult, held: ScanResult, dataset: GroupDataset, *, null_draws: int = 1000,
+                    seed: int = 0) -> UnitMemorization:
+    """The memorisation report from a training-split scan and a held-out scan of the same units."""
+    if train.labels != held.labels:
+        raise ValueError("the two scans must cover the same units in the same order")
+    minority = dataset.minority_groups
+    acc_t, base_t = _pooled(train, minority)
+    acc_h, base_h = _pooled(held, minority)
+    train_drop, held_drop = base_t - acc_t, base_h - acc_h
+    score = train_drop - held_drop
+    ranked = pd.DataFrame({
+        "unit": train.labels, "layer": train.layers,
+        "index": [int(label.rpartition(":")[2]) for label in train.labels],
+        "score": score, "train_drop": train_drop, "heldout_drop": held_drop,
+        "train_acc_after": acc_t, "heldout_acc_after": acc_h,
+    })
+    for g in minority:
+        ranked[f"score_g{g}"] = train.drop[:, g] - held.drop[:, g]
+    ranked = ranked.sort_values(["score", "train_drop"], ascending=False, kind="stable").reset_index(drop=True)
+    ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
+
+    rows = []
+    for i, label in enumerate(train.labels):
+        for g, name in enumerate(dataset.group_names):
+            rows.append({"unit": label, "layer": train.layers[i], "group": g, "group_name": name,
+                         "minority": g in minority, "train_before": train.base_accuracy[g],
+                         "train_after": train.accuracy[i, g], "heldout_before": held.base_accuracy[g],
+                         "heldout_after": held.accuracy[i, g], "train_drop": train.drop[i, g],
+                         "heldout_drop": held.drop[i, g], "score": train.drop[i, g] - held.drop[i, g],
+                         "train_margin_after": train.mean_margin[i, g], "heldout_margin_after": held.mean_margin[i, g]})
+    groups = pd.DataFrame(rows)
+
+    curve, shares, null = concentration(score, null_draws=null_draws, seed=seed)
+    layers = _layer_totals(ranked, list(dict.fromkeys(train.layers)))
+    positive = float(np.clip(score, 0, None).sum())
+    summary = {
+        "units": len(score), "minority_groups": minority, "heldout_split": held.split,
+        "intervention": train.intervention, "params": train.params,
+        "base_minority_train_acc": float(base_t), "base_minority_heldout_acc": float(base_h),
+        "base_minority_gap": float(base_t - base_h),
+        "total_positive_score": positive, "total_score": float(score.sum()),
+        "units_with_positive_score": int((score > 0).sum()), "units_with_any_effect":
+            int(((train_drop != 0) | (held_drop != 0)).sum()),
+        "top_shares": shares, "null": null, "null_draws": null_draws, "seed": seed,
+        "score_definition": "drop in pooled minority-group train accuracy minus drop in held-out accuracy, "
+                            "unit zeroed alone; shares are of the total positive score",
+    }
+    summary["statement"] = _statement(summary)
+    return UnitMemorization(ranked=ranked, groups=groups, curve=curve, layers=layers, summary=summary)
+
+
+def top_share(score: np.ndarray, fraction: float) -> float:
+    """Share of the total positive score held by the top ``fraction`` of units (at least one unit)."""
+    s = np.sort(np.clip(score, 0, None))[::-1]
+    total = s.sum()
+    if total <= 0:
+        return float("nan")
+    k = max(1, int(np.ceil(fraction * len(s))))
+    return float(s[:k].sum() / total)
+
+
+def concentration(score: np.ndarray, *, null_draws: int = 1000, seed: int = 0):
+    """Cumulative-share curve and top-1%/10% shares, observed and under the sign-flip null."""
+    n = len(score)
+    rng = np.random.default_rng(seed)
+    obs_curve = _cumulative(score)
+    null_curves = np.empty((null_draws, n))
+    null_shares = {f: np.empty(null_draws) for f in TOP_FRACTIONS}
+    for r in range(null_draws):
+        flipped = score * rng.choice((-1.0, 1.0), size=n)
+        null_curves[r] = _cumulative(flipped)
+        for f in TOP_FRACTIONS:
+            null_shares[f][r] = top_share(flipped, f)
+    frac = np.arange(1, n + 1) / n
+    with warnings.catch_warnings():  # draws without positive mass are NaN by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        null_mean = np.nanmean(null_curves, axis=0) if null_draws else np.nan
+        null_lo = np.nanpercentile(null_curves, 2.5, axis=0) if null_draws else np.nan
+        null_hi = np.nanpercentile(null_curves, 97.5, axis=0) if null_draws else np.nan
+    curve = pd.DataFrame({
+        "rank": np.arange(1, n + 1), "fraction_of_units": frac, "cumulative_share": obs_curve,
+        "null_mean": null_mean, "null_lo": null_lo, "null_hi": null_hi,
+        "uniform": frac,
+    })
+    shares, null = {}, {}
+    for f in TOP_FRACTIONS:
+        key = f"top_{int(round(f * 100))}pct"
+        observed = top_share(score, f)
+        draws = null_shares[f][~np.isnan(null_shares[f])] if null_draws else np.array([])
+        shares[key] = observed
+        null[key] = {
+            "uniform": max(1, int(np.ceil(f * n))) / n,
+            "null_mean": float(draws.mean()) if len(draws) else float("nan"),
+            "null_lo": float(np.percentile(draws, 2.5)) if len(draws) else float("nan"),
+            "null_hi": float(np.percentile(draws, 97.5)) if len(draws) else float("nan"),
+            "p_value": float((1 + (draws >= observed).sum()) / (1 + len(draws))) if len(draws) and not np.isnan(observed)
+            else float("nan"),
+        }
+    return curve, shares, null
+
+
+def _cumulative(score: np.ndarray) -> np.ndarray:
+    s = np.sort(np.clip(score, 0, None))[::-1]
+    total = s.sum()
+    return np.cumsum(s) / total if total > 0 else np.full(len(s), np.nan)
+
+
+def _layer_totals(ranked: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    positive = ranked.score.clip(lower=0)
+    total = positive.sum()
+    rows = []
+    for layer in order:
+        mask = ranked.layer == layer
+        rows.append({"layer": layer, "units": int(mask.sum()), "total_score": float(ranked.score[mask].sum()),
+                     "positive_score": float(positive[mask].sum()),
+                     "share": float(positive[mask].sum() / total) if total > 0 else float("nan"),
+                     "uniform_share": float(mask.sum() / len(ranked)),
+                     "max_score": float(ranked.score[mask].max()), "mean_train_drop": float(ranked.train_drop[mask].mean()),
+                     "mean_heldout_drop": float(ranked.heldout_drop[mask].mean())})
+    return pd.DataFrame(rows)
+
+
+def _statement(summary: dict[str, Any]) -> str:
+    if summary["total_positive_score"] <= 0:
+        return ("no unit has a positive memorisation score: zeroing any single unit costs held-out accuracy at "
+                "least as much as training accuracy, so no memorisation is held by single units")
+    parts = []
+    concentrated = True
+    for key in ("top_1pct", "top_10pct"):
+        obs, ref = summary["top_shares"][key], summary["null"][key]
+        beyond = obs > ref["null_hi"] and obs > 2 * ref["uniform"]
+        concentrated &= beyond
+        parts.append(f"{key.replace('_', ' ').replace('pct', '%')} of units hold {obs:.0%} of the positive score "
+                     f"(uniform {ref['uniform']:.0%}, sign-flip null {ref['null_mean']:.0%} "
+                     f"[{ref['null_lo']:.0%}, {ref['null_hi']:.0%}], p={ref['p_value']:.3f})")
+    verdict = ("memorisation is concentrated in few units, beyond the random expectation" if concentrated
+               else "memorisation is NOT concentrated beyond the random expectation")
+    return f"{verdict}: " + "; ".join(parts)
