@@ -245,3 +245,12 @@ def test_augmentation_is_used_and_reproducible(tmp_path, shapes):
     b = train(config, run_dir=tmp_path / "b", progress=False, dataset=shapes)
     assert same_weights(load_epoch_weights(a.run_dir, 1), load_epoch_weights(b.run_dir, 1))
     assert not same_weights(load_epoch_weights(a.run_dir, 1), load_epoch_weights(plain.run_dir, 1))
+
+
+def test_channels_last_matches_the_default_layout(tmp_path, shapes):
+    base = shapes_config(epochs=1, eval_splits=["val"])
+    a = train(base, run_dir=tmp_path / "a", progress=False, dataset=shapes)
+    b = train(base.model_copy(update={"channels_last": True}), run_dir=tmp_path / "b", progress=False, dataset=shapes)
+    wa, wb = load_epoch_weights(a.run_dir, 1), load_epoch_weights(b.run_dir, 1)
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-4) for k in wa)
+    assert a.row(1)["val/average"] == pytest.approx(b.row(1)["val/average"], abs=0.02)
