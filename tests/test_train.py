@@ -251,6 +251,9 @@ def test_channels_last_matches_the_default_layout(tmp_path, shapes):
     base = shapes_config(epochs=1, eval_splits=["val"])
     a = train(base, run_dir=tmp_path / "a", progress=False, dataset=shapes)
     b = train(base.model_copy(update={"channels_last": True}), run_dir=tmp_path / "b", progress=False, dataset=shapes)
-    wa, wb = load_epoch_weights(a.run_dir, 1), load_epoch_weights(b.run_dir, 1)
-    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-4) for k in wa)
+    w0, wa, wb = (load_epoch_weights(r, e) for r, e in ((a.run_dir, 0), (a.run_dir, 1), (b.run_dir, 1)))
+    params = [k for k in wa if wa[k].is_floating_point()]
+    moved = torch.cat([(wa[k] - w0[k]).flatten() for k in params]).norm()
+    differ = torch.cat([(wa[k] - wb[k]).flatten() for k in params]).norm()
+    assert differ < 0.02 * moved  # the same training up to float rounding (amplified a little by Adam)
     assert a.row(1)["val/average"] == pytest.approx(b.row(1)["val/average"], abs=0.02)
