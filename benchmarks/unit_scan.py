@@ -9,9 +9,10 @@ session (the naive one is days), so by default both are *timed on samples and ex
 the naive loop on ``--naive-units`` random units (its cost does not depend on the unit), the engine
 on ``--engine-units-per-layer`` random units of every layer (its cost depends on the layer: the
 suffix after a late layer is cheap), scaled by each layer's unit count. ``--engine-units-per-layer
-0`` scans every unit. The floor is one suffix forward per unit: per layer, the time of the traced
-suffix on the examples times the layer's unit count (the engine's one-channel edit and the
-prefix come on top; batching can take it slightly below).
+0`` scans every unit. The floor is one suffix forward per unit: per layer, the time of the network
+after the layer's output on the examples, times the layer's unit count. The engine can go below it:
+where the layer feeds the next conv through per-channel modules only, it pushes one channel through
+that conv instead of all of them.
 
 Peak memory: child processes run the same engine scan on N and 4N examples and report their peak
 resident memory (it should not grow with N).
@@ -65,14 +66,17 @@ def naive_counts(model, dataset, split, unit, idx, batch_size):
 
 
 def suffix_seconds(engine: ScanEngine, layer: str, split, idx) -> float:
-    """Time of one pass of the layer's suffix over the examples (clean site output)."""
-    runner = engine._site(layer, layer)
+    """Time of one pass of the network after the layer's output (the whole suffix, no one-channel
+    correction) over the examples."""
+    from spurmem.probes.scan import _FxSite
+
+    runner = _FxSite(engine.graph, layer, layer, use_chain=False)
     total = 0.0
     with torch.no_grad():
         for batch, _ in engine._batches(engine.dataset[split], torch.as_tensor(idx)):
-            site, _, kept = runner.run_prefix(batch.x)
+            pre = runner.run_prefix(batch.x)
             t = time.perf_counter()
-            runner.run_suffix(site, kept, 1)
+            runner.run_suffix_clean(pre)
             total += time.perf_counter() - t
     return total
 
@@ -135,7 +139,7 @@ def main() -> None:
         engine_seconds += dt / len(units) * layer.n_units
         floor_seconds += suffix * layer.n_units
         print(f"  {layer.name:24s} {layer.n_units:4d} units: engine {dt / len(units):7.3f} s/unit "
-              f"(measured on {len(units)}), suffix floor {suffix:7.3f} s/unit")
+              f"(measured on {len(units)}), suffix floor {suffix:7.3f} s/unit", flush=True)
 
     naive_seconds = []
     for u in naive_units:

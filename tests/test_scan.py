@@ -164,3 +164,19 @@ def _subset(dataset, split, idx):
     splits = dict(dataset.splits)
     splits[split] = dataset[split].subset(idx)
     return GroupDataset(dataset.name, splits, dataset.class_names, dataset.attr_names, dataset.mean, dataset.std)
+
+
+def test_channel_chain_is_used_and_changes_nothing(shapes, cnn):
+    units = enumerate_units(cnn)
+    fast = ScanEngine(cnn, shapes, batch_size=64, device="cpu")
+    plain = ScanEngine(cnn, shapes, batch_size=64, device="cpu", channel_chain=False)
+    for intervention in ("zero", "zero-activation"):
+        a = fast.scan(units, intervention, "train")
+        b = plain.scan(units, intervention, "train")
+        assert a.correct.tolist() == b.correct.tolist()
+        np.testing.assert_allclose(a.loss_sum, b.loss_sum, rtol=1e-4)
+    # stages 0-2 feed the next conv through BN/ReLU/pool: one-channel correction; stage 3 does not
+    assert isinstance(fast._site("stages.0.conv", "stages.0.conv").terminal, nn.Conv2d)
+    assert isinstance(fast._site("stages.2.bn", None).terminal, nn.Conv2d)
+    assert fast._site("stages.3.conv", "stages.3.conv").terminal is None
+    assert plain._site("stages.0.conv", "stages.0.conv").terminal is None

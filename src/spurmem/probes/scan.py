@@ -148,12 +148,31 @@ def _trace(model: nn.Module) -> fx.GraphModule | None:
     return gm
 
 
-class _FxSite:
-    """The traced graph split at one site: ``prefix(x)`` -> (site output, layer input, kept values)
-    and ``suffix(variants, kept, k)`` -> logits of the ``k`` stacked variants."""
+@dataclass
+class _Prefix:
+    """What the prefix of one batch leaves for the variants: the clean site output, the layer's input
+    (weight-space edits), the values the suffix needs, and the clean input of the chain's terminal."""
 
-    def __init__(self, gm: fx.GraphModule, site: str, layer: str | None) -> None:
+    site: torch.Tensor
+    layer_input: torch.Tensor | None
+    kept: list
+    chain_input: torch.Tensor | None = None
+
+
+class _FxSite:
+    """The traced graph split at one site.
+
+    Without a chain, the suffix starts at the site: the K modified site outputs are stacked and run
+    through it. With a *channel-local chain* (the site feeds, through per-channel modules only such as
+    BatchNorm, ReLU and pooling, one Conv2d or Linear: the *terminal*), only the K modified channels
+    go through the chain, and the terminal's output is its clean output plus a one-input-channel
+    correction per variant (exact up to float rounding: the terminal is linear in its input); the
+    suffix then starts after the terminal.
+    """
+
+    def __init__(self, gm: fx.GraphModule, site: str, layer: str | None, use_chain: bool = True) -> None:
         nodes = list(gm.graph.nodes)
+        modules = dict(gm.named_modules())
         site_nodes = [n for n in nodes if n.op == "call_module" and n.target == site]
         if len(site_nodes) != 1:
             raise LookupError(f"site {site!r} is called {len(site_nodes)} times in the traced graph")
@@ -163,39 +182,123 @@ class _FxSite:
             if layer != site:
                 raise ValueError("weight-space sites are the layer itself")
             layer_input = site_node.args[0]
+        chain, terminal = _channel_chain(site_node, modules) if use_chain else ([], None)
+        start = terminal if terminal is not None else site_node
         output = next(n for n in nodes if n.op == "output")
-        dependent = {site_node}
-        for n in nodes[nodes.index(site_node) + 1:]:
+        dependent = {start}
+        for n in nodes[nodes.index(start) + 1:]:
             if any(i in dependent for i in n.all_input_nodes):
                 dependent.add(n)
         if output not in dependent:
             raise ValueError(f"the model's output does not depend on {site!r}")
-        suffix_nodes = [n for n in nodes if n in dependent and n is not site_node and n is not output]
-        kept: list[fx.Node] = [site_node]
+        suffix_nodes = [n for n in nodes if n in dependent and n is not start and n is not output]
+        kept: list[fx.Node] = [start]
         for n in suffix_nodes + [output]:
             for i in n.all_input_nodes:
-                if (i not in dependent or i is site_node) and i not in kept:
+                if (i not in dependent or i is start) and i not in kept:
                     kept.append(i)
         batched = set(n for n in nodes if n.op == "placeholder")
         for n in nodes:
             if any(i in batched for i in n.all_input_nodes):
                 batched.add(n)
         self.batched = [n in batched for n in kept[1:]]
-        wanted = kept + ([layer_input] if layer_input is not None else [])
+        extra = ([terminal.args[0]] if terminal is not None else []) + ([layer_input] if layer_input is not None else [])
+        wanted = [site_node] + kept + extra
         self.prefix = _subgraph(gm, nodes, inputs=[n for n in nodes if n.op == "placeholder"],
                                 body=_ancestors(wanted), outputs=wanted)
         self.suffix = _subgraph(gm, nodes, inputs=kept, body=set(suffix_nodes), outputs=output.args[0])
+        self.n_kept = len(kept)
         self.has_layer_input = layer_input is not None
+        self.chain = [_chain_step(n, modules) for n in chain]
+        self.terminal = modules[terminal.target] if terminal is not None else None
 
-    def run_prefix(self, x: torch.Tensor):
-        values = self.prefix(x)
-        layer_in = values[-1] if self.has_layer_input else None
-        kept = values[: len(values) - self.has_layer_input]
-        return kept[0], layer_in, list(kept[1:])
+    def run_prefix(self, x: torch.Tensor) -> _Prefix:
+        values = list(self.prefix(x))
+        site, kept, rest = values[0], values[1:1 + self.n_kept], values[1 + self.n_kept:]
+        chain_input = rest.pop(0) if self.terminal is not None else None
+        return _Prefix(site, rest[0] if self.has_layer_input else None, kept, chain_input)
 
-    def run_suffix(self, variants: torch.Tensor, kept: list, k: int) -> torch.Tensor:
-        args = [_repeat(v, k) if b else v for v, b in zip(kept, self.batched)]
-        return self.suffix(variants, *args)
+    def run_variants(self, pre: _Prefix, channels: list[int], slab: torch.Tensor, axis: int) -> torch.Tensor:
+        """Logits ``[K*B x C]`` of the K variants; ``slab`` holds the K modified site channels
+        (channel j of ``slab`` along ``axis`` replaces channel ``channels[j]``)."""
+        k = len(channels)
+        if self.terminal is None:
+            start = _stack_from_slab(pre.site, axis, channels, slab)
+        else:
+            idx = torch.as_tensor(channels, device=slab.device)
+            for step in self.chain:
+                slab = step(slab, idx)
+            delta = slab - pre.chain_input.index_select(axis, idx)
+            start = (pre.kept[0].unsqueeze(0) + _terminal_change(self.terminal, delta, idx)).flatten(0, 1)
+        args = [_repeat(v, k) if b else v for v, b in zip(pre.kept[1:], self.batched)]
+        return self.suffix(start, *args)
+
+    def run_suffix_clean(self, pre: _Prefix) -> torch.Tensor:
+        """One suffix pass on the clean values (for timing the floor)."""
+        return self.suffix(*pre.kept)
+
+
+_CHANNEL_LOCAL_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU,
+                          nn.Hardswish, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+                          nn.Identity, nn.Dropout)
+_CHANNEL_LOCAL_FUNCTIONS = (torch.relu, F.relu, torch.sigmoid, torch.tanh, F.gelu, F.silu)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _channel_chain(site: fx.Node, modules: dict[str, nn.Module]) -> tuple[list[fx.Node], fx.Node | None]:
+    """The per-channel nodes from ``site`` to the one Conv2d/Linear it feeds, when every node on the
+    way (the site included) has that single user; else ``([], None)``."""
+    chain, node = [], site
+    while len(node.users) == 1:
+        user = next(iter(node.users))
+        if user.all_input_nodes != [node] or not user.args or user.args[0] is not node:
+            break
+        if user.op == "call_module":
+            m = modules[user.target]
+            if isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros":
+                return chain, user
+            if isinstance(m, nn.Linear):
+                return chain, user
+            if isinstance(m, _NORMS) and m.running_mean is not None and not m.training:
+                chain.append(user)
+            elif isinstance(m, _CHANNEL_LOCAL_MODULES):
+                chain.append(user)
+            else:
+                break
+        elif user.op == "call_function" and user.target in _CHANNEL_LOCAL_FUNCTIONS and len(user.args) == 1:
+            chain.append(user)
+        else:
+            break
+        node = user
+    return [], None
+
+
+def _chain_step(node: fx.Node, modules: dict[str, nn.Module]):
+    if node.op == "call_function":
+        return lambda t, idx: node.target(t, **node.kwargs)
+    m = modules[node.target]
+    if isinstance(m, _NORMS):
+        def norm(t, idx, m=m):
+            w = m.weight.index_select(0, idx) if m.weight is not None else None
+            b = m.bias.index_select(0, idx) if m.bias is not None else None
+            return F.batch_norm(t, m.running_mean.index_select(0, idx), m.running_var.index_select(0, idx), w, b,
+                                False, 0.0, m.eps)
+        return norm
+    return lambda t, idx: m(t)
+
+
+def _terminal_change(module: nn.Module, delta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``[K x B x ...]``: the change of ``module``'s output when input channel ``idx[j]`` changes by
+    channel j of ``delta`` (variant j), for a Conv2d (channel axis 1) or a Linear (last axis)."""
+    k = len(idx)
+    if isinstance(module, nn.Conv2d):
+        w = module.weight.index_select(1, idx).transpose(0, 1).reshape(k * module.out_channels, 1,
+                                                                        *module.kernel_size)
+        out = F.conv2d(delta, w, None, module.stride, module.padding, module.dilation, groups=k)
+        b = delta.shape[0]
+        return out.view(b, k, module.out_channels, *out.shape[2:]).transpose(0, 1)
+    w = module.weight.index_select(1, idx).t()  # K x out
+    return (delta.unsqueeze(-1) * w).movedim(-2, 0)
 
 
 def _ancestors(targets: Iterable[fx.Node]) -> set[fx.Node]:
@@ -236,7 +339,7 @@ class _HookSite:
         self.site = get_module(model, site)
         self.layer = get_module(model, layer) if layer is not None else None
 
-    def run_prefix(self, x: torch.Tensor):
+    def run_prefix(self, x: torch.Tensor) -> _Prefix:
         seen: dict[str, torch.Tensor] = {}
         handles = [self.site.register_forward_hook(lambda m, i, o: seen.__setitem__("site", o))]
         if self.layer is not None:
@@ -246,12 +349,13 @@ class _HookSite:
         finally:
             for h in handles:
                 h.remove()
-        return seen["site"], seen.get("input"), [x]
+        return _Prefix(seen["site"], seen.get("input"), [x])
 
-    def run_suffix(self, variants: torch.Tensor, kept: list, k: int) -> torch.Tensor:
-        handle = self.site.register_forward_hook(lambda m, i, o: variants)
+    def run_variants(self, pre: _Prefix, channels: list[int], slab: torch.Tensor, axis: int) -> torch.Tensor:
+        stacked = _stack_from_slab(pre.site, axis, channels, slab)
+        handle = self.site.register_forward_hook(lambda m, i, o: stacked)
         try:
-            return self.model(_repeat(kept[0], k))
+            return self.model(_repeat(pre.kept[0], len(channels)))
         finally:
             handle.remove()
 
@@ -264,16 +368,20 @@ class ScanEngine:
 
     ``max_rows`` bounds the stacked batch (variants x examples) of one suffix run and
     ``memory_mb`` the size of the stacked site outputs; both only trade speed for memory.
+    ``channel_chain=False`` switches off the one-channel correction through the next conv/linear
+    (then every variant runs the whole suffix from the site).
     """
 
     def __init__(self, model: nn.Module, dataset: GroupDataset, *, batch_size: int = 256,
-                 max_rows: int = 2048, memory_mb: float = 256.0, device: str | torch.device = "auto") -> None:
+                 max_rows: int = 2048, memory_mb: float = 256.0, device: str | torch.device = "auto",
+                 channel_chain: bool = True) -> None:
         self.device = resolve_device(device)
         self.model = _functional_copy(model).to(self.device)
         self.dataset = dataset
         self.batch_size = batch_size
         self.max_rows = max_rows
         self.memory_mb = memory_mb
+        self.channel_chain = channel_chain
         self.graph = _trace(self.model)
         self._sites: dict[tuple[str, str | None], _FxSite | _HookSite] = {}
 
@@ -287,7 +395,7 @@ class ScanEngine:
             runner = None
             if self.graph is not None:
                 try:
-                    runner = _FxSite(self.graph, site, layer)
+                    runner = _FxSite(self.graph, site, layer, use_chain=self.channel_chain)
                 except LookupError:
                     runner = None
             self._sites[key] = runner or _HookSite(self.model, site, layer)
@@ -370,22 +478,23 @@ class ScanEngine:
         else:
             values = _activation_values(units, spec.name, params)
         channels = [u.index for u in units]
+        idx_channels = torch.as_tensor(channels, device=self.device)
         for batch, offset in self._batches(data, idx):
-            x = batch.x.to(self.device)
-            site_out, layer_in, kept = runner.run_prefix(x)
-            b = site_out.shape[0]
-            per_variant = site_out[:1].numel() * site_out.element_size() * b
+            pre = runner.run_prefix(batch.x.to(self.device))
+            b = pre.site.shape[0]
+            per_variant = pre.site.numel() * pre.site.element_size()
             k_max = max(1, min(self.max_rows // max(b, 1), int(self.memory_mb * 2**20 // max(per_variant, 1))))
             for lo in range(0, len(units), k_max):
                 hi = min(lo + k_max, len(units))
                 if weight_space:
-                    new = _unit_outputs(get_module(self.model, layer), layer_in, rows_w[lo:hi],
-                                        None if rows_b is None else rows_b[lo:hi], channels[lo:hi])
-                    fills = [new.select(axis, j) for j in range(hi - lo)]
+                    slab = _unit_outputs(get_module(self.model, layer), pre.layer_input, rows_w[lo:hi],
+                                         None if rows_b is None else rows_b[lo:hi], channels[lo:hi])
                 else:
-                    fills = values[lo:hi]
-                stacked = _stack_variants(site_out, axis, channels[lo:hi], fills)
-                logits = runner.run_suffix(stacked, kept, hi - lo)
+                    slab = pre.site.index_select(axis, idx_channels[lo:hi]).clone()
+                    for j, value in enumerate(values[lo:hi]):
+                        target = slab.select(axis, j)
+                        target.copy_(value) if isinstance(value, torch.Tensor) else target.fill_(value)
+                logits = runner.run_variants(pre, channels[lo:hi], slab, axis)
                 acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, b, -1), batch, offset)
 
 
@@ -447,17 +556,13 @@ def _unit_outputs(module: nn.Module, x: torch.Tensor, rows: torch.Tensor, bias: 
     raise TypeError(f"the scan engine edits Conv2d and Linear layers, not {type(module).__name__}")
 
 
-def _stack_variants(site_out: torch.Tensor, axis: int, channels: list[int], fills) -> torch.Tensor:
-    """``len(channels)`` copies of ``site_out`` stacked along the batch, copy j with channel
-    ``channels[j]`` replaced by ``fills[j]``."""
+def _stack_from_slab(site_out: torch.Tensor, axis: int, channels: list[int], slab: torch.Tensor) -> torch.Tensor:
+    """``len(channels)`` copies of ``site_out`` stacked along the batch (``[K*B x ...]``), copy j with
+    channel ``channels[j]`` replaced by channel j of ``slab``."""
     k = len(channels)
     stacked = site_out.unsqueeze(0).repeat(k, *([1] * site_out.dim()))
-    for j, (c, value) in enumerate(zip(channels, fills)):
-        target = stacked[j].select(axis, c)
-        if isinstance(value, torch.Tensor):
-            target.copy_(value)
-        else:
-            target.fill_(value)
+    for j, c in enumerate(channels):
+        stacked[j].select(axis, c).copy_(slab.select(axis, j))
     return stacked.flatten(0, 1)
 
 
