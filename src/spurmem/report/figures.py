@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 _PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 RANDOM_CONTROL = "random"
@@ -203,7 +204,7 @@ def plot_group_matrix(matrix: pd.DataFrame, prov: Provenance, value_label: str =
     pivot = matrix.pivot_table(index=["source_group", "source_name"], columns=["target_group", "target_name"],
                                values="value", aggfunc="mean")
     data = 100 * pivot.to_numpy(dtype=float)
-    fig = Figure(figsize=(1.2 * data.shape[1] + 2.8, 0.9 * data.shape[0] + 1.8))
+    fig = Figure(figsize=(0.95 * data.shape[1] + 3.2, 0.55 * data.shape[0] + 1.9))
     ax = fig.subplots()
     lim = max(1.0, float(np.nanmax(np.abs(data)))) if np.isfinite(data).any() else 1.0
     im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim)
@@ -219,54 +220,70 @@ def plot_group_matrix(matrix: pd.DataFrame, prov: Provenance, value_label: str =
     return _render(fig, name, title, what, prov)
 
 
-def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance) -> ReportFigure:
-    """Cumulative share of the total unit-level memorisation held by the top units.
+def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance, null: pd.DataFrame | None = None) -> ReportFigure:
+    """Cumulative share of the total unit-level memorisation held by the top units (log x axis).
 
-    ``scores``: unit, score (one row per unit; negative scores count as zero in the share)."""
+    ``scores``: unit, score (one row per unit; negative scores count as zero in the share).
+    ``null`` (optional): fraction_of_units, null_mean, null_lo, null_hi (e.g. a sign-flip null)."""
     _require(scores, ["unit", "score"], "cumulative memorisation share")
     s = np.sort(np.clip(scores["score"].to_numpy(dtype=float), 0, None))[::-1]
     total = s.sum()
     share = np.cumsum(s) / total if total > 0 else np.zeros_like(s)
     frac = np.arange(1, len(s) + 1) / len(s)
-    fig = Figure(figsize=(5.2, 3.6))
+    fig = Figure(figsize=(5.6, 3.8))
     ax = fig.subplots()
-    ax.plot(100 * frac, 100 * share, color="#d95f02", lw=2, label="units, largest score first")
-    ax.plot([0, 100], [0, 100], "k:", lw=1, label="evenly spread")
+    if null is not None and not null.empty:
+        ax.fill_between(100 * null["fraction_of_units"], 100 * null["null_lo"], 100 * null["null_hi"],
+                        color="grey", alpha=0.25, label="sign-flip null, 95%")
+        ax.plot(100 * null["fraction_of_units"], 100 * null["null_mean"], color="grey", lw=1, ls="--",
+                label="sign-flip null, mean")
+    ax.plot(100 * frac, 100 * share, color="#d95f02", lw=2, label="observed, largest score first")
+    ax.plot(100 * frac, 100 * frac, "k:", lw=1, label="evenly spread")
     for pct in (1, 10):
         n = max(1, int(np.ceil(len(s) * pct / 100)))
         val = 100 * share[n - 1] if total > 0 else 0.0
         ax.plot([100 * n / len(s)], [val], "ko", ms=4)
         ax.annotate(f"top {pct}%: {val:.0f}%", (100 * n / len(s), val), textcoords="offset points",
-                    xytext=(8, -12 if pct == 10 else 4), fontsize=8)
-    ax.set_xlabel("share of units (%)")
-    ax.set_ylabel("share of total memorisation score (%)")
-    ax.set_xlim(0, 100)
+                    xytext=(6, -14 if pct == 10 else 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlim(100 / len(s) if len(s) else 0.1, 100)
+    ax.set_xlabel("share of units (%, log scale)")
+    ax.set_ylabel("share of total positive score (%)")
     ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     what = (
-        f"Cumulative share of the unit-level memorisation score (minority train drop minus held-out drop when "
-        f"the unit alone is zeroed) over {len(s)} units; positive scores only."
+        f"Cumulative share of the unit-level memorisation score (pooled minority train-accuracy drop minus "
+        f"held-out drop when the unit alone is zeroed) over {len(s)} units; positive scores only."
     )
+    if total <= 0:
+        what += " No unit has a positive score."
     return _render(fig, "cumulative_memorization_share", "Cumulative memorisation share over units", what, prov)
 
 
 def plot_layer_memorization(layers: pd.DataFrame, prov: Provenance) -> ReportFigure:
-    """Total unit-level memorisation per layer, in network order.
+    """Each layer's share of the total positive memorisation score next to its share of the units.
 
-    ``layers``: layer, total[, n_units]."""
-    _require(layers, ["layer", "total"], "per-layer memorisation")
-    fig = Figure(figsize=(6.0, 0.45 * len(layers) + 1.6))
+    ``layers``: layer, share, uniform_share[, units] (fractions), in network order."""
+    _require(layers, ["layer", "share", "uniform_share"], "per-layer memorisation")
+    fig = Figure(figsize=(6.2, 0.42 * len(layers) + 1.7))
     ax = fig.subplots()
     y = np.arange(len(layers))[::-1]
-    ax.barh(y, layers["total"].to_numpy(dtype=float), color="#7570b3")
-    labels = [f"{l} ({int(n)})" if "n_units" in layers else str(l)
-              for l, n in zip(layers["layer"], layers.get("n_units", layers["layer"]))]
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("summed unit memorisation score")
+    h = 0.38
+    ax.barh(y + h / 2, 100 * layers["share"].fillna(0).to_numpy(dtype=float), h, color="#7570b3",
+            label="share of positive score")
+    ax.barh(y - h / 2, 100 * layers["uniform_share"].to_numpy(dtype=float), h, color="#cccccc",
+            label="share of units")
+    units = layers["units"] if "units" in layers else [None] * len(layers)
+    ax.set_yticks(y, [f"{l} ({int(n)})" if n is not None else str(l) for l, n in zip(layers["layer"], units)],
+                  fontsize=8)
+    ax.set_xlabel("%")
     ax.grid(axis="x", alpha=0.3)
-    what = "Sum of the unit-level memorisation scores of each layer (number of units in brackets), input first."
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
+    what = ("Each layer's share of the total positive unit-level memorisation score next to its share of the units "
+            "(number of units in brackets), input first. A layer holding far more than its share of units "
+            "concentrates memorisation.")
     return _render(fig, "layer_memorization", "Per-layer memorisation", what, prov)
 
 

@@ -89,7 +89,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max
 padding:0 1.2em;color:#222;line-height:1.45}
 h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 .meta{color:#666;font-size:.9em}
-table.data{border-collapse:collapse;margin:1em 0;font-size:.86em}
+.table-wrap{overflow-x:auto;max-width:100%;margin:1em 0}
+table.data{border-collapse:collapse;font-size:.86em}
 table.data th,table.data td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
 table.data td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.data caption{caption-side:bottom;text-align:left;color:#555;font-size:.92em;padding-top:.4em}

@@ -220,3 +220,53 @@ def probe_matrix(probe: ProbeFiles, intervention: str, scorer: str = "group-grad
         "target_group": m["group"].astype(int), "target_name": m["group"].astype(int).map(names),
         "value": m["drop_mean"],
     }).reset_index(drop=True), k
+
+
+MEMORIZATION_DIR = "memorization"
+
+
+@dataclass
+class MemorizationFiles:
+    """``RUN_DIR/memorization/`` as written by ``spurmem memorization units|examples|gap``; a part that was
+    not computed is an empty frame / dict."""
+
+    run: Run
+    path: Path
+    ranked: pd.DataFrame  # one row per unit, best score first
+    curve: pd.DataFrame  # fraction_of_units, cumulative_share, null_mean/lo/hi, uniform
+    layers: pd.DataFrame  # layer, units, positive_score, share, uniform_share
+    units_summary: dict
+    examples: pd.DataFrame  # one row per training example: index, id, group, mem, mem_p
+    example_groups: pd.DataFrame
+    examples_summary: dict
+
+
+def find_memorization(run: Run) -> MemorizationFiles | None:
+    folder = run.path / MEMORIZATION_DIR
+    if not folder.is_dir():
+        return None
+    files = MemorizationFiles(
+        run=run, path=folder, ranked=_read_csv(folder / "units_ranked.csv"), curve=_read_csv(folder / "units_curve.csv"),
+        layers=_read_csv(folder / "units_layers.csv"), units_summary=_read_json(folder / "units_summary.json"),
+        examples=_read_csv(folder / "examples.csv"), example_groups=_read_csv(folder / "examples_groups.csv"),
+        examples_summary=_read_json(folder / "examples_summary.json"),
+    )
+    if files.ranked.empty and files.examples.empty:
+        return None
+    return files
+
+
+def most_memorized_images(mem: MemorizationFiles, n: int = 16):
+    """The ``n`` training examples with the highest example-level score (ties: true-class probability
+    gap), their images (uint8 N x C x H x W, rebuilt from the run's dataset config) and labels."""
+    from spurmem.train.run import build_dataset, read_config
+
+    top = mem.examples.sort_values(["mem", "mem_p"], ascending=False, kind="stable").head(n)
+    dataset = build_dataset(read_config(mem.run.path))
+    train = dataset["train"]
+    by_id = {id_: i for i, id_ in enumerate(train.ids)}
+    index = [by_id[i] for i in top["id"].astype(str)] if "id" in top else top["index"].astype(int).tolist()
+    images = train.images[index].numpy()
+    names = dataset.group_names
+    labels = [f"g{int(g)} {names[int(g)]}\nmem {m:.2f}" for g, m in zip(top["group"], top["mem"])]
+    return images, labels, top

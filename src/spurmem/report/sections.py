@@ -12,7 +12,15 @@ from pathlib import Path
 import pandas as pd
 
 from spurmem.report import inputs
-from spurmem.report.figures import Provenance, plot_algorithm_comparison, plot_group_matrix, plot_probe_curves
+from spurmem.report.figures import (
+    Provenance,
+    plot_algorithm_comparison,
+    plot_cumulative_share,
+    plot_example_grid,
+    plot_group_matrix,
+    plot_layer_memorization,
+    plot_probe_curves,
+)
 from spurmem.report.html import Section
 from spurmem.report.runs import Run, rule_text
 from spurmem.report.tables import ReportTable
@@ -86,9 +94,61 @@ def memorization_section(runs: list[Run]) -> Section:
     section = Section(
         "Unit-level memorisation",
         intro="Each unit's memorisation score is the drop in the minority groups' training accuracy when the unit "
-        "alone is zeroed, minus the drop in their held-out accuracy.",
+        "alone is zeroed, minus the drop in their held-out accuracy. If memorisation is localised, a few units "
+        "hold most of the total; the sign-flip null shows how concentrated noise alone looks.",
     )
-    section.notes.append("No memorisation scan found in these runs: run the unit-level scan on a run directory.")
+    found = [m for r in sorted(runs, key=lambda r: (r.algorithm != "erm", str(r.path)))
+             if (m := inputs.find_memorization(r)) is not None]
+    if not found:
+        section.notes.append("No memorisation scan found in these runs: run `spurmem memorization units RUN_DIR` "
+                             "(and `spurmem memorization examples RUN_DIR` for example-level scores).")
+        return section
+    for i, mem in enumerate(found):
+        tag = "" if i == 0 else f"_{_slug(mem.run.name)}"
+        label = f" ({mem.run.name})" if len(found) > 1 else ""
+        s = mem.units_summary
+        prov = Provenance(f"train vs {s.get('heldout_split', 'held-out')}", [mem.run.seed],
+                          f"checkpoint of epoch {s.get('epoch', '?')} ({mem.run.describe_selection()})",
+                          "pooled accuracy of the minority groups")
+        if not mem.ranked.empty:
+            if s.get("statement"):
+                section.notes.append(f"{mem.run.name}: {s['statement']}.")
+            fig = plot_cumulative_share(mem.ranked, prov, mem.curve)
+            section.figures.append(replace(fig, name=fig.name + tag, title=fig.title + label))
+            if not mem.layers.empty:
+                fig = plot_layer_memorization(mem.layers, prov)
+                section.figures.append(replace(fig, name=fig.name + tag, title=fig.title + label))
+                cols = [c for c in ("layer", "units", "positive_score", "share", "uniform_share", "max_score",
+                                    "mean_train_drop", "mean_heldout_drop") if c in mem.layers]
+                section.tables.append(ReportTable(
+                    "memorization_layers" + tag, "Per-layer memorisation" + label,
+                    "share = the layer's part of the total positive score; uniform_share = its part of the units.",
+                    mem.layers[cols]))
+            cols = [c for c in mem.ranked.columns if c in ("rank", "unit", "score", "train_drop", "heldout_drop")
+                    or c.startswith("score_g")]
+            section.tables.append(ReportTable(
+                "memorization_top_units" + tag, "Units with the highest memorisation score" + label,
+                "Top 15 units; drops are of the pooled minority accuracy (fractions) when the unit alone is zeroed.",
+                mem.ranked[cols].head(15)))
+        if not mem.examples.empty:
+            images, labels, _ = inputs.most_memorized_images(mem)
+            info = mem.examples_summary
+            ex_prov = Provenance("train", [mem.run.seed], f"{info.get('models', '?')} half-data models, epoch "
+                                 f"{info.get('epoch', '?')} of each", "per-example score, no average")
+            fig = plot_example_grid(
+                images, labels, ex_prov, "Most memorised training examples" + label, name="most_memorized_examples" + tag,
+                what=f"The {len(images)} training examples with the highest example-level memorisation score "
+                "(accuracy of the models that trained on the example minus that of the models that did not; "
+                f"{info.get('design', 'random halves')}).")
+            section.figures.append(fig)
+            if not mem.example_groups.empty:
+                section.tables.append(ReportTable(
+                    "memorization_examples_groups" + tag, "Example-level memorisation per group" + label,
+                    "mem = accuracy when included minus when held out; share_high = share of the group with mem >= "
+                    "the threshold; share_of_all_high = the group's part of all such examples.", mem.example_groups))
+        else:
+            section.notes.append(f"{mem.run.name}: no example-level scores (run `spurmem memorization examples "
+                                 "RUN_DIR`), so no grid of the most memorised images.")
     return section
 
 

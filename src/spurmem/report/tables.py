@@ -66,9 +66,9 @@ def to_html(table: ReportTable) -> str:
             cells.append(f"<td{cls}>{html.escape(format_cell(v, table.digits))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
-        f'<table id="table-{html.escape(table.name)}" class="data">'
+        f'<div class="table-wrap"><table id="table-{html.escape(table.name)}" class="data">'
         f"<caption><b>{html.escape(table.title)}.</b> {html.escape(table.caption)}</caption>"
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
 

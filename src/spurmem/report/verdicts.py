@@ -101,9 +101,35 @@ def probe_verdicts(runs: list[Run]) -> list[Verdict]:
     return out
 
 
+def localisation_verdict(runs: list[Run]) -> Verdict:
+    """SPEC 5.3 from the unit scan of the first ERM run (else the first scanned run): supported when the top 1%
+    and the top 10% of units each hold more of the positive score than the sign-flip null's 95% bound and
+    more than twice their uniform share (the scan's own rule, re-checked here from its numbers)."""
+    ordered = sorted(runs, key=lambda r: (r.algorithm != "erm", str(r.path)))
+    mem = next((m for r in ordered if (m := inputs.find_memorization(r)) is not None and m.units_summary), None)
+    if mem is None:
+        return Verdict(CLAIMS["localisation"], NOT_TESTED, "", source="run `spurmem memorization units RUN_DIR`")
+    s = mem.units_summary
+    source = f"{mem.path / 'units_summary.json'} ({mem.run.name}, epoch {s.get('epoch', '?')})"
+    if s.get("total_positive_score", 0) <= 0:
+        return Verdict(CLAIMS["localisation"], NOT_SUPPORTED, s.get("statement", "no positive score"),
+                       "no single unit holds memorisation", source)
+    checks = []
+    for key in ("top_1pct", "top_10pct"):
+        obs, ref = s["top_shares"][key], s["null"][key]
+        checks.append(obs > ref["null_hi"] and obs > 2 * ref["uniform"])
+    ex = mem.examples_summary.get("flips") if mem.examples_summary else None
+    outcome = "concentrated beyond the null" if all(checks) else "not concentrated beyond the null"
+    if isinstance(ex, dict) and "all" in ex:
+        outcome += (f"; top units flip examples of mean memorisation {ex['all']['mem_flipped']:.2f} vs "
+                    f"{ex['all']['mem_not_flipped']:.2f} for the rest")
+    return Verdict(CLAIMS["localisation"], SUPPORTED if all(checks) else NOT_SUPPORTED, s.get("statement", ""),
+                   outcome, source)
+
+
 def claim_verdicts(paths: list[str | Path], runs: list[Run]) -> list[Verdict]:
     return [
         *probe_verdicts(runs),
-        Verdict(CLAIMS["localisation"], NOT_TESTED, "", source="run the unit-level memorisation scan"),
+        localisation_verdict(runs),
         framework_verdict(inputs.find_comparisons(paths)),
     ]
