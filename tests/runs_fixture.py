@@ -145,3 +145,49 @@ def make_probe(run: Path, name: str = "grid", ks=(1, 3, 10), repeats: int = 4) -
     (out / "config.yaml").write_text(f"name: {name}\nepoch: selected\nrepeats: {repeats}\nseed: 0\nsplits: [train]\n")
     (out / "probe.json").write_text(json.dumps({"source": {"run_dir": str(run), "epoch": 2}}))
     return out
+
+
+SHAPES_CONFIG = ("dataset: synthetic-shapes\ndataset_params: {n_train: 60, n_val: 20, n_test: 20, size: 12}\n"
+                 "model: small-cnn\nalgorithm: erm\nepochs: 3\n")
+
+
+def make_memorization(run: Path, n_units: int = 40) -> Path:
+    """RUN_DIR/memorization/ with the files `spurmem memorization units` and `examples` write (ranked units,
+    curve with a null, per-layer totals, summary; example scores over the run's real training ids)."""
+    import pandas as pd
+
+    from spurmem.data import load_dataset
+
+    (run / "config.yaml").write_text(SHAPES_CONFIG)  # the example grid rebuilds the dataset from it
+    train = load_dataset("synthetic-shapes", n_train=60, n_val=20, n_test=20, size=12)["train"]
+    out = run / "memorization"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    score = rng.exponential(0.01, n_units) ** 2 * np.where(rng.random(n_units) < 0.7, 1, -1)
+    layers = [f"stages.{i // 10}.conv" for i in range(n_units)]
+    ranked = pd.DataFrame({"unit": [f"{l}:{i % 10}" for i, l in enumerate(layers)], "layer": layers, "score": score,
+                           "train_drop": np.abs(score), "heldout_drop": 0.0})
+    ranked = ranked.sort_values("score", ascending=False).reset_index(drop=True)
+    ranked.insert(0, "rank", np.arange(1, n_units + 1))
+    ranked.to_csv(out / "units_ranked.csv", index=False)
+    frac = np.arange(1, n_units + 1) / n_units
+    pd.DataFrame({"rank": np.arange(1, n_units + 1), "fraction_of_units": frac, "cumulative_share": frac ** 0.3,
+                  "null_mean": frac ** 0.5, "null_lo": frac ** 0.6, "null_hi": frac ** 0.4, "uniform": frac}
+                 ).to_csv(out / "units_curve.csv", index=False)
+    pd.DataFrame([{"layer": f"stages.{i}.conv", "units": 10, "positive_score": 0.1 * (i + 1), "share": 0.1 * (i + 1),
+                   "uniform_share": 0.25} for i in range(4)]).to_csv(out / "units_layers.csv", index=False)
+    (out / "units_summary.json").write_text(json.dumps({
+        "units": n_units, "heldout_split": "test", "epoch": 3, "total_positive_score": float(np.clip(score, 0, None).sum()),
+        "top_shares": {"top_1pct": 0.30, "top_10pct": 0.70},
+        "null": {"top_1pct": {"uniform": 0.025, "null_hi": 0.2}, "top_10pct": {"uniform": 0.1, "null_hi": 0.5}},
+        "statement": "memorisation is concentrated in few units, beyond the random expectation: (made up)",
+    }))
+    mem = rng.choice([-0.5, 0.0, 0.5, 1.0], size=len(train))
+    pd.DataFrame({"index": np.arange(len(train)), "id": train.ids, "group": train.group.numpy(), "y": train.y.numpy(),
+                  "a": train.a.numpy(), "mem": mem, "mem_p": mem / 2}).to_csv(out / "examples.csv", index=False)
+    pd.DataFrame([{"group": g, "group_name": f"g{g}", "minority": g in (1, 2), "count": 15, "mem_mean": 0.1,
+                   "share_high": 0.2, "share_of_all_high": 0.25} for g in range(4)]).to_csv(
+        out / "examples_groups.csv", index=False)
+    (out / "examples_summary.json").write_text(json.dumps({"models": 2, "epoch": "last",
+                                                            "design": "complementary random halves"}))
+    return out

@@ -9,7 +9,7 @@ import re
 import pytest
 from PIL import Image
 
-from runs_fixture import make_comparison, make_probe
+from runs_fixture import make_comparison, make_memorization, make_probe
 from spurmem.cli import main
 
 EXPECTED_FIGURES = [
@@ -18,9 +18,12 @@ EXPECTED_FIGURES = [
     "algorithm_comparison",
     "probe_accuracy_change_vs_k",
     "group_matrix",
+    "cumulative_memorization_share",
+    "layer_memorization",
+    "most_memorized_examples",
 ]
 EXPECTED_TABLES = ["verdicts", "runs", "memorization_gap", "comparison", "comparison_per_run", "probe_claims",
-                   "probe_verdicts"]
+                   "probe_verdicts", "memorization_layers", "memorization_top_units", "memorization_examples_groups"]
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,7 @@ def report_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     runs = make_comparison(root / "demo", seeds=(0, 1))
     make_probe(runs / "runs" / "erm-s0")
+    make_memorization(runs / "runs" / "erm-s0")
     assert main(["report", str(runs), "--out", str(root / "out")]) == 0
     return root / "out"
 
@@ -83,6 +87,7 @@ def test_probe_verdicts_reach_the_top_of_the_report(report_dir):
     assert "Sensitivity (SPEC 5.1)" in verdicts and "not supported" in verdicts
     assert "Group specificity (SPEC 5.2)" in verdicts and ",supported," in verdicts
     assert "class collapse: 2" in verdicts  # the outcome names what the probe saw
+    assert "Localisation (SPEC 5.3)" in verdicts and "concentrated beyond the null" in verdicts
 
 
 def test_report_is_self_contained(report_dir):
