@@ -89,6 +89,20 @@ def test_rerun_skips_finished_runs(finished):
     assert {r.run_dir: (r.run_dir / "run.json").stat().st_mtime_ns for r in again.runs} == stamps
 
 
+def test_train_split_evaluated_only_at_the_selected_epoch_gives_the_same_gap(finished, tmp_path):
+    _, _, _, paths = finished
+    cmp = tiny(tmp_path, algorithms=["erm"], seeds=[0], train_eval="selected")
+    result = run_compare(cmp, progress=False, log=lambda _: None)
+    assert "train/average" not in read_history(result.runs[0].run_dir)[-1]
+    _, lean_paths = write_comparison(result)
+    lean = pd.read_csv(lean_paths["per_run"]).iloc[0]
+    full = pd.read_csv(paths["per_run"]).query("algorithm == 'erm' and seed == 0").iloc[0]
+    assert lean["selected_epoch"] == full["selected_epoch"]
+    for g in range(4):
+        assert lean[f"gap_g{g}"] == pytest.approx(full[f"gap_g{g}"])
+    assert (cmp.output / "train_eval").is_dir()
+
+
 def test_changed_settings_get_new_run_dirs(tmp_path):
     a = run_compare(tiny(tmp_path), dry_run=True)
     b = run_compare(tiny(tmp_path, hparams={"erm": {"lr": 0.01}}), dry_run=True)

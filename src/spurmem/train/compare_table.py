@@ -20,7 +20,24 @@ HEADLINE = [("test/worst_group_accuracy", "test WGA"), ("test/adjusted_average",
             ("test/average", "test avg")]
 
 
-def run_metrics(run: PlannedRun) -> dict[str, Any]:
+def train_accuracy_at(run: PlannedRun, epoch: int, cache_dir: Path, dataset=None) -> dict[str, float]:
+    """``{"train/acc_g<g>": ...}`` of a run's checkpoint at ``epoch``, evaluated once and cached in
+    ``cache_dir`` (for runs that did not evaluate the train split every epoch)."""
+    import json
+
+    from spurmem.metrics import evaluate, summarize
+    from spurmem.train.run import load_run
+
+    cache = cache_dir / f"{run.run_dir.name}-epoch{epoch}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    loaded = load_run(run.run_dir, epoch=epoch, device=run.config.device, dataset=dataset)
+    flat = summarize(evaluate(loaded.model, loaded.dataset, ["train"], device=run.config.device))
+    write_json_atomic(cache, flat)
+    return flat
+
+
+def run_metrics(run: PlannedRun, cache_dir: Path | None = None, dataset=None) -> dict[str, Any]:
     """Metrics of one finished run at its selected epoch (memorisation gap = train - test, per group)."""
     from spurmem.train.run import read_history, read_info
 
@@ -30,6 +47,8 @@ def run_metrics(run: PlannedRun) -> dict[str, Any]:
     row = next((r for r in read_history(run.run_dir) if r["epoch"] == epoch), None)
     if row is None:
         raise FileNotFoundError(f"{run.run_dir}: no metrics for the selected epoch {epoch}")
+    if "train/acc_g0" not in row and cache_dir is not None:
+        row = {**row, **train_accuracy_at(run, epoch, cache_dir, dataset)}
     out: dict[str, Any] = {"algorithm": run.algorithm, "seed": run.seed, "run_dir": str(run.run_dir),
                            "selected_epoch": epoch, "selection_value": selection.get("value")}
     for key, _ in HEADLINE:
@@ -45,7 +64,8 @@ def run_metrics(run: PlannedRun) -> dict[str, Any]:
 
 
 def per_run_table(result: CompareResult) -> pd.DataFrame:
-    rows = [run_metrics(r) for r in result.runs if r.trial is None]
+    cache = result.config.output / "train_eval"
+    rows = [run_metrics(r, cache, result.dataset) for r in result.runs if r.trial is None]
     return pd.DataFrame(rows)
 
 
@@ -85,7 +105,8 @@ def protocol_text(result: CompareResult, group_names: list[str] | None = None) -
         f"- selection: {c.selection_rule} (one rule for every algorithm; the epoch it picks is the one reported)",
         "- averages: 'test avg' = plain accuracy over the test split; 'test adjusted avg' = group accuracies "
         "weighted by the training group proportions",
-        "- gap g = train accuracy - test accuracy of group g (memorisation gap), at the selected epoch",
+        "- gap g = train accuracy - test accuracy of group g (memorisation gap), at the selected epoch"
+        + (" (train split evaluated at that epoch only)" if c.train_eval == "selected" else ""),
     ]
     if group_names:
         lines.append("- groups: " + ", ".join(f"g{i} = {n}" for i, n in enumerate(group_names)))

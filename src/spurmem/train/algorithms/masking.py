@@ -65,7 +65,9 @@ def weight_mask(model: nn.Module, layers: Iterable[str], fraction: float, larges
     mask, start = {}, 0
     for pname, w in weights.items():
         n = w.numel()
-        mask[pname] = ~dropped[start : start + n].view_as(w)
+        part = dropped[start : start + n]
+        if part.any():  # a parameter with nothing masked is left out: no multiply in the masked pass
+            mask[pname] = ~part.view_as(w)
         start += n
     return mask
 
