@@ -36,18 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "(needs mlflow)")
     runs.set_defaults(func=_runs)
 
+    from spurmem.demo import DemoConfig
+
+    settings = "\n".join(f"  {name:<18} {f.description or ''} (default: "
+                         f"{f.default_factory() if f.default_factory else f.default})"
+                         for name, f in DemoConfig.model_fields.items())
     demo = sub.add_parser(
         "demo",
         help="train, probe, scan and mitigate on the built-in data, then write a report (~5 min on 2 cores)",
-        description="The whole method in one command on fashion-waterbirds: train ERM, probe it with the random "
-        "control, scan its units for memorisation, compare the framework with ERM, the erm-continue control "
-        "and a baseline, and write a report that opens with the verdict on each claim. A second run reuses "
-        "finished stages. Settings are key=value overrides of the demo config (e.g. erm_epochs=2 "
-        "n_train=400 n_eval_per_group=20 fine_tune_epochs=1 for a quick check).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The whole method in one command on fashion-waterbirds: train ERM, probe it with the random\n"
+        "control, scan its units and examples for memorisation, compare the framework with ERM, the\n"
+        "erm-continue control and a baseline, and write a report that opens with the verdict on each\n"
+        "claim. A second run reuses finished stages.",
+        epilog=f"settings (KEY=VALUE):\n{settings}\n\nexamples:\n  spurmem demo\n"
+        "  spurmem demo out_dir=runs/demo-s2 seeds=[0,1]\n"
+        "  spurmem demo erm_epochs=2 n_train=160 n_eval_per_group=10 fine_tune_epochs=1 example_models=0   # a smoke test",
     )
-    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                      help="demo settings: out_dir, n_train, n_eval_per_group, erm_epochs, fine_tune_epochs, seeds, "
-                      "baseline, eval_every, device, dataset, dataset_params, model, probe, scan")
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo settings (listed below)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     demo.set_defaults(func=_demo)
 
