@@ -151,7 +151,7 @@ def test_unit_and_critical_masks_drop_whole_slices(tmp_path):
     dropped = [(n, c) for n, m in mask.items() for c in range(m.shape[0]) if not m[c].any()]
     assert len(dropped) == 3
     assert all(mask[n][c].all() or not mask[n][c].any() for n in mask for c in range(mask[n].shape[0]))
-    norms = {(f"{n}.weight", c): float(getattr(model, n).weight[c].norm()) for n in ("conv1", "conv2")
+    norms = {(f"{n}.weight", c): float(getattr(model, n).weight[c].detach().norm()) for n in ("conv1", "conv2")
              for c in range(getattr(model, n).weight.shape[0])}
     assert max(norms[d] for d in dropped) <= min(v for k, v in norms.items() if k not in dropped)
 
@@ -162,6 +162,16 @@ def test_unit_and_critical_masks_drop_whole_slices(tmp_path):
     assert not mask["head.bias"][1] and mask["head.bias"][0]
     with pytest.raises(ConfigError):
         compute_mask(model, "critical", critical_units=["conv9:0"])
+    ranked = tmp_path / "ranking.csv"
+    ranked.write_text("rank,unit,score\n1,conv1:4,3.0\n2,conv2:0,2.0\n3,conv2:7,1.0\n")
+    assert load_unit_ids(ranked) == ["conv1:4", "conv2:0", "conv2:7"]
+    assert load_unit_ids("conv1:1, conv2:2") == ["conv1:1", "conv2:2"]
+    from spurmem.data import load_dataset
+
+    algo = SpurMemFramework(load_dataset("synthetic-shapes", n_train=40, n_val=8, n_test=8, size=8),
+                            target="critical", critical_units=str(ranked), critical_k=2)
+    algo.setup(model, torch.device("cpu"))
+    assert int((~algo.mask["conv1.weight"]).sum()) == 27 and int((~algo.mask["conv2.weight"]).sum()) == 54
 
 
 def test_mask_is_recomputed_each_epoch(shapes):
@@ -184,3 +194,15 @@ def test_bad_params_name_the_key(shapes):
         SpurMemFramework(shapes, tau=-1)
     with pytest.raises(ConfigError, match="critical"):
         SpurMemFramework(shapes, target="critical")
+
+
+def test_vit_maskable_set_is_attention_and_mlp_weights():
+    from spurmem.models import build_model
+
+    model = build_model("vit_tiny", 2, img_size=32)
+    layers = maskable_layers(model)
+    assert layers and all(name.rsplit(".", 1)[-1] in ("qkv", "proj", "fc1", "fc2") for name in layers)
+    assert all(name.startswith("blocks.") for name in layers)  # not the patch embedding, not the head
+    mask = compute_mask(model, fraction=0.01)
+    total = sum(model.get_submodule(n).weight.numel() for n in layers)
+    assert sum(int((~m).sum()) for m in mask.values()) == round(0.01 * total)

@@ -40,6 +40,7 @@ class FrameworkParams(AlgorithmParams):
     critical_units: list[str] | str | None = Field(
         None, description="unit ids, a comma-separated string of ids, or a probe result file (target=critical)"
     )
+    critical_k: int | None = Field(None, ge=1, description="use only the first k critical units (a ranked table)")
     tau: float = Field(0.5, gt=0.0, description="NT-Xent temperature")
     lam: float = Field(0.2, ge=0.0, alias="lambda", description="weight of the cross-entropy term")
     contrast_on: Literal["probabilities", "logits", "features"] = "probabilities"
@@ -64,6 +65,8 @@ class SpurMemFramework(Algorithm):
         self.critical_units = (
             load_unit_ids(self.params.critical_units) if self.params.critical_units is not None else None
         )
+        if self.critical_units is not None and self.params.critical_k is not None:
+            self.critical_units = self.critical_units[: self.params.critical_k]
         if self.params.target == "critical" and not self.critical_units:
             from spurmem.config import ConfigError
 

@@ -159,8 +159,10 @@ def masked_forward(model: nn.Module, mask: Mask, x: torch.Tensor, keep_buffer_up
 
 
 def load_unit_ids(source: str | Path | Iterable[str]) -> list[str]:
-    """Unit ids from a list, a text file (one id a line), or a JSON file holding a list of ids or an
-    object with a ``units`` / ``selected_units`` list (of ids, or of objects with ``unit`` or ``id``)."""
+    """Unit ids, in order, from a list; a comma-separated string; a text file (one id a line); a CSV
+    with a ``unit`` column (a scorer's ranked table, best first); or a JSON file holding a list of ids
+    or an object with a ``units`` / ``selected_units`` list (``spurmem probe localize``'s summary.json),
+    of ids or of objects with ``unit`` or ``id``."""
     if not isinstance(source, (str, Path)):
         ids = [str(u) for u in source]
     else:
@@ -173,6 +175,8 @@ def load_unit_ids(source: str | Path | Iterable[str]) -> list[str]:
         text = path.read_text()
         if path.suffix == ".json":
             ids = _ids_from_json(json.loads(text), path)
+        elif path.suffix == ".csv":
+            ids = _ids_from_csv(path)
         else:
             ids = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
         return _checked(ids, str(path))
@@ -197,6 +201,21 @@ def _ids_from_json(data, path: Path) -> list[str]:
             raise ConfigError(f"{path}: entry {item!r} is not a unit id like 'stages.2.conv:17'")
         out.append(item)
     return out
+
+
+def _ids_from_csv(path: Path) -> list[str]:
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    if "unit" in table.columns:
+        return [str(u) for u in table["unit"]]
+    if "units" in table.columns:  # a probe's rows: one ';'-joined unit list per setting
+        distinct = table["units"].dropna().unique()
+        if len(distinct) == 1:
+            return [u for u in str(distinct[0]).split(";") if u]
+        raise ConfigError(f"{path}: its 'units' column holds {len(distinct)} different unit sets (one per probe "
+                          f"setting); write the chosen ids to a file or pass them as a list")
+    raise ConfigError(f"{path}: expected a 'unit' column of unit ids, found columns {list(table.columns)}")
 
 
 def _checked(ids: list[str], where: str) -> list[str]:
