@@ -52,6 +52,8 @@ def test_framework_logs_each_term_and_the_disagreement(digits, erm_run, tmp_path
         assert 0.0 <= terms["disagreement"] <= 1.0 and terms["ntxent"] > 0
         # the summed loss is the two NT-Xent terms plus 0.2 CE
         assert row["train_loss"] == pytest.approx(2 * terms["ntxent"] + 0.2 * terms["ce"], rel=1e-4)
+    info = read_info(result.run_dir)["algorithm_info"]
+    assert info["params"]["fraction"] == 0.05 and info["last_mask"]["masked"] > 0
 
 
 def test_reweight_and_groupdro_run(digits, tmp_path):
@@ -70,6 +72,9 @@ def test_jtt_draws_its_error_set_more_often(digits, erm_run, tmp_path):
     error_rate = 1 - stage1["train/average"]
     assert 0 < error_rate < 0.5
     assert share_in_batches > 2 * error_rate
+    info = read_info(result.run_dir)["algorithm_info"]
+    assert info["error_set_size"] == round(error_rate * len(digits["train"]))
+    assert sum(info["error_set_by_group"]) == info["error_set_size"]
 
 
 def test_dfr_refits_only_the_head_and_beats_its_erm_start(digits, erm_run, tmp_path):
@@ -81,3 +86,5 @@ def test_dfr_refits_only_the_head_and_beats_its_erm_start(digits, erm_run, tmp_p
     assert changed == {"fc.weight", "fc.bias"}  # small-cnn's head; BatchNorm statistics untouched
     erm_wga = read_history(erm_run)[-1]["test/worst_group_accuracy"]
     assert result.row()["test/worst_group_accuracy"] > erm_wga + 0.1
+    info = read_info(result.run_dir)["algorithm_info"]
+    assert info["c"] in (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01) and len(info["tuning_worst_group_accuracy"]) == 7

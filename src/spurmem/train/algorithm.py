@@ -42,6 +42,10 @@ class Algorithm:
         loss = F.cross_entropy(logits, batch.y)
         return loss, {"ce": float(loss.detach())}
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready facts about what the algorithm did (e.g. DFR's chosen C), stored in run.json."""
+        return {}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to checkpoint for resume."""
         return {}

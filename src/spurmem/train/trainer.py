@@ -172,7 +172,8 @@ class _Loop:
             raise
         selection = self._select()
         self._write_predictions(selection.epoch)
-        info.update(status="complete", selection=selection.to_dict(), finished=utc_now(), **self._progress_fields())
+        info.update(status="complete", selection=selection.to_dict(), finished=utc_now(), **self._progress_fields(),
+                    algorithm_info=self.algorithm.describe())
         write_info(self.run_dir, info)
         return TrainResult(self.run_dir, self.config, selection, self.history, self.config.epochs,
                            info["seconds"], start, self.model)

@@ -126,5 +126,7 @@ class SpurMemFramework(Algorithm):
             "disagreement": float(disagree),
         }
 
-    def describe_mask(self) -> dict[str, int]:
-        return mask_summary(self.mask or {})
+    def describe(self) -> dict[str, Any]:
+        """The options and the size of the last mask, for run.json."""
+        return {"params": self.params.model_dump(by_alias=True), "last_mask": mask_summary(self.mask or {}),
+                "critical_units": self.critical_units}

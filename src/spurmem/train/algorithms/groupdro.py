@@ -69,6 +69,9 @@ class GroupDRO(Algorithm):
         terms.update({f"q_g{g}": float(v) for g, v in enumerate(self.q.tolist())})
         return robust, terms
 
+    def describe(self) -> dict[str, Any]:
+        return {"q": [round(float(v), 6) for v in self.q.tolist()], **self.params.model_dump()}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"q": self.q.detach().cpu().clone()}
 

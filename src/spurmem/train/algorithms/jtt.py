@@ -104,6 +104,16 @@ class JTT(Algorithm):
         loss = (w * losses).mean()
         return loss, {"weighted_ce": float(loss.detach()), "ce": float(losses.detach().mean()), **terms}
 
+    def describe(self) -> dict[str, Any]:
+        """Size and group make-up of the error set, for run.json."""
+        if self.errors is None:
+            return {}
+        groups = self.dataset["train"].group[self.errors]
+        counts = torch.bincount(groups, minlength=self.dataset.n_groups).tolist()
+        return {"error_set_size": int(self.errors.sum()), "error_set_by_group": counts,
+                "identification_run": self.params.identification_run,
+                "identification_epoch": self.params.identification_epoch, "lambda_up": self.params.lambda_up}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {} if self.errors is None else {"error_set": self.errors.to(torch.uint8).cpu()}
 

@@ -139,10 +139,10 @@ def compute_mask(
 
 
 def mask_summary(mask: Mask) -> dict[str, int]:
-    """Counts of masked and total entries in the masked parameters."""
+    """Number of masked entries, and the size of the parameters that hold them."""
     masked = sum(int((~m).sum()) for m in mask.values())
     total = sum(m.numel() for m in mask.values())
-    return {"masked": masked, "total": total}
+    return {"masked": masked, "in_masked_parameters": total}
 
 
 def masked_forward(model: nn.Module, mask: Mask, x: torch.Tensor, keep_buffer_updates: bool = False) -> torch.Tensor:
