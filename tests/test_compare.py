@@ -111,6 +111,19 @@ def test_changed_settings_get_new_run_dirs(tmp_path):
     assert all(dirs_a[k] != dirs_b[k] for k in dirs_a)  # everything built on ERM changes with it
 
 
+def test_variants_are_rows_of_their_own(tmp_path):
+    cmp = tiny(tmp_path, algorithms=["erm", "spurmem", "spurmem-logits"],
+               variants={"spurmem-logits": {"algorithm": "spurmem", "lr": 1e-3, "params": {"contrast_on": "logits"}}})
+    runs = {(r.algorithm, r.seed): r for r in run_compare(cmp, dry_run=True).runs}
+    plain, variant = runs[("spurmem", 0)], runs[("spurmem-logits", 0)]
+    assert variant.config.algorithm == "spurmem" and variant.config.algorithm_params == {"contrast_on": "logits"}
+    assert variant.config.lr == 1e-3 and plain.config.lr == 2e-4 and plain.config.algorithm_params == {}
+    assert variant.config.init_from == str(runs[("erm", 0)].run_dir) and variant.config.epochs == 1
+    assert variant.run_dir.name.startswith("spurmem-logits-") and variant.run_dir != plain.run_dir
+    with pytest.raises(ConfigError, match="variants.x.algorithm"):
+        load_config(CompareConfig, None, ["algorithms=[erm,x]", "variants.x.algorithm=nope"])
+
+
 def test_protocol_errors(tmp_path):
     with pytest.raises(ConfigError, match="groupdro"):
         run_compare(tiny(tmp_path, algorithms=["erm", "groupdro"], group_labels=False), dry_run=True)

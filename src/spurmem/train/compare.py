@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spurmem.config import ConfigError, config_hash, nearest_key, validate_config
 from spurmem.data import GroupDataset, load_dataset
@@ -52,7 +52,14 @@ class CompareConfig(BaseModel):
     model: str = "small-cnn"
     model_params: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None
-    algorithms: list[str] = Field(default_factory=lambda: list(ALL_ALGORITHMS))
+    algorithms: list[str] = Field(
+        default_factory=lambda: list(ALL_ALGORITHMS), description="registered algorithms or names of `variants`"
+    )
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named settings of an algorithm, compared as rows of their own, e.g. "
+                    "{spurmem-logits: {algorithm: spurmem, params: {contrast_on: logits}}}",
+    )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(30, ge=1, description="budget of every from-scratch algorithm")
     fine_tune_epochs: int = Field(21, ge=1, description="budget of every fine-tuning algorithm")
@@ -71,17 +78,27 @@ class CompareConfig(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every run (device, ...)")
     search: SearchConfig = Field(default_factory=SearchConfig)
 
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if name not in ALL_ALGORITHMS:
-                near = nearest_key(name, ALL_ALGORITHMS)
-                raise ValueError(f"unknown algorithm {name!r}" + (f"; did you mean {near!r}?" if near else "")
-                                 + f" Known: {', '.join(ALL_ALGORITHMS)}")
-        if len(set(v)) != len(v):
-            raise ValueError("an algorithm is listed twice")
-        return v
+    @model_validator(mode="after")
+    def _algorithms(self) -> "CompareConfig":
+        known = [*ALL_ALGORITHMS, *self.variants]
+        for name in self.algorithms:
+            if name not in known:
+                near = nearest_key(name, known)
+                raise ValueError(f"algorithms: unknown algorithm {name!r}" + (f"; did you mean {near!r}?" if near else "")
+                                 + f" Known: {', '.join(known)} (or define it under variants)")
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ValueError("algorithms: an algorithm is listed twice")
+        for name, spec in self.variants.items():
+            if name in ALL_ALGORITHMS:
+                raise ValueError(f"variants.{name}: a variant needs a name of its own, not an algorithm's")
+            if spec.get("algorithm") not in ALL_ALGORITHMS:
+                raise ValueError(f"variants.{name}.algorithm must be one of {', '.join(ALL_ALGORITHMS)}, "
+                                 f"got {spec.get('algorithm')!r}")
+        return self
+
+    def base_algorithm(self, label: str) -> str:
+        """The registered algorithm behind a row label (itself, or a variant's ``algorithm``)."""
+        return self.variants[label]["algorithm"] if label in self.variants else label
 
     @property
     def selection_rule(self) -> str:
@@ -96,7 +113,7 @@ class CompareConfig(BaseModel):
 
 @dataclass
 class PlannedRun:
-    """One training run of the comparison."""
+    """One training run of the comparison (``algorithm`` is the row label: an algorithm or a variant)."""
 
     algorithm: str
     seed: int
@@ -120,11 +137,11 @@ def check_protocol(cmp: CompareConfig) -> None:
     """Refuse combinations the protocol does not allow, naming the key."""
     from spurmem.train.algorithms import ALGORITHMS
 
-    missing = [a for a in cmp.algorithms if a not in ALGORITHMS]
+    missing = [a for a in cmp.algorithms if cmp.base_algorithm(a) not in ALGORITHMS]
     if missing:
         raise ConfigError(f"algorithms {missing} are not in the ALGORITHMS registry ({', '.join(ALGORITHMS)})")
     if not cmp.group_labels:
-        grouped = [a for a in cmp.algorithms if ALGORITHMS[a].uses_group_labels]
+        grouped = [a for a in cmp.algorithms if ALGORITHMS[cmp.base_algorithm(a)].uses_group_labels]
         if grouped:
             raise ConfigError(f"group_labels=false, but {grouped} train on group labels; remove them or set "
                               f"group_labels=true")
@@ -136,29 +153,35 @@ def check_protocol(cmp: CompareConfig) -> None:
             raise ConfigError(f"hparams.{name}: not one of the compared algorithms"
                               + (f"; did you mean {near!r}?" if near else ""))
     fixed = {"epochs", "seed", "init_from", "init_epoch", "selection", "algorithm", "dataset", "model"}
-    for name, values in {**cmp.hparams, "train": cmp.train}.items():
+    variants = {f"variants.{k}": {kk: vv for kk, vv in v.items() if kk != "algorithm"} for k, v in cmp.variants.items()}
+    for name, values in {**cmp.hparams, **variants, "train": cmp.train}.items():
         clash = fixed & set(values)
         if clash:
-            raise ConfigError(f"{'train' if name == 'train' else 'hparams.' + name}: {sorted(clash)} are set by the "
+            where = name if name == "train" or name.startswith("variants.") else f"hparams.{name}"
+            raise ConfigError(f"{where}: {sorted(clash)} are set by the "
                               f"protocol (epochs, fine_tune_epochs, seeds, init_epoch, selection at the top level)")
 
 
-def hparams_for(cmp: CompareConfig, algorithm: str, draw: registry.HParams | None = None) -> registry.HParams:
-    """Registry defaults, then the random-search draw, then ``train`` (every run), then the user's
-    overrides for this algorithm. The epoch budget is the protocol's, not the registry's."""
-    h = registry.defaults(algorithm, cmp.dataset)
+def hparams_for(cmp: CompareConfig, label: str, draw: registry.HParams | None = None) -> registry.HParams:
+    """Registry defaults, then the random-search draw, then ``train`` (every run), then the variant's
+    settings, then ``hparams.<label>``. The epoch budget is the protocol's, not the registry's."""
+    h = registry.defaults(cmp.base_algorithm(label), cmp.dataset)
     h.train.pop("epochs", None)
     if draw is not None:
         h = h.merged(draw)
     h = h.merged(registry.HParams(train=dict(cmp.train)))
-    return h.merged(registry.from_overrides(cmp.hparams.get(algorithm, {}), f"hparams.{algorithm}"))
+    if label in cmp.variants:
+        spec = {k: v for k, v in cmp.variants[label].items() if k != "algorithm"}
+        h = h.merged(registry.from_overrides(spec, f"variants.{label}"))
+    return h.merged(registry.from_overrides(cmp.hparams.get(label, {}), f"hparams.{label}"))
 
 
 def plan_run(
-    cmp: CompareConfig, algorithm: str, seed: int, h: registry.HParams, erm_dir: Path | None, trial: int | None = None
+    cmp: CompareConfig, label: str, seed: int, h: registry.HParams, erm_dir: Path | None, trial: int | None = None
 ) -> PlannedRun:
     """The TrainConfig of one run under the protocol; its folder is named by the config's hash (name,
     device and workers aside), so a changed setting never reuses a run made under another."""
+    algorithm = cmp.base_algorithm(label)
     fields: dict[str, Any] = {
         "dataset": cmp.dataset, "dataset_params": cmp.dataset_params,
         "model": cmp.model, "model_params": cmp.model_params, "weights": cmp.weights,
@@ -181,10 +204,10 @@ def plan_run(
         t = params.get("identification_epoch", 1)
         if isinstance(t, int) and not 1 <= t <= cmp.epochs:
             raise ConfigError(f"hparams.jtt.params.identification_epoch={t} must be within the ERM budget 1..{cmp.epochs}")
-    config = validate_config(TrainConfig, fields, source=f"compare {cmp.name}: {algorithm} seed {seed}")
-    name = f"{algorithm}-{config_hash(config, HASH_EXCLUDE)[:6]}-s{seed}"
+    config = validate_config(TrainConfig, fields, source=f"compare {cmp.name}: {label} seed {seed}")
+    name = f"{label}-{config_hash(config, HASH_EXCLUDE)[:6]}-s{seed}"
     config = config.model_copy(update={"name": name})
-    return PlannedRun(algorithm, seed, h, config, cmp.output / "runs" / name, trial)
+    return PlannedRun(label, seed, h, config, cmp.output / "runs" / name, trial)
 
 
 def run_status(run_dir: Path) -> str:
@@ -229,7 +252,8 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
     erm_dirs: dict[int, Path] = {}
     executed: set[Path] = set()
 
-    def base(algorithm: str, seed: int) -> Path | None:
+    def base(label: str, seed: int) -> Path | None:
+        algorithm = cmp.base_algorithm(label)
         return erm_dirs[seed] if algorithm in registry.FINE_TUNES or algorithm in registry.NEEDS_STAGE1 else None
 
     def do(p: PlannedRun) -> float | None:
@@ -241,7 +265,8 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
 
     for algorithm in order:  # phase 1
         h = hparams_for(cmp, algorithm)
-        draws = [] if dry_run else registry.search_draws(algorithm, cmp.search.trials, cmp.search.seed)
+        draws = [] if dry_run else registry.search_draws(cmp.base_algorithm(algorithm), cmp.search.trials,
+                                                         cmp.search.seed)
         if draws:
             if base(algorithm, first) is not None and erm_dirs[first] not in executed:
                 do(plan_run(cmp, "erm", first, chosen["erm"], None))

@@ -108,6 +108,10 @@ def protocol_text(result: CompareResult, group_names: list[str] | None = None) -
         "- gap g = train accuracy - test accuracy of group g (memorisation gap), at the selected epoch"
         + (" (train split evaluated at that epoch only)" if c.train_eval == "selected" else ""),
     ]
+    for label, spec in c.variants.items():
+        if label in c.algorithms:
+            lines.append(f"- variant {label}: {spec.get('algorithm')} with " + ", ".join(
+                f"{k}={v}" for k, v in spec.items() if k != "algorithm"))
     if group_names:
         lines.append("- groups: " + ", ".join(f"g{i} = {n}" for i, n in enumerate(group_names)))
     if result.search_log:

@@ -43,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "test accuracy and memorisation gap, under the protocol. Finished runs are skipped and "
                     "interrupted ones resumed, so rerunning the same command continues a killed comparison. "
                     "Keys: name, out_dir, dataset, dataset_params, model, model_params, weights, algorithms, "
-                    "seeds, epochs, fine_tune_epochs, init_epoch, group_labels, selection, hparams.<algorithm>"
-                    ".<field or params.NAME>, train.<TrainConfig field>, search.trials, search.seed.",
+                    "seeds, epochs, fine_tune_epochs, init_epoch, group_labels, selection, train_eval, "
+                    "hparams.<algorithm>.<field or params.NAME>, variants.<label>.{algorithm, field, params}, "
+                    "train.<TrainConfig field>, search.trials, search.seed.",
         epilog="example: spurmem compare seeds=[0,1,2] epochs=30 'algorithms=[erm,erm-continue,spurmem]' "
                "hparams.spurmem.params.fraction=0.05 train.device=cpu",
     )
