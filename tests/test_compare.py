@@ -124,6 +124,18 @@ def test_variants_are_rows_of_their_own(tmp_path):
         load_config(CompareConfig, None, ["algorithms=[erm,x]", "variants.x.algorithm=nope"])
 
 
+def test_compare_cli_dry_run_lists_every_run(tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    assert main(["compare", "--dry-run", f"out_dir={out}", "dataset=synthetic-shapes", "seeds=[0,1]",
+                 "algorithms=[erm,spurmem,dfr]", "epochs=3", "fine_tune_epochs=2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6 and all(" new " in line for line in lines)
+    assert [line.split()[0] for line in lines[:3]] == ["erm", "spurmem", "dfr"]
+    assert "epochs   2" in lines[1] and "epochs   0" in lines[2]
+    assert main(["compare", "--dry-run", "algoritms=[erm]"]) == 2  # the typo is reported, not ignored
+    assert "did you mean 'algorithms'" in capsys.readouterr().err
+
+
 def test_protocol_errors(tmp_path):
     with pytest.raises(ConfigError, match="groupdro"):
         run_compare(tiny(tmp_path, algorithms=["erm", "groupdro"], group_labels=False), dry_run=True)
