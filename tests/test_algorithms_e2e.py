@@ -6,7 +6,9 @@ from safetensors.torch import load_file
 
 from spurmem.data import load_dataset
 from spurmem.train import ALGORITHMS, TrainConfig, read_history, read_info, train
-from spurmem.train.checkpoint import list_epochs
+from spurmem.train.algorithms.framework import SpurMemFramework
+from spurmem.train.algorithms.groupdro import GroupDRO
+from spurmem.train.checkpoint import list_epochs, load_epoch_weights
 
 
 
@@ -88,3 +90,42 @@ def test_dfr_refits_only_the_head_and_beats_its_erm_start(digits, erm_run, tmp_p
     assert result.row()["test/worst_group_accuracy"] > erm_wga + 0.1
     info = read_info(result.run_dir)["algorithm_info"]
     assert info["c"] in (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01) and len(info["tuning_worst_group_accuracy"]) == 7
+
+
+class _Crash(Exception):
+    pass
+
+
+def crashing(cls, at):
+    """``cls`` whose loss raises at (epoch, batch) ``at``: a simulated kill mid-epoch."""
+
+    class Crashing(cls):
+        def on_epoch_start(self, epoch, model):
+            super().on_epoch_start(epoch, model)
+            self._at = (epoch, 0)
+
+        def loss(self, model, batch):
+            self._at = (self._at[0], self._at[1] + 1)
+            if self._at == at:
+                raise _Crash()
+            return super().loss(model, batch)
+
+    return Crashing
+
+
+@pytest.mark.parametrize("name,cls,params", [("groupdro", GroupDRO, {"eta": 0.3}),
+                                             ("spurmem", SpurMemFramework, {"fraction": 0.05})])
+def test_killed_run_resumes_to_identical_weights_and_state(shapes, tmp_path, monkeypatch, name, cls, params):
+    config = TrainConfig(name=name, algorithm=name, dataset="synthetic-shapes", dataset_params=shapes.params,
+                         model_params={"width": 0.25}, batch_size=50, epochs=3, algorithm_params=params)
+    reference = train(config, run_dir=tmp_path / "ref", dataset=shapes, progress=False)
+    monkeypatch.setitem(ALGORITHMS, name, crashing(cls, at=(2, 2)))
+    with pytest.raises(_Crash):
+        train(config, run_dir=tmp_path / "b", dataset=shapes, progress=False)
+    monkeypatch.setitem(ALGORITHMS, name, cls)
+    resumed = train(config, run_dir=tmp_path / "b", dataset=shapes, progress=False, resume=True)
+    assert resumed.resumed_from == 1
+    for key, value in load_epoch_weights(tmp_path / "ref", 3).items():
+        assert torch.equal(value, load_epoch_weights(tmp_path / "b", 3)[key]), key
+    assert read_info(tmp_path / "b")["algorithm_info"] == read_info(tmp_path / "ref")["algorithm_info"]
+    assert [r["terms"] for r in resumed.history] == [r["terms"] for r in reference.history]
