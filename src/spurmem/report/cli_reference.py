@@ -56,6 +56,21 @@ def _walk(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
         yield from _walk(sub)
 
 
+def _dispatched_actions() -> list[argparse.ArgumentParser]:
+    """Sub-actions that a command dispatches itself instead of through argparse sub-parsers
+    (``spurmem probe ACTION``, registered in ``PROBE_ACTIONS``), built as their command builds them."""
+    import importlib
+
+    from spurmem.probes.commands import PROBE_ACTIONS, _available_actions
+
+    parsers = []
+    for name in _available_actions():
+        sub = argparse.ArgumentParser(prog=f"spurmem probe {name}")
+        importlib.import_module(PROBE_ACTIONS[name]).add_arguments(sub)
+        parsers.append(sub)
+    return parsers
+
+
 def render_cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
     """Markdown: a list of commands, then each command's ``--help`` in a code block."""
     with _fixed_width(HELP_WIDTH):
@@ -64,6 +79,9 @@ def render_cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
 
             parser = build_parser()
         parsers = list(_walk(parser))
+        if any(p.prog == "spurmem probe" for p in parsers):
+            at = next(i for i, p in enumerate(parsers) if p.prog == "spurmem probe") + 1
+            parsers[at:at] = _dispatched_actions()
         lines = [HEADER, "## Commands", ""]
         for p in parsers[1:]:
             anchor = p.prog.replace(" ", "-")
