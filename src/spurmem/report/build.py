@@ -16,6 +16,7 @@ import pandas as pd
 from spurmem.report import inputs
 from spurmem.report.figures import (
     Provenance,
+    plot_group_accuracy_by_algorithm,
     plot_group_accuracy_over_epochs,
     plot_memorization_gap,
 )
@@ -40,32 +41,43 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
 
 
 def training_section(runs: list[Run]) -> Section:
-    """Per-group accuracy over epochs (one figure per algorithm) and the runs' headline table."""
+    """Per-group accuracy over epochs (ERM on every split; other algorithms side by side on test) and the
+    runs' headline table."""
     section = Section(
         "Training: per-group accuracy over epochs",
-        intro="Each group's accuracy on every split as training proceeds. Minority groups that reach full "
-        "training accuracy while their test accuracy stays low are memorised rather than learned.",
+        intro="Each group's accuracy on every split as training proceeds. Minority groups that reach full training "
+        "accuracy while their test accuracy stays low are memorised rather than learned.",
     )
+    curves = [r for r in runs if len(r.history) > 1]  # a curve needs two evaluated epochs (dfr refits a head)
     by_alg: dict[str, list[Run]] = {}
-    for run in sorted(runs, key=lambda r: (r.algorithm != "erm", r.algorithm, r.name)):
-        if len(run.history) > 1:  # a curve needs two evaluated epochs (dfr refits a head: none)
-            by_alg.setdefault(run.algorithm, []).append(run)
-    for i, (alg, group) in enumerate(by_alg.items()):
+    for run in sorted(curves, key=lambda r: (r.algorithm != "erm", r.algorithm, r.name)):
+        by_alg.setdefault(run.algorithm, []).append(run)
+    if by_alg:
+        first, *others = by_alg
+        group = by_alg[first]
         hist = pd.concat([group_history(r) for r in group], ignore_index=True)
-        if hist.empty:
-            continue
         prov = Provenance("train, val, test", [r.seed for r in group], _selection_text(group))
         fig = plot_group_accuracy_over_epochs(hist, prov, [r.selected_epoch for r in group if r.selected_epoch],
-                                              title_suffix=f" ({alg})")
-        name = fig.name if i == 0 else f"{fig.name}_{_slug(alg)}"
-        section.figures.append(replace(fig, name=name, title=f"{fig.title}: {alg}"))
-    table = pd.DataFrame([headline(r) for r in runs]).drop(columns=["path"])
+                                              title_suffix=f" ({first})")
+        section.figures.append(replace(fig, title=f"{fig.title}: {first}"))
+        if others:
+            rest = [r for a in others for r in by_alg[a]]
+            hist = pd.concat([group_history(r) for r in rest], ignore_index=True)
+            prov = Provenance("test", [r.seed for r in rest], _selection_text(rest))
+            selected = {a: [r.selected_epoch for r in by_alg[a] if r.selected_epoch is not None] for a in others}
+            section.figures.append(plot_group_accuracy_by_algorithm(hist, prov, "test", selected))
+    else:
+        section.notes.append("No run has two evaluated epochs yet (metrics.jsonl).")
+    table = pd.DataFrame([headline(r) for r in runs])
+    keep = ["name", "algorithm", "seed", "epochs", "selected_epoch", "val_wga", "test_wga", "test_average",
+            "test_adjusted_average", "max_memorization_gap"]
+    datasets = sorted({f"{h['dataset']} / {h['model']}" for h in table.to_dict("records")})
+    rules = sorted({rule_text(r.selection_rule) for r in runs})
     section.tables.append(ReportTable(
-        "runs", "Runs", "Headline metrics at each run's selected epoch. test_average is plain accuracy over the "
-        "test split; test_adjusted_average weights group accuracies by the training group proportions; "
-        "max_memorization_gap is the largest train minus test accuracy of any group.", table))
-    if not by_alg:
-        section.notes.append("No run has evaluated epochs yet (metrics.jsonl is empty).")
+        "runs", "Runs", f"Dataset / model: {', '.join(datasets)}. Metrics at each run's selected epoch "
+        f"({', '.join(rules)}). test_average is plain accuracy over the test split; test_adjusted_average weights "
+        "group accuracies by the training group proportions; max_memorization_gap is the largest train minus test "
+        "accuracy of any group. All columns (status, paths) are in tables/runs.csv.", table, columns=keep))
     return section
 
 
@@ -94,9 +106,14 @@ def gap_section(runs: list[Run]) -> Section:
     gaps = gaps.assign(_o=gaps["algorithm"].map(order.index)).sort_values(["_o", "seed", "group"]).drop(columns="_o")
     prov = Provenance("train vs test", gaps["seed"].tolist(), _selection_text(runs))
     section.figures.append(plot_memorization_gap(gaps, prov))
+    gaps = gaps.assign(column=[f"g{g} {n} ({r})" for g, n, r in zip(gaps["group"], gaps["group_name"], gaps["role"])])
+    wide = gaps.pivot_table(index=["run", "algorithm", "seed", "epoch"], columns="column", values="gap",
+                            sort=False).reset_index()
+    wide.columns.name = None
     section.tables.append(ReportTable(
-        "memorization_gap", "Memorisation gap per group", "One row per run x group at the run's selected "
-        "epoch; gap = train accuracy - test accuracy (group accuracies, no average).", gaps))
+        "memorization_gap", "Memorisation gap per group", "Train accuracy - test accuracy of each group (fractions) "
+        "at each run's selected epoch; tables/memorization_gap.csv has one row per run x group with both "
+        "accuracies.", gaps.drop(columns="column"), display=wide))
     return section
 
 

@@ -112,6 +112,40 @@ def plot_group_accuracy_over_epochs(
     return _render(fig, "group_accuracy_over_epochs", "Per-group accuracy over epochs", what, prov)
 
 
+def plot_group_accuracy_by_algorithm(history: pd.DataFrame, prov: Provenance, split: str = "test",
+                                     selected: dict[str, Sequence[int]] | None = None) -> ReportFigure:
+    """Per-group accuracy over epochs on one split, one panel per algorithm (e.g. the fine-tuning runs).
+
+    ``history``: algorithm, epoch, split, group, group_name, accuracy[, seed]."""
+    _require(history, ["algorithm", "epoch", "split", "group", "group_name", "accuracy"], "accuracy by algorithm")
+    part = history[history["split"] == split]
+    algorithms = list(dict.fromkeys(part["algorithm"]))
+    fig = Figure(figsize=(max(4.2 * len(algorithms), 5.0), 3.4))
+    axes = fig.subplots(1, max(1, len(algorithms)), sharey=True, squeeze=False)[0]
+    for ax, alg in zip(axes, algorithms):
+        rows_a = part[part["algorithm"] == alg]
+        for group, rows in rows_a.groupby("group"):
+            stats = rows.groupby("epoch")["accuracy"].agg(["mean", "min", "max"]).reset_index()
+            ax.plot(stats["epoch"], 100 * stats["mean"], color=group_color(group), lw=1.8,
+                    label=_group_label(rows_a, group))
+            if "seed" in rows and rows["seed"].nunique() > 1:
+                ax.fill_between(stats["epoch"], 100 * stats["min"], 100 * stats["max"], color=group_color(group),
+                                alpha=0.15)
+        for e in sorted(set((selected or {}).get(alg, ()))):
+            ax.axvline(e, color="k", ls="--", lw=0.8)
+        ax.set_title(alg)
+        ax.set_xlabel("epoch (0 = starting checkpoint)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{split} group accuracy (%)")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    what = (f"{split.capitalize()} accuracy of each group over the epochs of each algorithm; line = mean over seeds, "
+            "shaded = range over seeds; dashed line = selected epoch.")
+    prov = Provenance(split, prov.seeds, prov.selection, prov.average)
+    return _render(fig, "group_accuracy_over_epochs_by_algorithm", "Per-group accuracy over epochs by algorithm",
+                   what, prov)
+
+
 def plot_memorization_gap(gaps: pd.DataFrame, prov: Provenance) -> ReportFigure:
     """Memorisation gap acc_g(train) - acc_g(held-out) per group, mean +- sd over seeds; with an
     ``algorithm`` column, one bar per algorithm within each group.
@@ -230,7 +264,7 @@ def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance, null: pd.DataF
     total = s.sum()
     share = np.cumsum(s) / total if total > 0 else np.zeros_like(s)
     frac = np.arange(1, len(s) + 1) / len(s)
-    fig = Figure(figsize=(5.6, 3.8))
+    fig = Figure(figsize=(7.4, 3.8))
     ax = fig.subplots()
     if null is not None and not null.empty:
         ax.fill_between(100 * null["fraction_of_units"], 100 * null["null_lo"], 100 * null["null_hi"],
@@ -252,7 +286,7 @@ def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance, null: pd.DataF
     ax.set_ylabel("share of total positive score (%)")
     ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     what = (
         f"Cumulative share of the unit-level memorisation score (pooled minority train-accuracy drop minus "
         f"held-out drop when the unit alone is zeroed) over {len(s)} units; positive scores only."

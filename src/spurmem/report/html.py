@@ -169,7 +169,7 @@ def render_html(report: Report) -> str:
 def render_markdown(report: Report) -> str:
     """The report as Markdown: the same text and tables, figures linked from ``figures/``."""
     lines = [f"# {report.title}", "", f"spurmem {__version__}, written {report.created}; runs: "
-             f"{', '.join(report.runs)}", "", to_markdown(report.verdict_table())]
+             f"{', '.join(report.runs)}", "", to_markdown(report.verdict_table(), all_rows=True)]
     for s in report.sections:
         lines += [f"## {s.title}", ""]
         if s.intro:

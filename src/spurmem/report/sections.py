@@ -35,9 +35,9 @@ def _probe_provenance(probe: inputs.ProbeFiles, split: str, what_average: str) -
     repeats = probe.config.get("repeats", "?")
     return Provenance(
         f"{split} (units ranked on {', '.join(map(str, probe.config.get('splits', ['train'])))})",
-        [run.seed], f"{rule_text('last') if probe.config.get('epoch') == 'last' else run.describe_selection()}; "
-        f"probed checkpoint: epoch {probe.epoch}; random repeats: {repeats} (probe seed {probe.config.get('seed', 0)})",
-        what_average,
+        [run.seed], f"probed checkpoint: epoch {probe.epoch} ('{probe.config.get('epoch', 'selected')}'); the run's "
+        f"selection: {run.describe_selection()}; random repeats: {repeats} (probe seed "
+        f"{probe.config.get('seed', 0)})", what_average,
     )
 
 
@@ -80,13 +80,16 @@ def probe_section(runs: list[Run]) -> Section:
         if not probe.verdicts.empty:
             cols = [c for c in ("setting", "group_name", "verdict", "train_share", "heldout_share", "majority_share",
                                 "margin_change", "drop_z", "reason") if c in probe.verdicts]
+            # settings with an effect first, the strongest train drop first within each outcome
+            ordered = probe.verdicts.assign(_none=probe.verdicts["verdict"] == "no effect").sort_values(
+                ["_none", "train_share"], ascending=[True, False], kind="stable")
             section.tables.append(ReportTable(
                 "probe_verdicts" + tag, "Probe outcome per setting and minority group" + label,
                 "Shares are the fraction of the group's accuracy lost (train, held-out "
                 f"{probe.verdicts['heldout_split'].iloc[0] if 'heldout_split' in probe.verdicts else ''}; majority = "
                 "same-class majority group on train); drop_z = z-score of the drop within the random control. "
-                "Counts: " + ", ".join(f"{k}: {v}" for k, v in probe.verdict_counts.items()) + ".",
-                probe.verdicts[cols]))
+                "Counts: " + ", ".join(f"{k}: {v}" for k, v in probe.verdict_counts.items()) + ". Settings with an "
+                "effect first.", ordered[cols], max_rows=20))
     return section
 
 
@@ -108,8 +111,8 @@ def memorization_section(runs: list[Run]) -> Section:
         label = f" ({mem.run.name})" if len(found) > 1 else ""
         s = mem.units_summary
         prov = Provenance(f"train vs {s.get('heldout_split', 'held-out')}", [mem.run.seed],
-                          f"checkpoint of epoch {s.get('epoch', '?')} ({mem.run.describe_selection()})",
-                          "pooled accuracy of the minority groups")
+                          f"scanned checkpoint: epoch {s.get('epoch', '?')}; the run's selection: "
+                          f"{mem.run.describe_selection()}", "pooled accuracy of the minority groups")
         if not mem.ranked.empty:
             if s.get("statement"):
                 section.notes.append(f"{mem.run.name}: {s['statement']}.")
@@ -128,8 +131,8 @@ def memorization_section(runs: list[Run]) -> Section:
                     or c.startswith("score_g")]
             section.tables.append(ReportTable(
                 "memorization_top_units" + tag, "Units with the highest memorisation score" + label,
-                "Top 15 units; drops are of the pooled minority accuracy (fractions) when the unit alone is zeroed.",
-                mem.ranked[cols].head(15)))
+                "Drops are of the pooled minority accuracy (fractions) when the unit alone is zeroed.",
+                mem.ranked[cols], max_rows=15))
         if not mem.examples.empty:
             images, labels, _ = inputs.most_memorized_images(mem)
             info = mem.examples_summary

@@ -27,6 +27,18 @@ class ReportTable:
     caption: str
     frame: pd.DataFrame
     digits: int = 3
+    max_rows: int | None = None  # HTML and report.md show this many rows; the CSV and <name>.md hold all
+    columns: list[str] | None = None  # HTML and report.md show these columns; the CSV holds all
+    display: pd.DataFrame | None = None  # a reshaped view (e.g. wide) shown instead of the tidy frame
+
+    def shown(self) -> tuple[pd.DataFrame, str]:
+        """The rows and columns to display and, when some are left out, a sentence saying where they are."""
+        frame = self.display if self.display is not None else self.frame
+        frame = frame if self.columns is None else frame[self.columns]
+        if self.max_rows is None or len(frame) <= self.max_rows:
+            return frame, ""
+        return frame.head(self.max_rows), (f" Showing the first {self.max_rows} of {len(frame)} rows; "
+                                           f"all are in tables/{self.name}.csv.")
 
 
 def format_cell(value: object, digits: int = 3) -> str:
@@ -42,21 +54,21 @@ def format_cell(value: object, digits: int = 3) -> str:
     return str(value)
 
 
-def to_markdown(table: ReportTable) -> str:
+def to_markdown(table: ReportTable, all_rows: bool = False) -> str:
     """A GitHub-flavoured Markdown table preceded by its title and followed by its caption."""
-    frame = table.frame
+    frame, more = (table.frame, "") if all_rows else table.shown()
     head = [str(c) for c in frame.columns]
     lines = [f"### {table.title}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in frame.itertuples(index=False):
         cells = [format_cell(v, table.digits).replace("|", "\\|") for v in row]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", table.caption, ""]
+    lines += ["", table.caption + more, ""]
     return "\n".join(lines)
 
 
 def to_html(table: ReportTable) -> str:
     """An HTML ``<table>`` with the caption inside (escaped; numbers right-aligned)."""
-    frame = table.frame
+    frame, more = table.shown()
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = []
     for row in frame.itertuples(index=False):
@@ -67,7 +79,7 @@ def to_html(table: ReportTable) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
         f'<div class="table-wrap"><table id="table-{html.escape(table.name)}" class="data">'
-        f"<caption><b>{html.escape(table.title)}.</b> {html.escape(table.caption)}</caption>"
+        f"<caption><b>{html.escape(table.title)}.</b> {html.escape(table.caption + more)}</caption>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -76,5 +88,5 @@ def write_table(table: ReportTable, folder: str | Path) -> tuple[Path, Path]:
     """Write ``<name>.csv`` (full precision) and ``<name>.md`` into ``folder``; returns both paths."""
     folder = Path(folder)
     csv_path = write_text_atomic(folder / f"{table.name}.csv", table.frame.to_csv(index=False))
-    md_path = write_text_atomic(folder / f"{table.name}.md", to_markdown(table))
+    md_path = write_text_atomic(folder / f"{table.name}.md", to_markdown(table, all_rows=True))
     return csv_path, md_path
