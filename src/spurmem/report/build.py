@@ -133,4 +133,32 @@ def assemble_report(paths: list[str | Path], title: str = "spurmem report") -> R
         memorization_section(runs),
         comparison_section(paths, runs),
     ]
-    return Report(title=title, verdicts=claim_verdicts(paths, runs), sections=sections, runs=[r.name for r in runs])
+    return Report(title=title, verdicts=claim_verdicts(paths, runs), sections=sections, runs=[r.name for r in runs],
+                  setting=describe_setting(runs))
+
+
+def describe_setting(runs: list[Run]) -> str:
+    """One sentence per dataset: its training groups, the models, and each algorithm with its seeds."""
+    parts = []
+    for dataset in dict.fromkeys(str(r.info.get("dataset", "?")) for r in runs):
+        these = [r for r in runs if str(r.info.get("dataset", "?")) == dataset]
+        info = next((r.info.get("dataset_info") for r in these if r.info.get("dataset_info")), None) or {}
+        groups = ""
+        if info.get("group_names") and info.get("counts", {}).get("train"):
+            minority = set(info.get("minority_groups", []))
+            groups = " (training groups: " + ", ".join(
+                f"{n} {c}{' minority' if g in minority else ''}"
+                for g, (n, c) in enumerate(zip(info["group_names"], info["counts"]["train"]))) + ")"
+        models = ", ".join(dict.fromkeys(str(r.info.get("model", "?")) for r in these))
+        algs = "; ".join(
+            f"{alg} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+            for alg, seeds in _seeds_by_algorithm(these).items())
+        parts.append(f"Data: {dataset}{groups}. Model: {models}. Runs: {algs}.")
+    return " ".join(parts)
+
+
+def _seeds_by_algorithm(runs: list[Run]) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in sorted(runs, key=lambda r: (r.algorithm != "erm", r.algorithm, r.seed if r.seed is not None else -1)):
+        out.setdefault(r.algorithm, []).append(r.seed)
+    return out

@@ -64,6 +64,7 @@ class Report:
     verdicts: list[Verdict]
     sections: list[Section]
     runs: list[str] = field(default_factory=list)
+    setting: str = ""  # one paragraph: data, model, algorithms and seeds the report covers
     created: str = field(default_factory=utc_now)
 
     @property
@@ -149,6 +150,7 @@ def render_html(report: Report) -> str:
         f"<h1>{html.escape(report.title)}</h1>",
         f"<p class=\"meta\">spurmem {__version__} &middot; written {html.escape(report.created)} &middot; "
         f"{len(report.runs)} run(s): {html.escape(', '.join(report.runs))}</p>",
+        f"<p>{_esc(report.setting)}</p>" if report.setting else "",
         _verdicts_html(report),
         "<nav><h2>Contents</h2><ul>"
         + "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in report.sections)
@@ -169,7 +171,8 @@ def render_html(report: Report) -> str:
 def render_markdown(report: Report) -> str:
     """The report as Markdown: the same text and tables, figures linked from ``figures/``."""
     lines = [f"# {report.title}", "", f"spurmem {__version__}, written {report.created}; runs: "
-             f"{', '.join(report.runs)}", "", to_markdown(report.verdict_table(), all_rows=True)]
+             f"{', '.join(report.runs)}", "", *([report.setting, ""] if report.setting else []),
+             to_markdown(report.verdict_table(), all_rows=True)]
     for s in report.sections:
         lines += [f"## {s.title}", ""]
         if s.intro:
