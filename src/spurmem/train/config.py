@@ -12,7 +12,7 @@ SELECTION_RULES = ("val_wga", "val_worst_class", "val_average", "last")
 
 # Fields that do not change what is computed; left out of the config hash so a run can be resumed
 # under another name, on another device or with another worker count.
-HASH_EXCLUDE = ("name", "device", "workers")
+HASH_EXCLUDE = ("name", "device", "workers", "threads")
 
 
 class TrainConfig(BaseModel):
@@ -48,6 +48,7 @@ class TrainConfig(BaseModel):
     amp: bool = False
     channels_last: bool = False
     workers: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default); 1 is fastest on a busy machine")
 
     eval_splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
     eval_every: int = Field(1, ge=1)

@@ -74,9 +74,15 @@ def train(
     start = _prepare_run_dir(run_dir, config, resume, overwrite)
     if start is not None and read_info(run_dir).get("status") == "complete":
         return _finished_result(run_dir, config)
-    loop = _Loop(config, run_dir, dataset if dataset is not None else build_dataset(config))
-    with record_command(run_dir, "train", config=config.model_dump(mode="json"), seeds=[config.seed]):
-        return loop.run(start, progress)
+    threads_before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        loop = _Loop(config, run_dir, dataset if dataset is not None else build_dataset(config))
+        with record_command(run_dir, "train", config=config.model_dump(mode="json"), seeds=[config.seed]):
+            return loop.run(start, progress)
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 class _Loop:
