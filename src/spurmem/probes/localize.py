@@ -173,11 +173,11 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
     remaining = list(units)
 
     def acc_of(split, idx, base, cand=()):
-        res = engine.scan(list(cand), intervention, split, base_units=base, indices=idx, **params)
+        res = engine.scan(list(cand), intervention, split, base_units=base, indices=idx, baseline=not cand, **params)
         total = res.count.sum()
         return res.base_correct.sum() / total, res.correct.sum(axis=1) / total, res.loss_sum.sum(axis=1)
 
-    start_acc, _, _ = acc_of("train", target, [])
+    start_acc = acc_of("train", target, [])[0]
     limits = [(split, idx, what, acc_of(split, idx, [])[0] - epsilon) for split, idx, what in constraints]
     trajectory = [_snapshot(engine, intervention, params, chosen, 0, None)]
     steps = [{"step": 0, "unit": None, "target_acc": start_acc,
@@ -219,21 +219,29 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
     )
 
 
-def _first_admissible(remaining, order, chosen, limits, acc_of, chunk: int = 8):
-    """The best-ranked candidate that keeps every constrained accuracy above its limit."""
+def _first_admissible(remaining, order, chosen, limits, acc_of, first_chunk: int = 2):
+    """The best-ranked candidate that keeps every constrained accuracy above its limit.
+
+    Candidates are checked in rank order, in chunks that double in size (few scans when the best
+    ones fail); within a chunk the constraint with the fewest examples is checked first and the
+    others only on its survivors."""
     if not limits:
         return int(order[0]), {}
-    for lo in range(0, len(order), chunk):
-        block = [int(i) for i in order[lo:lo + chunk]]
-        ok = np.ones(len(block), dtype=bool)
-        values = {}
+    limits = sorted(limits, key=lambda lim: len(lim[1]))
+    lo, chunk = 0, first_chunk
+    while lo < len(order):
+        alive = [int(i) for i in order[lo:lo + chunk]]
+        values: dict[str, dict[int, float]] = {}
         for split, idx, what, floor in limits:
-            _, accs, _ = acc_of(split, idx, chosen, [remaining[i] for i in block])
-            ok &= accs >= floor - 1e-12
-            values[what] = accs
-        if ok.any():
-            j = int(np.argmax(ok))
-            return block[j], {what: float(v[j]) for what, v in values.items()}
+            _, accs, _ = acc_of(split, idx, chosen, [remaining[i] for i in alive])
+            values[what] = dict(zip(alive, accs.tolist()))
+            alive = [i for i, a in zip(alive, accs) if a >= floor - 1e-12]
+            if not alive:
+                break
+        if alive:
+            best = alive[0]
+            return best, {what: v[best] for what, v in values.items()}
+        lo, chunk = lo + chunk, chunk * 2
     return None, {}
 
 

@@ -267,13 +267,27 @@ def _channel_chain(site: fx.Node, modules: dict[str, nn.Module]) -> tuple[list[f
                 break
         elif user.op == "call_function" and user.target in _CHANNEL_LOCAL_FUNCTIONS and len(user.args) == 1:
             chain.append(user)
+        elif _is_flatten_after_global_pool(user, node, modules):
+            chain.append(user)
         else:
             break
         node = user
     return [], None
 
 
+def _is_flatten_after_global_pool(user: fx.Node, node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """``torch.flatten(x, 1)`` of a ``N x C x 1 x 1`` global pool keeps channel c at position c."""
+    if not (user.op == "call_function" and user.target is torch.flatten and user.args[1:] == (1,) and not user.kwargs):
+        return False
+    if node.op != "call_module":
+        return False
+    pool = modules[node.target]
+    return isinstance(pool, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and pool.output_size in (1, (1, 1))
+
+
 def _chain_step(node: fx.Node, modules: dict[str, nn.Module]):
+    if node.op == "call_function" and node.target is torch.flatten:
+        return lambda t, idx: torch.flatten(t, 1)
     if node.op == "call_function":
         return lambda t, idx: node.target(t, **node.kwargs)
     m = modules[node.target]
@@ -412,6 +426,7 @@ class ScanEngine:
         base_units: Sequence[Unit | str] = (),
         indices: torch.Tensor | np.ndarray | None = None,
         per_example: bool = False,
+        baseline: bool = True,
         progress: bool = False,
         **params: Any,
     ) -> ScanResult:
@@ -419,7 +434,8 @@ class ScanEngine:
         every candidate unit) and, when ``sets`` is given, once per set modified together; every
         variant on top of ``base_units`` (modified with the same intervention) when given.
         ``params`` go to :func:`~spurmem.probes.interventions.intervene` (``sigma``, ``seed``,
-        ``source``, ``means``)."""
+        ``source``, ``means``). ``baseline=False`` skips the pass of the unmodified model (its
+        ``base_*`` fields are then zero)."""
         start = time.perf_counter()
         spec = get_intervention(intervention)
         units = [_as_unit(u) for u in (enumerate_units(self.model) if units is None and sets is None else units or [])]
@@ -436,8 +452,9 @@ class ScanEngine:
         with ExitStack() as stack:
             if base:
                 stack.enter_context(intervene(self.model, base, intervention, inplace=True, **params))
-            for batch, offset in self._batches(data, idx):
-                base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
+            if baseline:
+                for batch, offset in self._batches(data, idx):
+                    base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
             bar.advance(1)
             for layer, indices_ in units_by_layer(units).items():
                 order = [Unit(layer, i) for i in indices_]
