@@ -50,6 +50,17 @@ def test_demo_tiny_runs_every_stage_then_reuses_them(tmp_path, capsys):
     assert status["report"] == "ran"
     assert again.report_path == report
 
+    # another setting in the same folder would mix two demos: refused, naming the setting
+    assert main(["demo", f"out_dir={out}", *TINY[1:], "erm_epochs=3", "--no-progress"]) == 2
+    assert "erm_epochs: the folder has 2, given 3" in capsys.readouterr().err
+
+
+def test_demo_fresh_refuses_a_folder_that_is_not_a_demo(tmp_path, capsys):
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["demo", f"out_dir={tmp_path}", "--fresh", "--no-progress"]) == 2
+    assert "not a demo folder" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
 
 def test_demo_rejects_unknown_setting_with_a_hint(capsys):
     assert main(["demo", "erm_epoch=3"]) == 2

@@ -17,6 +17,8 @@ two minutes with ``erm_epochs=2 n_train=400 ...``).
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
-from spurmem.record import record_command
+from spurmem.config import ConfigError
+from spurmem.record import record_command, write_json_atomic
 
 if TYPE_CHECKING:
     from spurmem.report.html import Report
@@ -219,11 +222,36 @@ def _write_report(demo: _Demo) -> None:
     demo.report_path = write_report(demo.report, demo.config.out / "report")
 
 
-def run_demo(config: DemoConfig, console: Console | None = None, progress: bool = True) -> DemoResult:
-    """Run every stage (reusing finished ones), write the report and return its path and timings."""
+CONFIG_FILE = "demo_config.json"
+NEUTRAL_SETTINGS = ("out_dir", "device")  # settings that do not change what is computed
+
+
+def prepare_folder(config: DemoConfig, fresh: bool = False) -> None:
+    """Refuse to reuse a folder holding a demo made with other settings (its finished stages would be
+    silently mixed in); ``fresh`` deletes such a folder first (only a demo folder)."""
+    path = config.out / CONFIG_FILE
+    if fresh and config.out.exists():
+        if not path.is_file():
+            raise ConfigError(f"{config.out} is not a demo folder (no {CONFIG_FILE}); refusing to delete it")
+        shutil.rmtree(config.out)
+    now = config.model_dump(mode="json")
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        diff = [f"{k}: the folder has {saved.get(k)!r}, given {now[k]!r}" for k in now
+                if k not in NEUTRAL_SETTINGS and saved.get(k) != now[k]]
+        if diff:
+            raise ConfigError(f"{config.out} holds a demo made with other settings ({'; '.join(diff)}); pass "
+                              "out_dir=ANOTHER_FOLDER, or --fresh to delete it and start over")
+    write_json_atomic(path, now)
+
+
+def run_demo(config: DemoConfig, console: Console | None = None, progress: bool = True,
+             fresh: bool = False) -> DemoResult:
+    """Run every stage (reusing finished ones), write the report and return its path and timings.
+    ``fresh`` deletes the demo folder first."""
     console = console or Console()
     demo = _Demo(config, console, progress)
-    config.out.mkdir(parents=True, exist_ok=True)
+    prepare_folder(config, fresh)
     stages = _stages()
     t_all = time.perf_counter()
     results: list[StageResult] = []
