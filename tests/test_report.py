@@ -99,3 +99,24 @@ def test_report_is_self_contained(report_dir):
 def test_report_of_missing_dir_is_a_clean_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_probe_curves_show_minority_selected_panels_and_the_control(tmp_path):
+    from runs_fixture import make_run
+    from spurmem.report.inputs import find_probes, probe_curves, probe_matrix
+    from spurmem.report.runs import read_run
+
+    run = make_run(tmp_path, "erm-s0")
+    make_probe(run, ks=(1, 3))
+    probe = find_probes(read_run(run))[0]
+    curves = probe_curves(probe, "zero")
+    assert set(curves["scorer"]) == {"group-gradient (units from g1 pullover/water)",
+                                     "group-gradient (units from g2 coat/land)", "weight-norm", "random"}
+    assert set(curves["k"]) == {1, 3} and len(curves) == 4 * 2 * 4  # panels x k x groups, train split only
+    control = curves[curves["scorer"] == "random"]
+    assert ((control["ci_high"] - control["ci_low"]) > 0).all()  # repeated: a CI band
+    matrix, k = probe_matrix(probe, "zero")
+    assert k == 3 and len(matrix) == 16
+    diag = matrix[matrix["source_group"] == matrix["target_group"]]["value"].mean()
+    off = matrix[matrix["source_group"] != matrix["target_group"]]["value"].mean()
+    assert diag > off  # the fixture plants a diagonal; the pivot must keep rows and columns apart

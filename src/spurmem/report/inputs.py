@@ -169,6 +169,13 @@ def find_probes(run: Run) -> list[ProbeFiles]:
     return out
 
 
+def _flag(series: pd.Series) -> pd.Series:
+    """A boolean column read back from CSV (True/False, or the strings "True"/"False"; missing = False)."""
+    if series.dtype == bool:
+        return series
+    return series.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+
+
 def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
@@ -181,9 +188,9 @@ def probe_curves(probe: ProbeFiles, intervention: str, split: str = "train") -> 
     if s.empty:
         return pd.DataFrame()
     s = s[(s["split"] == split) & (s["intervention"] == intervention) & s["k"].notna()
-          & ~s["per_layer"].astype(bool) & ~s["normalise"].astype(bool)]
+          & ~_flag(s["per_layer"]) & ~_flag(s["normalise"])]
     names = probe.group_names()
-    minority = set(s.loc[s["minority"].astype(bool), "group"].astype(int))
+    minority = set(s.loc[_flag(s["minority"]), "group"].astype(int))
 
     def panel(row) -> str | None:
         sel = row["selected_from"]
@@ -209,7 +216,7 @@ def probe_matrix(probe: ProbeFiles, intervention: str, scorer: str = "group-grad
     if m.empty:
         return pd.DataFrame(), None
     m = m[(m["scorer"] == scorer) & (m["split"] == split) & (m["intervention"] == intervention)
-          & ~m["per_layer"].astype(bool) & ~m["normalise"].astype(bool)]
+          & ~_flag(m["per_layer"]) & ~_flag(m["normalise"])]
     if m.empty:
         return pd.DataFrame(), None
     k = int(m["k"].max())
