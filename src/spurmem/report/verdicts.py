@@ -120,9 +120,11 @@ def localisation_verdict(runs: list[Run]) -> Verdict:
         checks.append(obs > ref["null_hi"] and obs > 2 * ref["uniform"])
     ex = mem.examples_summary.get("flips") if mem.examples_summary else None
     outcome = "concentrated beyond the null" if all(checks) else "not concentrated beyond the null"
-    if isinstance(ex, dict) and "all" in ex:
-        outcome += (f"; top units flip examples of mean memorisation {ex['all']['mem_flipped']:.2f} vs "
-                    f"{ex['all']['mem_not_flipped']:.2f} for the rest")
+    flips = ex.get("all", {}) if isinstance(ex, dict) else {}
+    if all(isinstance(flips.get(k), (int, float)) and math.isfinite(flips[k]) for k in ("mem_flipped", "mem_not_flipped")):
+        outcome += (f"; zeroing the top units flips {flips.get('flipped', '?')} training examples of mean "
+                    f"example-level memorisation {flips['mem_flipped']:.2f}, vs {flips['mem_not_flipped']:.2f} for "
+                    "the examples that do not flip")
     return Verdict(CLAIMS["localisation"], SUPPORTED if all(checks) else NOT_SUPPORTED, s.get("statement", ""),
                    outcome, source)
 
