@@ -53,7 +53,7 @@ class TrainConfig(BaseModel):
     eval_splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
     eval_every: int = Field(1, ge=1)
     eval_init: bool = True
-    eval_batch_size: int = Field(512, ge=1)
+    eval_batch_size: int = Field(128, ge=1)  # on a CPU, 128 evaluated 1.5x faster than 512 (cache)
     selection: Literal["val_wga", "val_worst_class", "val_average", "last"] = "val_wga"
     save_checkpoints: bool = True
 
