@@ -12,7 +12,7 @@ SELECTION_RULES = ("val_wga", "val_worst_class", "val_average", "last")
 
 # Fields that do not change what is computed; left out of the config hash so a run can be resumed
 # under another name, on another device or with another worker count.
-HASH_EXCLUDE = ("name", "device", "workers", "threads")
+HASH_EXCLUDE = ("name", "device", "workers", "threads", "eval_batch_size")
 
 
 class TrainConfig(BaseModel):
