@@ -84,7 +84,7 @@ def test_summary_statistics_over_repeats(small):
 def test_interrupted_grid_resumes_without_recomputing(small, trained, shapes, tmp_path, monkeypatch):
     config = ProbeConfig(**SMALL)
     full = small.rows
-    real = runner_module.intervene
+    real = runner_module._rows  # called once per finished setting
     calls = {"n": 0, "fail_at": 6}
 
     class Killed(Exception):
@@ -96,12 +96,11 @@ def test_interrupted_grid_resumes_without_recomputing(small, trained, shapes, tm
             raise Killed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "intervene", failing)
+    monkeypatch.setattr(runner_module, "_rows", failing)
     with pytest.raises(Killed):
         run_probe(trained, shapes, config, out_dir=tmp_path / "p", progress=False)
     assert len(list((tmp_path / "p" / "settings").glob("*.csv"))) == 5
-    monkeypatch.setattr(runner_module, "intervene", real)
-    calls["n"] = 0
+    monkeypatch.setattr(runner_module, "_rows", real)
     resumed = run_probe(trained, shapes, config, out_dir=tmp_path / "p", progress=False)
     assert resumed.n_resumed == 5 and resumed.n_computed == len(full["setting_id"].unique()) - 5
     pd.testing.assert_frame_equal(resumed.rows, full)
@@ -110,7 +109,7 @@ def test_interrupted_grid_resumes_without_recomputing(small, trained, shapes, tm
     claims = json.loads((tmp_path / "p" / "verdicts.json").read_text())["claims"]
     assert {c["verdict"] for c in claims} <= {"supported", "not supported"}
     # a grown grid reuses every finished setting
-    monkeypatch.setattr(runner_module, "intervene", failing)  # counts the settings computed from here on
+    monkeypatch.setattr(runner_module, "_rows", failing)  # counts the settings computed from here on
     calls.update(n=0, fail_at=-1)
     bigger = run_probe(trained, shapes, ProbeConfig(**{**SMALL, "k": [1, 2, 3]}), out_dir=tmp_path / "p",
                        progress=False)

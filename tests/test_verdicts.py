@@ -28,13 +28,15 @@ def test_classify_needs_the_random_control_for_memorisation():
 
 
 def test_classify_each_outcome_at_its_threshold():
-    # same-class majority lost half of g's share: class collapse
-    assert classify(1.0, 0.4, 0.5, 0.48, 1.0, 0.7, beyond_control=True).label == CLASS_COLLAPSE
-    assert classify(1.0, 0.4, 0.5, 0.48, 1.0, 0.71, beyond_control=True).label == LOCALISED
-    # held-out lost the same share as train: group feature
+    # same-class majority lost a quarter of g's share (0.15 of 0.6): class collapse
+    assert classify(1.0, 0.4, 0.5, 0.48, 1.0, 0.85, beyond_control=True).label == CLASS_COLLAPSE
+    assert classify(1.0, 0.4, 0.5, 0.48, 1.0, 0.86, beyond_control=True).label == LOCALISED
+    # held-out lost the same share as train (or 0.9 of it): group feature
     assert classify(1.0, 0.5, 0.6, 0.3, 1.0, 1.0, beyond_control=True).label == GROUP_FEATURE
-    # between 1/2 and 1 of the train share: inconclusive
+    assert classify(1.0, 0.5, 0.6, 0.32, 1.0, 1.0, beyond_control=True).label == GROUP_FEATURE
+    # between 1/2 and 0.9 of the train share: inconclusive
     assert classify(1.0, 0.5, 0.6, 0.42, 1.0, 1.0, beyond_control=True).label == INCONCLUSIVE
+    assert classify(1.0, 0.5, 0.6, 0.35, 1.0, 1.0, beyond_control=True).label == INCONCLUSIVE
     # small effects
     assert classify(1.0, 0.91, 0.5, 0.2, 1.0, 1.0, beyond_control=True).label == NO_EFFECT
     assert classify(1.0, 0.91, 0.5, 0.2, 1.0, 1.0, thresholds=Thresholds(min_effect=0.05),
@@ -63,6 +65,7 @@ def test_claims_from_constructed_statistics():
     assert "1 of 2" in sensitivity_claim([strong, weak]).statistic
     assert not sensitivity_claim([weak]).supported
     assert not sensitivity_claim([dict(strong, k=20)]).supported  # k beyond claim_max_k
+    assert not sensitivity_claim([dict(strong, verdict=CLASS_COLLAPSE)]).supported  # the class fell with it
     diag = np.array([[0.1, 0, 0, 0], [0, 0.6, 0.1, 0], [0, 0.1, 0.5, 0.0], [0, 0, 0, 0.1]])
     assert specificity_claim({"k=1": diag}, [1, 2]).supported
     flat = np.full((4, 4), 0.3)

@@ -2,7 +2,8 @@
 
 For each setting the runner ranks units with the scorer (rankings are cached across k and
 interventions), applies the intervention in place to a private copy of the model (restored exactly
-after each setting) and evaluates every group on every evaluation split. Each finished setting is
+after each setting) and evaluates every group on every evaluation split. Settings that edit the
+same units in the same way (several scorers often agree on the top unit) are evaluated once. Each finished setting is
 written atomically to ``settings/<id>.csv`` under the output folder, so a killed grid resumes where
 it stopped; the tables, summary and verdicts (:mod:`spurmem.probes.summary`) are rebuilt from all
 finished settings at the end.
@@ -128,14 +129,18 @@ def run_probe(
     pending = [(s, s.setting_id(context)) for s in settings]
     pending = [(s, sid) for s, sid in pending if sid not in done]
     parts = list(done.values())
+    evaluated: dict[tuple, dict[str, pd.DataFrame]] = {}  # the same edit of the same units is evaluated once
     with _progress(progress, len(pending)) as advance:
         for setting, sid in pending:
             target = _select(setting, config, score_ctx, layers, rankings)
-            with intervene(work, target, setting.intervention, sigma=setting.sigma,
-                           seed=setting.intervention_seed or 0, source=rewind_source, means=means,
-                           inplace=True) as edited:
-                after = {s: group_table(predict(edited, dataset, s, config.batch_size, device), dataset)
-                         for s in config.eval_splits}
+            edit = (_signature(target), setting.intervention, setting.sigma, setting.intervention_seed)
+            if edit not in evaluated:
+                with intervene(work, target, setting.intervention, sigma=setting.sigma,
+                               seed=setting.intervention_seed or 0, source=rewind_source, means=means,
+                               inplace=True) as edited:
+                    evaluated[edit] = {s: group_table(predict(edited, dataset, s, config.batch_size, device),
+                                                      dataset) for s in config.eval_splits}
+            after = evaluated[edit]
             text = _rows(setting, sid, target, before, after, dataset).to_csv(index=False)
             if out is not None:
                 write_text_atomic(out / SETTINGS_DIR / f"{sid}.csv", text)
@@ -171,6 +176,18 @@ def _select(setting: Setting, config: ProbeConfig, ctx: ScoreContext, layers, ra
             device=config.device, context=ctx,
         )
     return top_units(rankings[key], setting.k, per_layer=setting.per_layer)
+
+
+def _signature(target) -> tuple:
+    if isinstance(target, WeightSelection):
+        import hashlib
+
+        digest = hashlib.sha256()
+        for layer in sorted(target.masks):
+            digest.update(layer.encode())
+            digest.update(target.masks[layer].cpu().numpy().tobytes())
+        return ("weights", digest.hexdigest())
+    return ("units", tuple(sorted(u.id for u in target)))
 
 
 def _rows(setting: Setting, sid: str, target, before, after, dataset: GroupDataset) -> pd.DataFrame:

@@ -102,7 +102,7 @@ def summarise(rows: pd.DataFrame, dataset: GroupDataset, config) -> ProbeSummary
         ["scorer", "k", "intervention", "sigma", "per_layer", "normalise", "score_split", "split",
          "selected_from", "group", "drop_mean", "margin_change"]].reset_index(drop=True)
     verdicts = _verdicts(summary, control, dataset, config)
-    claims = _claims(control, matrix, dataset, t)
+    claims = _claims(control, matrix, verdicts, dataset, t)
     return ProbeSummary(before, summary, control, matrix, verdicts, claims)
 
 
@@ -161,7 +161,9 @@ def _verdicts(summary: pd.DataFrame, control: pd.DataFrame, dataset: GroupDatase
     return pd.DataFrame(out)
 
 
-def _claims(control: pd.DataFrame, matrix: pd.DataFrame, dataset: GroupDataset, t: Thresholds) -> list[ClaimVerdict]:
+def _claims(control: pd.DataFrame, matrix: pd.DataFrame, verdicts: pd.DataFrame, dataset: GroupDataset,
+            t: Thresholds) -> list[ClaimVerdict]:
+    labels = ({(r.setting, int(r.group)): r.verdict for r in verdicts.itertuples()} if len(verdicts) else {})
     entries = []
     if len(control):
         for _, r in control[control["split"] == "train"].iterrows():
@@ -173,6 +175,7 @@ def _claims(control: pd.DataFrame, matrix: pd.DataFrame, dataset: GroupDataset, 
                 "specificity": r["specificity"], "drop_z": _none(r["drop_z"]),
                 "drop_percentile": _none(r["drop_percentile"]), "specificity_z": _none(r["specificity_z"]),
                 "specificity_percentile": _none(r["specificity_percentile"]),
+                "verdict": labels.get((r["setting"], int(r["group"]))),
             })
     matrices = {}
     gg = matrix[(matrix["scorer"] == "group-gradient") & (matrix["split"] == "train")] if len(matrix) else matrix
@@ -233,9 +236,14 @@ def markdown(s: ProbeSummary, config, *, seconds: float | None = None, skipped: 
         m = s.matrix[s.matrix["split"] == "train"]
         for key, block in m.groupby(["scorer", "k", "intervention", "sigma", "per_layer", "normalise"], dropna=False,
                                     sort=False):
-            pivot = block.pivot_table(index="selected_from", columns="group", values="drop_mean")
-            lines += [f"`{' '.join(str(v) for v in key if not (isinstance(v, float) and math.isnan(v)))}`", "",
-                      _md_table(pivot.reset_index()), ""]
+            scorer, k, intervention, sigma, per_layer, normalise = key
+            title = f"{scorer} k={int(k)} {intervention}" + ("" if _none(sigma) is None else f" sigma={sigma:g}")
+            title += (" per-layer" if per_layer else "") + (" normalised" if normalise else "")
+            pivot = block.assign(selected_from=block["selected_from"].astype(int), group=block["group"].astype(int))
+            pivot = pivot.pivot_table(index="selected_from", columns="group", values="drop_mean")
+            pivot.columns = [f"g{c}" for c in pivot.columns]
+            pivot.index = [f"from g{i}" for i in pivot.index]
+            lines += [f"`{title}`", "", _md_table(pivot.reset_index(names="units")), ""]
     if skipped:
         lines += ["", "Skipped combinations: " + "; ".join(skipped)]
     return "\n".join(lines) + "\n"

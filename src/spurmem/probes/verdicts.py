@@ -11,11 +11,11 @@ Outcomes, in the order they are tested:
     g lost less than ``min_effect`` of its training accuracy, or the drop has the shape of
     memorisation but is not beyond the random control.
 ``class collapse``
-    the same-class majority lost at least ``collapse_ratio`` times g's share: the units carry the
-    class, not the group.
+    the same-class majority lost at least ``collapse_ratio`` (0.25) times g's share: the units carry
+    the class, not the group.
 ``group feature, not memorisation``
-    g's held-out accuracy fell by a share at least ``feature_ratio`` times its training share: the
-    units carry the group's decision rule.
+    g's held-out accuracy fell by a share at least ``feature_ratio`` (0.9) times its training share:
+    the units carry the group's decision rule.
 ``localised memorisation``
     g's training share is at least ``memorisation_ratio`` times its held-out share, the majority is
     spared (previous tests), and the drop is beyond the random control with the same k.
@@ -50,8 +50,9 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_effect: float = Field(0.10, ge=0, description="least share of g's train accuracy lost to count as an effect")
-    collapse_ratio: float = Field(0.5, ge=0, description="majority share >= this x g's share -> class collapse")
-    feature_ratio: float = Field(1.0, ge=0, description="held-out share >= this x train share -> group feature")
+    collapse_ratio: float = Field(0.25, ge=0, description="majority share >= this x g's share -> class collapse")
+    feature_ratio: float = Field(0.9, ge=0, description="held-out share >= this x train share -> group feature "
+                                                          "(0.9: 'at least as large' up to sampling noise)")
     memorisation_ratio: float = Field(2.0, ge=1, description="train share >= this x held-out share -> memorisation")
     control_z: float = Field(2.0, description="z-score vs the random control needed to call an effect beyond it")
     control_percentile: float = Field(95.0, ge=0, le=100,
@@ -187,7 +188,8 @@ def sensitivity_claim(settings: Sequence[dict[str, Any]], thresholds: Thresholds
     ``drop_z``/``drop_percentile`` and ``specificity_z``/``specificity_percentile`` (positions in the
     random control, None without one), and a ``setting`` label. Supported when at least one setting
     with k <= claim_max_k has specificity >= claim_specificity and both its drop and its specificity
-    are beyond the control; the statistic says how many of how many qualified.
+    are beyond the control, and whose verdict (``verdict``, when given) is not class collapse; the
+    statistic says how many of how many qualified.
     """
     t = thresholds or Thresholds()
     eligible = [s for s in settings if s.get("k") is not None and s["k"] <= t.claim_max_k]
@@ -197,16 +199,17 @@ def sensitivity_claim(settings: Sequence[dict[str, Any]], thresholds: Thresholds
         return z is not None and p is not None and z >= t.control_z and p >= t.control_percentile
 
     passing = [s for s in eligible if s["specificity"] >= t.claim_specificity and beyond(s, "drop")
-               and beyond(s, "specificity")]
+               and beyond(s, "specificity") and s.get("verdict") != CLASS_COLLAPSE]
     best = max(eligible, key=lambda s: s["specificity"], default=None)
     if not eligible:
         return ClaimVerdict("5.1 sensitivity", False, f"no unit-scorer setting with k <= {t.claim_max_k} was run")
     pool = passing or [best]
     top = max(pool, key=lambda s: s["specificity"])
-    stat = (f"{len(passing)} of {len(eligible)} settings (k <= {t.claim_max_k}) have specificity >= "
+    stat = (f"{len(passing)} of {len(eligible)} settings x groups (k <= {t.claim_max_k}) have specificity >= "
             f"{t.claim_specificity:.2f} beyond the random control (z >= {t.control_z}, percentile >= "
-            f"{t.control_percentile:g}); strongest: {top['setting']} group {top['group']}: drop "
-            f"{top['drop']:.3f}, specificity {top['specificity']:.3f}, z {_fmt(top.get('specificity_z'))}")
+            f"{t.control_percentile:g}) without class collapse; strongest: {top['setting']} group {top['group']}: "
+            f"drop {top['drop']:.3f}, specificity {top['specificity']:.3f}, z {_fmt(top.get('specificity_z'))}"
+            + (f", verdict: {top['verdict']}" if top.get("verdict") else ""))
     return ClaimVerdict("5.1 sensitivity", bool(passing), stat,
                         {"n_eligible": len(eligible), "n_passing": len(passing), "strongest": top})
 
