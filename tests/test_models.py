@@ -93,6 +93,21 @@ def test_load_timm_state_dict_wrapped_and_safetensors(tmp_path):
     assert torch.equal(again.pos_embed, source.pos_embed)
 
 
+def test_timm_file_for_224_px_is_resampled_to_a_small_model(tmp_path):
+    import timm
+
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000)
+    path = tmp_path / "vit224.pth"
+    torch.save(source.state_dict(), path)
+    model = build_model("vit_tiny", 2, img_size=32)  # 4 px patches, 8x8 grid
+    report = load_weights(model, path)
+    assert sorted(report.resampled) == ["patch_embed.proj.weight: (192, 3, 16, 16) -> (192, 3, 4, 4)",
+                                "pos_embed: (1, 197, 192) -> (1, 65, 192)"]
+    assert not report.mismatched and not report.missing
+    assert torch.equal(model.pos_embed[:, 0], source.pos_embed[:, 0])  # the class token's embedding is kept
+    assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
 def test_bad_weight_files(tmp_path):
     model = build_model("small-cnn", 2)
     with pytest.raises(FileNotFoundError):

@@ -30,10 +30,12 @@ class WeightsReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     head_skipped: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.path}: loaded {len(self.loaded)} tensors; head replaced ({len(self.head_skipped)} keys); "
-                f"missing {len(self.missing)}; unexpected {len(self.unexpected)}; shape mismatch {len(self.mismatched)}")
+                f"missing {len(self.missing)}; unexpected {len(self.unexpected)}; shape mismatch {len(self.mismatched)}"
+                + (f"; resampled {', '.join(self.resampled)}" if self.resampled else ""))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -80,6 +82,9 @@ def load_weights(model: nn.Module, path: str | Path, keep_head: bool = False) ->
             report.unexpected.append(key)
         elif key.startswith(head) and not keep_head:
             report.head_skipped.append(key)
+        elif own[key].shape != value.shape and (adapted := _resample_vit(model, key, value, own[key])) is not None:
+            accepted[key] = adapted
+            report.resampled.append(f"{key}: {tuple(value.shape)} -> {tuple(adapted.shape)}")
         elif own[key].shape != value.shape:
             report.mismatched.append(f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}")
         else:
@@ -91,6 +96,22 @@ def load_weights(model: nn.Module, path: str | Path, keep_head: bool = False) ->
                           f"keys, e.g. {report.unexpected[:3]}); is it the right architecture?")
     model.load_state_dict(accepted, strict=False)
     return report
+
+
+def _resample_vit(model: nn.Module, key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """A timm ViT file made for another image or patch size: resample the absolute position
+    embedding and the patch-embedding kernel to the model's grid (timm's own resamplers)."""
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is None:
+        return None
+    from timm.layers import resample_abs_pos_embed, resample_patch_embed
+
+    if key == "pos_embed" and value.ndim == 3 and value.shape[-1] == target.shape[-1]:
+        prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
+        return resample_abs_pos_embed(value, list(patch_embed.grid_size), num_prefix_tokens=prefix)
+    if key == "patch_embed.proj.weight" and value.shape[:2] == target.shape[:2]:
+        return resample_patch_embed(value, list(target.shape[-2:]))
+    return None
 
 
 def _head_name(model: nn.Module) -> str:
