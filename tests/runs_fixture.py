@@ -35,7 +35,7 @@ def _group_rows(split: str, epoch: int, epochs: int, rng: np.random.Generator, c
 
 
 def make_run(root: Path, name: str, algorithm: str = "erm", seed: int = 0, epochs: int = 4,
-             status: str = "complete") -> Path:
+             status: str = "complete", dataset: str = "fashion-waterbirds") -> Path:
     """Write run.json, config.yaml and metrics.jsonl for a fake run; returns its directory."""
     rng = np.random.default_rng(seed + 17 * len(algorithm))
     run = root / name
@@ -58,7 +58,7 @@ def make_run(root: Path, name: str, algorithm: str = "erm", seed: int = 0, epoch
     val = [json.loads(l)["val/worst_group_accuracy"] for l in lines]
     best = int(np.argmax(val)) + 1
     info = {
-        "name": name, "kind": "train", "status": status, "algorithm": algorithm, "dataset": "fashion-waterbirds",
+        "name": name, "kind": "train", "status": status, "algorithm": algorithm, "dataset": dataset,
         "model": "small-cnn", "seed": seed,
         "selection": {"rule": "val_wga", "epoch": best, "value": val[best - 1]},
         "spurmem_version": "0.1.0", "git_commit": "0" * 40, "host": "test", "torch_version": "2.14.1",

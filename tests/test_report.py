@@ -120,3 +120,18 @@ def test_probe_curves_show_minority_selected_panels_and_the_control(tmp_path):
     diag = matrix[matrix["source_group"] == matrix["target_group"]]["value"].mean()
     off = matrix[matrix["source_group"] != matrix["target_group"]]["value"].mean()
     assert diag > off  # the fixture plants a diagonal; the pivot must keep rows and columns apart
+
+
+def test_runs_of_different_datasets_are_never_pooled(tmp_path):
+    from runs_fixture import make_run
+    from spurmem.report.build import assemble_report
+
+    make_run(tmp_path, "a-erm", "erm", 0, dataset="fashion-waterbirds")
+    make_run(tmp_path, "b-erm", "erm", 1, dataset="colored-digits")
+    report = assemble_report([tmp_path])
+    names = {f.name for f in report.figures}
+    assert {"group_accuracy_over_epochs", "group_accuracy_over_epochs_colored_digits___small_cnn",
+            "memorization_gap", "memorization_gap_colored_digits___small_cnn"} <= names
+    captions = [f.caption for f in report.figures if f.name.startswith("group_accuracy_over_epochs")]
+    assert all("(n=1)" in c for c in captions)  # one seed each, not two pooled
+    assert "colored-digits" in report.setting and "fashion-waterbirds" in report.setting

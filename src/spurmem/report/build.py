@@ -48,25 +48,12 @@ def training_section(runs: list[Run]) -> Section:
         intro="Each group's accuracy on every split as training proceeds. Minority groups that reach full training "
         "accuracy while their test accuracy stays low are memorised rather than learned.",
     )
-    curves = [r for r in runs if len(r.history) > 1]  # a curve needs two evaluated epochs (dfr refits a head)
-    by_alg: dict[str, list[Run]] = {}
-    for run in sorted(curves, key=lambda r: (r.algorithm != "erm", r.algorithm, r.name)):
-        by_alg.setdefault(run.algorithm, []).append(run)
-    if by_alg:
-        first, *others = by_alg
-        group = by_alg[first]
-        hist = pd.concat([group_history(r) for r in group], ignore_index=True)
-        prov = Provenance("train, val, test", [r.seed for r in group], _selection_text(group))
-        fig = plot_group_accuracy_over_epochs(hist, prov, [r.selected_epoch for r in group if r.selected_epoch],
-                                              title_suffix=f" ({first})")
-        section.figures.append(replace(fig, title=f"{fig.title}: {first}"))
-        if others:
-            rest = [r for a in others for r in by_alg[a]]
-            hist = pd.concat([group_history(r) for r in rest], ignore_index=True)
-            prov = Provenance("test", [r.seed for r in rest], _selection_text(rest))
-            selected = {a: [r.selected_epoch for r in by_alg[a] if r.selected_epoch is not None] for a in others}
-            section.figures.append(plot_group_accuracy_by_algorithm(hist, prov, "test", selected))
-    else:
+    settings = _by_setting(runs)
+    for i, (setting, these) in enumerate(settings.items()):
+        tag = "" if i == 0 else f"_{_slug(setting)}"
+        label = f" [{setting}]" if len(settings) > 1 else ""
+        section.figures += [replace(f, name=f.name + tag, title=f.title + label) for f in _curve_figures(these)]
+    if not section.figures:
         section.notes.append("No run has two evaluated epochs yet (metrics.jsonl).")
     table = pd.DataFrame([headline(r) for r in runs])
     keep = ["name", "algorithm", "seed", "epochs", "selected_epoch", "val_wga", "test_wga", "test_average",
@@ -79,6 +66,38 @@ def training_section(runs: list[Run]) -> Section:
         "group accuracies by the training group proportions; max_memorization_gap is the largest train minus test "
         "accuracy of any group. All columns (status, paths) are in tables/runs.csv.", table, columns=keep))
     return section
+
+
+def _by_setting(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by ``dataset / model``: groups and seeds are only pooled within one setting."""
+    out: dict[str, list[Run]] = {}
+    for r in runs:
+        out.setdefault(f"{r.info.get('dataset', '?')} / {r.info.get('model', '?')}", []).append(r)
+    return out
+
+
+def _curve_figures(runs: list[Run]) -> list:
+    """ERM (or the first algorithm) on every split; the other algorithms side by side on test."""
+    curves = [r for r in runs if len(r.history) > 1]  # a curve needs two evaluated epochs (dfr refits a head)
+    by_alg: dict[str, list[Run]] = {}
+    for run in sorted(curves, key=lambda r: (r.algorithm != "erm", r.algorithm, r.name)):
+        by_alg.setdefault(run.algorithm, []).append(run)
+    if not by_alg:
+        return []
+    first, *others = by_alg
+    group = by_alg[first]
+    hist = pd.concat([group_history(r) for r in group], ignore_index=True)
+    prov = Provenance("train, val, test", [r.seed for r in group], _selection_text(group))
+    fig = plot_group_accuracy_over_epochs(hist, prov, [r.selected_epoch for r in group if r.selected_epoch],
+                                          title_suffix=f" ({first})")
+    figures = [replace(fig, title=f"{fig.title}: {first}")]
+    if others:
+        rest = [r for a in others for r in by_alg[a]]
+        hist = pd.concat([group_history(r) for r in rest], ignore_index=True)
+        prov = Provenance("test", [r.seed for r in rest], _selection_text(rest))
+        selected = {a: [r.selected_epoch for r in by_alg[a] if r.selected_epoch is not None] for a in others}
+        figures.append(plot_group_accuracy_by_algorithm(hist, prov, "test", selected))
+    return figures
 
 
 def _selection_text(runs: list[Run]) -> str:
@@ -104,8 +123,15 @@ def gap_section(runs: list[Run]) -> Section:
     gaps = pd.concat(frames, ignore_index=True)
     order = sorted(dict.fromkeys(gaps["algorithm"]), key=lambda a: (a != "erm", a))
     gaps = gaps.assign(_o=gaps["algorithm"].map(order.index)).sort_values(["_o", "seed", "group"]).drop(columns="_o")
-    prov = Provenance("train vs test", gaps["seed"].tolist(), _selection_text(runs))
-    section.figures.append(plot_memorization_gap(gaps, prov))
+    settings = _by_setting(runs)
+    for i, (setting, these) in enumerate(settings.items()):
+        part = gaps[gaps["run"].isin({r.name for r in these})]
+        if part.empty:
+            continue
+        prov = Provenance("train vs test", part["seed"].tolist(), _selection_text(these))
+        fig = plot_memorization_gap(part, prov)
+        section.figures.append(fig if i == 0 else replace(fig, name=f"{fig.name}_{_slug(setting)}",
+                                                           title=f"{fig.title} [{setting}]"))
     gaps = gaps.assign(column=[f"g{g} {n} ({r})" for g, n, r in zip(gaps["group"], gaps["group_name"], gaps["role"])])
     wide = gaps.pivot_table(index=["run", "algorithm", "seed", "epoch"], columns="column", values="gap",
                             sort=False).reset_index()
