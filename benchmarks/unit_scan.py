@@ -7,12 +7,17 @@ same examples; the correct counts of every unit that both evaluated are asserted
 On a 2-core CPU neither a naive nor an engine scan of all 3,904 units on 2,000 examples fits in a
 session (the naive one is days), so by default both are *timed on samples and extrapolated*:
 the naive loop on ``--naive-units`` random units (its cost does not depend on the unit), the engine
-on ``--engine-units-per-layer`` random units of every layer (its cost depends on the layer: the
-suffix after a late layer is cheap), scaled by each layer's unit count. ``--engine-units-per-layer
+on ``--engine-units-per-layer`` random units of every layer: per layer, the prefix pass (run once
+per batch whatever the number of units) plus the layer's unit count times the measured per-variant
+time (scan time minus prefix time, per unit). Prefix and floor passes are timed on a quarter of the
+examples and scaled (``--timing-fraction``). ``--engine-units-per-layer
 0`` scans every unit. The floor is one suffix forward per unit: per layer, the time of the network
 after the layer's output on the examples, times the layer's unit count. The engine can go below it:
 where the layer feeds the next conv through per-channel modules only, it pushes one channel through
 that conv instead of all of them.
+
+Timings are CPU time of this process (``time.process_time``, all threads), not wall time: the
+machine is shared, and CPU time is what the two methods cost whatever else runs beside them.
 
 Peak memory: child processes run the same engine scan on N and 4N examples and report their peak
 resident memory (it should not grow with N).
@@ -65,19 +70,21 @@ def naive_counts(model, dataset, split, unit, idx, batch_size):
     return np.bincount(p.group, weights=p.correct, minlength=dataset.n_groups).astype(int)
 
 
-def suffix_seconds(engine: ScanEngine, layer: str, split, idx) -> float:
-    """Time of one pass of the network after the layer's output (the whole suffix, no one-channel
-    correction) over the examples."""
+def pass_seconds(engine: ScanEngine, layer: str, split, idx, floor: bool) -> float:
+    """Seconds of one pass over ``idx``: with ``floor``, of the network after the layer's output (the
+    whole suffix, clean values, no one-channel correction); else of the engine's own prefix."""
     from spurmem.probes.scan import _FxSite
 
-    runner = _FxSite(engine.graph, layer, layer, use_chain=False)
+    runner = _FxSite(engine.graph, layer, layer, use_chain=False) if floor else engine._site(layer, layer)
     total = 0.0
     with torch.no_grad():
         for batch, _ in engine._batches(engine.dataset[split], torch.as_tensor(idx)):
+            t = time.process_time()
             pre = runner.run_prefix(batch.x)
-            t = time.perf_counter()
-            runner.run_suffix_clean(pre)
-            total += time.perf_counter() - t
+            if floor:
+                t = time.process_time()
+                runner.run_suffix_clean(pre)
+            total += time.process_time() - t
     return total
 
 
@@ -85,7 +92,7 @@ def child(args) -> None:
     dataset = load_dataset("fashion-waterbirds")
     model = make_model(dataset)
     idx = np.arange(args.child)
-    units = [Unit("layer3.1.conv1", i) for i in range(4)] + [Unit("layer1.0.conv2", 0)]
+    units = [Unit("layer3.1.conv1", i) for i in range(4)] + [Unit("layer2.1.conv2", 0)]
     engine = ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu")
     engine.scan(units, "zero", "train", indices=idx)
     print(json.dumps({"examples": args.child, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -97,6 +104,8 @@ def main() -> None:
     parser.add_argument("--naive-units", type=int, default=4)
     parser.add_argument("--engine-units-per-layer", type=int, default=1, help="0 = every unit")
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--timing-fraction", type=int, default=4,
+                        help="prefix and floor passes are timed on 1/N of the examples and scaled (default 4)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
@@ -129,23 +138,28 @@ def main() -> None:
             per_layer[u.layer].append(u)
 
     engine_seconds, floor_seconds, engine_counts = 0.0, 0.0, {}
+    timing_idx = idx[: max(1, len(idx) // args.timing_fraction)]
+    scale = len(idx) / len(timing_idx)
     for layer in layers:
         units = per_layer[layer.name]
-        t = time.perf_counter()
-        res = engine.scan(units, "zero", split, indices=idx)
-        dt = time.perf_counter() - t
+        t = time.process_time()
+        res = engine.scan(units, "zero", split, indices=idx, baseline=False)
+        dt = time.process_time() - t
         engine_counts.update({label: res.correct[i] for i, label in enumerate(res.labels)})
-        suffix = suffix_seconds(engine, layer.name, split, idx)
-        engine_seconds += dt / len(units) * layer.n_units
+        prefix = pass_seconds(engine, layer.name, split, timing_idx, floor=False) * scale
+        suffix = pass_seconds(engine, layer.name, split, timing_idx, floor=True) * scale
+        per_variant = max(dt - prefix, 0.0) / len(units)
+        layer_seconds = dt if len(units) == layer.n_units else prefix + per_variant * layer.n_units
+        engine_seconds += layer_seconds
         floor_seconds += suffix * layer.n_units
-        print(f"  {layer.name:24s} {layer.n_units:4d} units: engine {dt / len(units):7.3f} s/unit "
-              f"(measured on {len(units)}), suffix floor {suffix:7.3f} s/unit", flush=True)
+        print(f"  {layer.name:24s} {layer.n_units:4d} units: engine {layer_seconds / layer.n_units:7.3f} s/unit "
+              f"(scan of {len(units)} took {dt:.1f} s, prefix {prefix:.1f} s), floor {suffix:7.3f} s/unit", flush=True)
 
     naive_seconds = []
     for u in naive_units:
-        t = time.perf_counter()
+        t = time.process_time()
         counts = naive_counts(model, dataset, split, u, idx, args.batch_size)
-        naive_seconds.append(time.perf_counter() - t)
+        naive_seconds.append(time.process_time() - t)
         assert counts.tolist() == engine_counts[u.id].tolist(), (u.id, counts, engine_counts[u.id])
     naive_total = float(np.mean(naive_seconds)) * n_units
     print(f"correct counts identical for the {len(naive_units)} units both evaluated: "
@@ -153,7 +167,7 @@ def main() -> None:
     exact = args.engine_units_per_layer == 0
     print(f"naive loop : {np.mean(naive_seconds):.2f} s/unit on {len(naive_units)} random units -> "
           f"{naive_total / 3600:.2f} h for all {n_units} units (extrapolated), {n_units / naive_total:.3f} units/s")
-    print(f"engine     : {engine_seconds / 3600:.2f} h for all units ({'measured' if exact else 'extrapolated per layer'}),"
+    print(f"engine     : {engine_seconds / 3600:.2f} h for all units ({'measured' if exact else 'extrapolated per layer: prefix + units x per-variant time'}),"
           f" {n_units / engine_seconds:.3f} units/s")
     print(f"floor      : {floor_seconds / 3600:.2f} h (one suffix pass per unit); engine/floor = "
           f"{engine_seconds / floor_seconds:.2f}")

@@ -48,6 +48,10 @@ def test_planted_memorisers_rank_first_with_exact_shares(shapes):
     assert layers.loc["memory", "share"] == pytest.approx(0.5) and layers.loc["templates", "share"] == pytest.approx(0.5)
     assert result.curve.cumulative_share.iloc[-1] == pytest.approx(1.0)
     assert len(result.groups) == len(r) * shapes.n_groups
+    # per-unit verdicts: the memorisers are named as such, beyond the held-out-vs-held-out control
+    assert r.verdict[:2].tolist() == ["localised memorisation"] * 2
+    assert (r.majority_train_drop[:2] == 0).all()
+    assert result.summary["heldout_vs_heldout"]["units_beyond_control"] >= 2
 
 
 def test_symmetric_noise_is_not_called_concentrated():

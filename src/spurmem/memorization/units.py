@@ -71,7 +71,9 @@ def unit_memorization(
     units = list(units) if units is not None else enumerate_units(engine.model)
     train = engine.scan(units, intervention, "train", progress=progress, **params)
     held = engine.scan(units, intervention, heldout, progress=progress, **params)
-    return summarize_scans(train, held, dataset, null_draws=null_draws, seed=seed)
+    other = next((s for s in ("val", "test") if s in dataset.splits and s != heldout), None)
+    second = engine.scan(units, intervention, other, progress=progress, **params) if other else None
+    return summarize_scans(train, held, dataset, null_draws=null_draws, seed=seed, second_heldout=second)
 
 
 def _pooled(res: ScanResult, groups: list[int]) -> tuple[np.ndarray, float]:
@@ -80,8 +82,13 @@ def _pooled(res: ScanResult, groups: list[int]) -> tuple[np.ndarray, float]:
 
 
 def summarize_scans(train: ScanResult, held: ScanResult, dataset: GroupDataset, *, null_draws: int = 1000,
-                    seed: int = 0) -> UnitMemorization:
-    """The memorisation report from a training-split scan and a held-out scan of the same units."""
+                    seed: int = 0, second_heldout: ScanResult | None = None) -> UnitMemorization:
+    """The memorisation report from a training-split scan and a held-out scan of the same units.
+
+    With ``second_heldout`` (a scan of another held-out split), every unit also gets a *held-out vs
+    held-out* score (drop on that split minus drop on the held-out split): the same statistic where
+    no example was trained on. Its 95th percentile over units is the control that a unit's score
+    must exceed to count as beyond it in the per-unit verdicts."""
     if train.labels != held.labels:
         raise ValueError("the two scans must cover the same units in the same order")
     minority = dataset.minority_groups
@@ -97,6 +104,12 @@ def summarize_scans(train: ScanResult, held: ScanResult, dataset: GroupDataset, 
     })
     for g in minority:
         ranked[f"score_g{g}"] = train.drop[:, g] - held.drop[:, g]
+    control = None
+    if second_heldout is not None:
+        acc_2, base_2 = _pooled(second_heldout, minority)
+        ranked["heldout_vs_heldout_score"] = (base_2 - acc_2) - held_drop
+        control = float(np.percentile(np.abs(ranked.heldout_vs_heldout_score), 95))
+    _unit_verdicts(ranked, train, held, dataset, control)
     ranked = ranked.sort_values(["score", "train_drop"], ascending=False, kind="stable").reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
 
@@ -126,8 +139,45 @@ def summarize_scans(train: ScanResult, held: ScanResult, dataset: GroupDataset, 
         "score_definition": "drop in pooled minority-group train accuracy minus drop in held-out accuracy, "
                             "unit zeroed alone; shares are of the total positive score",
     }
+    top = ranked.head(max(1, int(np.ceil(0.10 * len(ranked)))))
+    summary["top_10pct_verdicts"] = top.verdict.value_counts().to_dict()
+    if second_heldout is not None:
+        null_score = ranked.heldout_vs_heldout_score.to_numpy()
+        summary["heldout_vs_heldout"] = {
+            "split": second_heldout.split, "control_95pct_abs_score": control,
+            "total_positive_score": float(np.clip(null_score, 0, None).sum()),
+            "units_beyond_control": int((ranked.score > control).sum()),
+            "meaning": "drop on one held-out split minus drop on the other: the score where nothing was "
+                       "trained on; a unit's score counts as beyond control above its 95th percentile (abs)",
+        }
     summary["statement"] = _statement(summary)
     return UnitMemorization(ranked=ranked, groups=groups, curve=curve, layers=layers, summary=summary)
+
+
+def _unit_verdicts(ranked: pd.DataFrame, train: ScanResult, held: ScanResult, dataset: GroupDataset,
+                   control: float | None) -> None:
+    """Per unit, the verdict (``probes.verdicts.classify``) for the minority group it hurts most on
+    the training split, with that group's same-class majority's training drop; the pooled score
+    alone cannot tell class collapse (the class's majority falls too) from memorisation."""
+    from spurmem.probes.verdicts import classify
+
+    minority = dataset.minority_groups
+    labels, groups, majority_drops, shares = [], [], [], []
+    for i in range(len(ranked)):
+        g = max(minority, key=lambda m: train.drop[i, m])
+        maj = dataset.same_class_majority(g)
+        beyond = None if control is None else bool(train.drop[i, g] - held.drop[i, g] > control)
+        v = classify(train.base_accuracy[g], train.accuracy[i, g], held.base_accuracy[g], held.accuracy[i, g],
+                     train.base_accuracy[maj], train.accuracy[i, maj], beyond_control=beyond)
+        labels.append(v.label)
+        groups.append(g)
+        majority_drops.append(train.drop[i, maj])
+        shares.append((v.statistics["train_share"], v.statistics["heldout_share"]))
+    ranked["verdict"] = labels
+    ranked["verdict_group"] = groups
+    ranked["majority_train_drop"] = majority_drops
+    ranked["train_share_lost"] = [a for a, _ in shares]
+    ranked["heldout_share_lost"] = [b for _, b in shares]
 
 
 def top_share(score: np.ndarray, fraction: float) -> float:
@@ -216,4 +266,7 @@ def _statement(summary: dict[str, Any]) -> str:
                      f"[{ref['null_lo']:.0%}, {ref['null_hi']:.0%}], p={ref['p_value']:.3f})")
     verdict = ("memorisation is concentrated in few units, beyond the random expectation" if concentrated
                else "memorisation is NOT concentrated beyond the random expectation")
+    counts = summary.get("top_10pct_verdicts")
+    if counts:
+        parts.append("per-unit verdicts of the top 10%: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return f"{verdict}: " + "; ".join(parts)
