@@ -10,7 +10,8 @@ finished settings at the end.
 
 Row columns (one row per setting x repeat x split x group): the setting (``setting`` label,
 ``setting_id``, scorer, k or fraction, intervention, sigma, score_split, selected_from, per_layer,
-normalise, repeat, selection_seed, intervention_seed, units edited), the ``split``, the ``group``
+normalise, repeat, selection_seed, intervention_seed, units edited, ``seconds`` it took to edit and
+evaluate), the ``split``, the ``group``
 (name, minority flag, same-class majority, count), ``acc_before``, ``acc_after``, ``drop`` (before
 minus after: positive means worse), ``margin_before``/``margin_after``/``margin_change`` (mean logit
 margin of the true class), ``pred_before_c``/``pred_after_c`` (predicted-class histogram) and, for
@@ -134,6 +135,7 @@ def run_probe(
         for setting, sid in pending:
             target = _select(setting, config, score_ctx, layers, rankings)
             edit = (_signature(target), setting.intervention, setting.sigma, setting.intervention_seed)
+            tick = time.perf_counter()
             if edit not in evaluated:
                 with intervene(work, target, setting.intervention, sigma=setting.sigma,
                                seed=setting.intervention_seed or 0, source=rewind_source, means=means,
@@ -141,7 +143,7 @@ def run_probe(
                     evaluated[edit] = {s: group_table(predict(edited, dataset, s, config.batch_size, device),
                                                       dataset) for s in config.eval_splits}
             after = evaluated[edit]
-            text = _rows(setting, sid, target, before, after, dataset).to_csv(index=False)
+            text = _rows(setting, sid, target, before, after, dataset, time.perf_counter() - tick).to_csv(index=False)
             if out is not None:
                 write_text_atomic(out / SETTINGS_DIR / f"{sid}.csv", text)
             parts.append(_read_part(io.StringIO(text)))  # fresh and resumed rows get identical types
@@ -190,14 +192,15 @@ def _signature(target) -> tuple:
     return ("units", tuple(sorted(u.id for u in target)))
 
 
-def _rows(setting: Setting, sid: str, target, before, after, dataset: GroupDataset) -> pd.DataFrame:
+def _rows(setting: Setting, sid: str, target, before, after, dataset: GroupDataset, seconds: float) -> pd.DataFrame:
     if isinstance(target, WeightSelection):
         units = f"{target.count} weights in {len(target.units())} units"
         n_units = len(target.units())
     else:
         units = ";".join(u.id for u in target)
         n_units = len(target)
-    head = {"setting": setting.label, "setting_id": sid, **asdict(setting), "n_units": n_units, "units": units}
+    head = {"setting": setting.label, "setting_id": sid, **asdict(setting), "n_units": n_units, "units": units,
+            "seconds": round(seconds, 4)}
     frames = []
     n_classes = dataset.n_classes
     for split in after:

@@ -45,6 +45,8 @@ class ProbeSummary:
     matrix: pd.DataFrame
     verdicts: pd.DataFrame
     claims: list[ClaimVerdict] = field(default_factory=list)
+    n_settings: int = 0
+    compute_seconds: float = 0.0  # edit + evaluation time summed over settings (resumed ones included)
 
 
 def _ci95(std: float, n: int) -> float:
@@ -103,7 +105,9 @@ def summarise(rows: pd.DataFrame, dataset: GroupDataset, config) -> ProbeSummary
          "selected_from", "group", "drop_mean", "margin_change"]].reset_index(drop=True)
     verdicts = _verdicts(summary, control, dataset, config)
     claims = _claims(control, matrix, verdicts, dataset, t)
-    return ProbeSummary(before, summary, control, matrix, verdicts, claims)
+    per_setting = rows.drop_duplicates("setting_id")
+    seconds = float(per_setting["seconds"].sum()) if "seconds" in per_setting else float("nan")
+    return ProbeSummary(before, summary, control, matrix, verdicts, claims, len(per_setting), seconds)
 
 
 def _control(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +210,7 @@ def write_summary(out: Path, s: ProbeSummary, config, *, skipped: list[str], sec
         "claims": [c.to_dict() for c in s.claims],
         "setting_verdict_counts": {label: int(counts.get(label, 0)) for label in LABELS},
         "thresholds": config.thresholds.model_dump(), "heldout_split": config.heldout_split,
-        "seconds": seconds, "settings_computed": n_computed, "settings_resumed": n_resumed, "skipped": skipped,
+        "seconds": seconds, "compute_seconds": s.compute_seconds, "settings_computed": n_computed, "settings_resumed": n_resumed, "skipped": skipped,
     })
     write_text_atomic(out / "summary.md", markdown(s, config, seconds=seconds, skipped=skipped))
 
@@ -215,8 +219,9 @@ def markdown(s: ProbeSummary, config, *, seconds: float | None = None, skipped: 
     """A readable report of the probe (the CSV files hold every number)."""
     lines = [f"# Probe `{config.name}`", ""]
     if seconds is not None:
-        lines += [f"Grid time: {seconds:.1f} s. Held-out split for verdicts: `{config.heldout_split}`. "
-                  f"Drops are accuracy before minus after (positive = worse); random repeats: {config.repeats}.", ""]
+        lines += [f"{s.n_settings} settings; edit + evaluation time summed over settings: {s.compute_seconds:.1f} s "
+                  f"(this call: {seconds:.1f} s). Held-out split for verdicts: `{config.heldout_split}`. Drops are "
+                  f"accuracy before minus after (positive = worse); random repeats: {config.repeats}.", ""]
     lines += ["## Claims", ""]
     for c in s.claims:
         lines.append(f"- **{c.claim}: {'supported' if c.supported else 'not supported'}** — {c.statistic}")
