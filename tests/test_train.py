@@ -257,3 +257,19 @@ def test_channels_last_matches_the_default_layout(tmp_path, shapes):
     differ = torch.cat([(wa[k] - wb[k]).flatten() for k in params]).norm()
     assert differ < 0.02 * moved  # the same training up to float rounding (amplified a little by Adam)
     assert a.row(1)["val/average"] == pytest.approx(b.row(1)["val/average"], abs=0.02)
+
+
+def test_prefetch_keeps_order_and_reraises():
+    from spurmem.train.prefetch import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch"):
+        for item in prefetch(failing(), depth=2):
+            got.append(item)
+    assert got == [1]
