@@ -118,14 +118,15 @@ class Planted(nn.Module):
 
 def class_decision_model() -> Planted:
     """Unit 0 (largest norm) carries the class: h0 = 8 x0 in {0, 8}, d = h0 / 2 - 2 (+-0.5 from a).
-    Zeroing it sends every example to class 0: class 1's minority *and* majority fall."""
-    return Planted([([8, 0, 0, 0, 0], 0.0, 0.5), ([0, 0, 1, 0, 0], 0.0, 1.0)], head_bias=-2.5)
+    Zeroing it sends every example to class 0: class 1's minority *and* majority fall. Inert filler units
+    (here and below) make k random units rarely hit the planted ones, so the random control stays quiet."""
+    return Planted([([8, 0, 0, 0, 0], 0.0, 0.5), ([0, 0, 1, 0, 0], 0.0, 1.0)], n_filler=60, head_bias=-2.5)
 
 
 def group_feature_model() -> Planted:
     """Unit 0 (largest norm) is the core feature, h0 = 10 (x0 - x1), d = 0.2 h0 + (2a - 1): all correct.
     At its training mean (0) predictions follow the attribute: both minority groups fail on every split."""
-    return Planted([([10, -10, 0, 0, 0], 0.0, 0.2), ([0, 0, 2, 0, 0], -1.0, 1.0)])
+    return Planted([([10, -10, 0, 0, 0], 0.0, 0.2), ([0, 0, 2, 0, 0], -1.0, 1.0)], n_filler=60)
 
 
 def redundant_model() -> Planted:

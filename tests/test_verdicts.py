@@ -8,7 +8,8 @@ from probe_models import (
 )
 from spurmem.probes import probe
 from spurmem.probes.verdicts import (
-    CLASS_COLLAPSE, GROUP_FEATURE, INCONCLUSIVE, LOCALISED, NO_EFFECT, Thresholds, classify, control_position,
+    CLASS_COLLAPSE, GROUP_FEATURE, INCONCLUSIVE, LOCALISED, NO_EFFECT, WITHIN_CONTROL, Thresholds, classify,
+    control_position,
     sensitivity_claim, specificity_claim,
 )
 
@@ -22,9 +23,19 @@ def test_classify_localised_memorisation_on_a_constructed_case():
     assert v.statistics["specificity"] == pytest.approx(0.59)
 
 
-def test_classify_needs_the_random_control_for_memorisation():
-    assert classify(1.0, 0.4, 0.5, 0.48, 1.0, 0.99, beyond_control=False).label == NO_EFFECT
+def test_classify_needs_the_random_control():
+    assert classify(1.0, 0.4, 0.5, 0.48, 1.0, 0.99, beyond_control=False).label == WITHIN_CONTROL
     assert classify(1.0, 0.4, 0.5, 0.48, 1.0, 0.99, beyond_control=None).label == INCONCLUSIVE
+    # collapse and feature are named without a control, but not when random units do as much
+    assert classify(1.0, 0.0, 0.5, 0.0, 1.0, 0.0, beyond_control=None).label == CLASS_COLLAPSE
+    assert classify(1.0, 0.0, 0.5, 0.0, 1.0, 0.0, beyond_control=False).label == WITHIN_CONTROL
+
+
+def test_a_heldout_gain_is_not_memorisation():
+    # train falls 19%, held-out rises from 0.43 to 0.69: predictions shifted towards g's class
+    v = classify(1.0, 0.81, 0.432, 0.692, 1.0, 0.996, beyond_control=True)
+    assert v.label == INCONCLUSIVE and "rose" in v.reason
+    assert classify(1.0, 0.5, 0.432, 0.45, 1.0, 0.996, beyond_control=True).label == LOCALISED
 
 
 def test_classify_each_outcome_at_its_threshold():

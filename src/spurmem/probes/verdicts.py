@@ -8,8 +8,10 @@ those accuracies, so the probe runner and the localisation search share it.
 Outcomes, in the order they are tested:
 
 ``no effect``
-    g lost less than ``min_effect`` of its training accuracy, or the drop has the shape of
-    memorisation but is not beyond the random control.
+    g lost less than ``min_effect`` of its training accuracy.
+``within random control``
+    g lost more, but k random units do as much (the drop is not beyond the random control with the
+    same k and intervention): the effect says nothing about these units.
 ``class collapse``
     the same-class majority lost at least ``collapse_ratio`` (0.25) times g's share: the units carry
     the class, not the group.
@@ -17,11 +19,12 @@ Outcomes, in the order they are tested:
     g's held-out accuracy fell by a share at least ``feature_ratio`` (0.9) times its training share:
     the units carry the group's decision rule.
 ``localised memorisation``
-    g's training share is at least ``memorisation_ratio`` times its held-out share, the majority is
-    spared (previous tests), and the drop is beyond the random control with the same k.
+    g's training share is at least ``memorisation_ratio`` times the size of its held-out share (a
+    held-out *gain* counts too: it means the edit shifted predictions, not that it removed memorised
+    examples), the majority is spared and the drop is beyond the random control.
 ``inconclusive``
     in between (held-out share between 1/memorisation_ratio and feature_ratio of the training
-    share), or memorisation-shaped without a random control to compare with.
+    share, or a large held-out gain), or memorisation-shaped without a random control to compare with.
 
 Beside accuracies, every verdict carries the change in mean logit margin of g and of its majority:
 minority examples sit near half the majority's margin, so they flip first under any perturbation.
@@ -37,11 +40,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 NO_EFFECT = "no effect"
+WITHIN_CONTROL = "within random control"
 CLASS_COLLAPSE = "class collapse"
 GROUP_FEATURE = "group feature, not memorisation"
 LOCALISED = "localised memorisation"
 INCONCLUSIVE = "inconclusive"
-LABELS = (NO_EFFECT, CLASS_COLLAPSE, GROUP_FEATURE, LOCALISED, INCONCLUSIVE)
+LABELS = (NO_EFFECT, WITHIN_CONTROL, CLASS_COLLAPSE, GROUP_FEATURE, LOCALISED, INCONCLUSIVE)
 
 
 class Thresholds(BaseModel):
@@ -143,21 +147,24 @@ def classify(
     }
     if train_share < t.min_effect:
         return Verdict(NO_EFFECT, f"g lost {train_share:.0%} of its train accuracy (< {t.min_effect:.0%})", stats)
+    if beyond_control is False:
+        return Verdict(WITHIN_CONTROL, f"g lost {train_share:.0%} of its train accuracy, but random units "
+                       "with the same k and intervention do as much", stats)
     if majority_share >= t.collapse_ratio * train_share:
         return Verdict(CLASS_COLLAPSE, f"same-class majority lost {majority_share:.0%} of its train accuracy, "
                        f"g {train_share:.0%} (ratio >= {t.collapse_ratio})", stats)
     if heldout_share >= t.feature_ratio * train_share:
         return Verdict(GROUP_FEATURE, f"held-out share lost {heldout_share:.0%} >= {t.feature_ratio} x "
                        f"train share {train_share:.0%}", stats)
-    if train_share >= t.memorisation_ratio * max(heldout_share, 0.0):
+    if train_share >= t.memorisation_ratio * abs(heldout_share):
         if beyond_control is None:
             return Verdict(INCONCLUSIVE, "memorisation-shaped (train share "
                            f"{train_share:.0%}, held-out {heldout_share:.0%}) but no random control to compare", stats)
-        if not beyond_control:
-            return Verdict(NO_EFFECT, f"memorisation-shaped (train share {train_share:.0%}, held-out "
-                           f"{heldout_share:.0%}) but within the random control's distribution", stats)
         return Verdict(LOCALISED, f"train share {train_share:.0%} >= {t.memorisation_ratio} x held-out share "
                        f"{heldout_share:.0%}, majority spared ({majority_share:.0%}), beyond the random control", stats)
+    if heldout_share < 0:
+        return Verdict(INCONCLUSIVE, f"train share lost {train_share:.0%} while held-out accuracy rose by "
+                       f"{-heldout_share:.0%} of itself: the edit shifted predictions", stats)
     return Verdict(INCONCLUSIVE, f"held-out share {heldout_share:.0%} lies between the feature and memorisation "
                    f"thresholds for train share {train_share:.0%}", stats)
 
