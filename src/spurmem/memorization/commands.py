@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--null-draws", type=int, default=1000, help="sign-flip null draws (default 1000)")
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--device", default="auto")
+    u.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     u.set_defaults(func=_units)
 
     e = actions.add_parser(
@@ -76,7 +77,15 @@ def _epoch(text: str):
     return int(text) if str(text).isdigit() else text
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _units(args: argparse.Namespace) -> int:
+    _set_threads(args)
     from spurmem.memorization.units import unit_memorization
     from spurmem.record import record_command, write_json_atomic, write_text_atomic
     from spurmem.train import load_run

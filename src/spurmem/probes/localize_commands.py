@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the control's random subset")
     p.add_argument("--out", default=None, help="output folder name under RUN_DIR/localize/ (default: group-G[-unconstrained])")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; on a busy machine 1 is often fastest)")
 
 
 def _group_index(text: str, names: list[str]) -> int:
@@ -56,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from spurmem.record import record_command, write_json_atomic, write_text_atomic
     from spurmem.train import load_run
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not args.run_dir.is_dir():
         raise FileNotFoundError(f"run directory {args.run_dir} does not exist")
     epoch = int(args.epoch) if str(args.epoch).isdigit() else args.epoch
