@@ -265,6 +265,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, progress: bool 
                 continue
             with rec.timed(stage.name):
                 note = stage.run(demo) or ""
-            results.append(StageResult(stage.name, "ran", time.perf_counter() - t0, note))
+            seconds = time.perf_counter() - t0
+            console.print(f"    done in {seconds:.0f} s (total {time.perf_counter() - t_all:.0f} s)")
+            results.append(StageResult(stage.name, "ran", seconds, note))
         rec.outputs.append(str(demo.report_path))
     return DemoResult(report_path=demo.report_path, report=demo.report, stages=results, seconds=time.perf_counter() - t_all)
