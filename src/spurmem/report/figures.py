@@ -343,7 +343,9 @@ def plot_algorithm_comparison(comparison: pd.DataFrame, prov: Provenance) -> Rep
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     n = comparison["n_seeds"].max() if "n_seeds" in comparison else None
-    what = f"Algorithms compared; bar = mean, error bar = sd over {n if n is not None else 'the'} seeds."
+    spread = ("one seed, so no error bars" if n == 1 else
+              f"error bar = sd over {int(n)} seeds" if n is not None else "error bar = sd over seeds")
+    what = f"Algorithms compared; bar = mean, {spread}."
     return _render(fig, "algorithm_comparison", "Algorithm comparison", what, prov)
 
 
