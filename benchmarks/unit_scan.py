@@ -73,9 +73,9 @@ def naive_counts(model, dataset, split, unit, idx, batch_size):
 def pass_seconds(engine: ScanEngine, layer: str, split, idx, floor: bool) -> float:
     """Seconds of one pass over ``idx``: with ``floor``, of the network after the layer's output (the
     whole suffix, clean values, no one-channel correction); else of the engine's own prefix."""
-    from spurmem.probes.scan import _FxSite
+    from spurmem.probes.scan_graph import FxSite
 
-    runner = _FxSite(engine.graph, layer, layer, use_chain=False) if floor else engine._site(layer, layer)
+    runner = FxSite(engine.graph, layer, layer, use_chain=False) if floor else engine._site(layer, layer)
     total = 0.0
     with torch.no_grad():
         for batch, _ in engine._batches(engine.dataset[split], torch.as_tensor(idx)):
