@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import textwrap
 from pathlib import Path
 
 # Sub-actions of ``spurmem probe``: name -> module with add_arguments(parser) and run(args) -> int.
@@ -37,11 +38,12 @@ def grid_parser(prog: str = "spurmem probe") -> argparse.ArgumentParser:
     )
     p = argparse.ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Rank units with each scorer, edit the top k with each intervention (reversibly, on a copy), "
-                    "and evaluate every group before and after on every split; random scorers and random "
-                    "interventions are repeated with recorded seeds, and every setting is set against the "
-                    "random control with the same k. The summary names what each setting did (class collapse, "
-                    "group feature, localised memorisation, no effect) and answers the claims of SPEC 5.1-5.2.",
+        description=textwrap.fill(
+            "Rank units with each scorer, edit the top k with each intervention (reversibly, on a copy), and "
+            "evaluate every group before and after on every split; random scorers and random interventions are "
+            "repeated with recorded seeds, and every setting is set against the random control with the same k. "
+            "The summary names what each setting did (no effect, within random control, class collapse, group "
+            "feature, localised memorisation, inconclusive) and answers the claims of SPEC 5.1-5.2.", 100),
         epilog=f"config keys (ProbeConfig; YAML file or KEY=VALUE):\n{keys}\n\n{EXAMPLES}",
     )
     p.add_argument("run_dir", type=Path, help="a run directory written by `spurmem train`")
