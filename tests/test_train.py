@@ -235,6 +235,12 @@ def test_config_errors_caught_before_training(tmp_path, shapes):
         train(shapes_config(eval_splits=["train"]), run_dir=tmp_path / "b", progress=False, dataset=shapes)
     with pytest.raises(ConfigError, match="unknown augmentation"):
         train(shapes_config(augment="no-such-augmentation"), run_dir=tmp_path / "c", progress=False, dataset=shapes)
+    assert not any((tmp_path / d).exists() for d in "abc")  # rejected before the run directory is made
+    train(shapes_config(epochs=1), run_dir=tmp_path / "kept", progress=False, dataset=shapes)
+    with pytest.raises(ConfigError, match="did you mean 'erm'"):
+        train(shapes_config(epochs=1, algorithm="ermm"), run_dir=tmp_path / "kept", overwrite=True, progress=False,
+              dataset=shapes)
+    assert list_epochs(tmp_path / "kept") == [0, 1]  # --overwrite with a bad config deletes nothing
 
 
 def test_augmentation_is_used_and_reproducible(tmp_path, shapes):

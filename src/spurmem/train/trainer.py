@@ -71,6 +71,7 @@ def train(
     a complete run is returned as it is) or ``overwrite`` (delete it and start over).
     """
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
+    _check_config(config)  # before touching the run directory (--overwrite deletes it)
     start = _prepare_run_dir(run_dir, config, resume, overwrite)
     if start is not None and read_info(run_dir).get("status") == "complete":
         return _finished_result(run_dir, config)
@@ -94,14 +95,6 @@ class _Loop:
         self.config, self.run_dir, self.dataset = config, run_dir, dataset
         self.device = resolve_device(config.device)
         self.hash = config_hash(config, HASH_EXCLUDE)
-        if config.algorithm not in ALGORITHMS:
-            from spurmem.config import nearest_key
-
-            near = nearest_key(config.algorithm, ALGORITHMS)
-            raise ConfigError(f"unknown algorithm {config.algorithm!r}" + (f"; did you mean {near!r}?" if near else "")
-                              + f" Known: {', '.join(ALGORITHMS)}")
-        if config.selection != "last" and "val" not in config.eval_splits:
-            raise ConfigError(f"selection={config.selection!r} needs 'val' in eval_splits (got {config.eval_splits})")
         missing = [s for s in config.eval_splits if s not in dataset.splits]
         if missing:
             raise ConfigError(f"eval_splits {missing} are not splits of {dataset.name!r} ({sorted(dataset.splits)})")
@@ -328,6 +321,20 @@ class _Loop:
             "started": previous.get("started", utc_now()), "finished": None,
             "resumed_from": [*previous.get("resumed_from", []), start] if start is not None else [],
         }
+
+
+def _check_config(config: TrainConfig) -> None:
+    """Checks that need no data: the algorithm exists, selection has its split, augmentation exists."""
+    from spurmem.config import nearest_key
+    from spurmem.train.algorithms import ALGORITHMS
+
+    if config.algorithm not in ALGORITHMS:
+        near = nearest_key(config.algorithm, ALGORITHMS)
+        raise ConfigError(f"unknown algorithm {config.algorithm!r}" + (f"; did you mean {near!r}?" if near else "")
+                          + f" Known: {', '.join(ALGORITHMS)}")
+    if config.selection != "last" and "val" not in config.eval_splits:
+        raise ConfigError(f"selection={config.selection!r} needs 'val' in eval_splits (got {config.eval_splits})")
+    _resolve_augment(config.augment, config.augment_params)
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> int | None:
