@@ -107,7 +107,10 @@ def test_interrupted_grid_resumes_without_recomputing(small, trained, shapes, tm
     pd.testing.assert_frame_equal(resumed.rows.drop(columns="seconds"), full.drop(columns="seconds"))
     for name in ("rows.csv", "summary.csv", "control.csv", "matrix.csv", "verdicts.csv", "summary.md"):
         assert (tmp_path / "p" / name).stat().st_size > 0
-    claims = json.loads((tmp_path / "p" / "verdicts.json").read_text())["claims"]
+    def strict(constant):
+        raise AssertionError(f"verdicts.json holds {constant}, which is not JSON")
+
+    claims = json.loads((tmp_path / "p" / "verdicts.json").read_text(), parse_constant=strict)["claims"]
     assert {c["verdict"] for c in claims} <= {"supported", "not supported"}
     # a grown grid reuses every finished setting
     monkeypatch.setattr(runner_module, "_rows", failing)  # counts the settings computed from here on

@@ -206,13 +206,28 @@ def write_summary(out: Path, s: ProbeSummary, config, *, skipped: list[str], sec
                         ("matrix", s.matrix), ("verdicts", s.verdicts)):
         write_text_atomic(out / f"{name}.csv", table.to_csv(index=False))
     counts = s.verdicts["verdict"].value_counts().to_dict() if len(s.verdicts) else {}
-    write_json_atomic(out / "verdicts.json", {
+    write_json_atomic(out / "verdicts.json", _json_safe({
         "claims": [c.to_dict() for c in s.claims],
         "setting_verdict_counts": {label: int(counts.get(label, 0)) for label in LABELS},
         "thresholds": config.thresholds.model_dump(), "heldout_split": config.heldout_split,
-        "seconds": seconds, "compute_seconds": s.compute_seconds, "settings_computed": n_computed, "settings_resumed": n_resumed, "skipped": skipped,
-    })
+        "seconds": seconds, "compute_seconds": s.compute_seconds, "settings_computed": n_computed,
+        "settings_resumed": n_resumed, "skipped": skipped,
+    }))
     write_text_atomic(out / "summary.md", markdown(s, config, seconds=seconds, skipped=skipped))
+
+
+def _json_safe(obj):
+    """Strict JSON: infinite or undefined numbers (a z-score against a zero-spread control) become
+    the strings "inf", "-inf" and "nan"."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        return str(float(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def markdown(s: ProbeSummary, config, *, seconds: float | None = None, skipped: list[str] = ()) -> str:
