@@ -37,7 +37,10 @@ from spurmem.train.selection import Selection, select_epoch
 
 @dataclass
 class TrainResult:
-    """What a finished ``train`` call produced; everything is also on disk in ``run_dir``."""
+    """What a finished ``train`` call produced; everything is also on disk in ``run_dir``.
+
+    ``model`` holds the weights of the *last* epoch; ``load_run(run_dir)`` gives the selected one.
+    """
 
     run_dir: Path
     config: TrainConfig
