@@ -59,7 +59,7 @@ def _render(fig: Figure, name: str, title: str, what: str, prov: Provenance) -> 
     FigureCanvasAgg(fig)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # keeps legends placed outside the axes
     return ReportFigure(name=name, title=title, caption=f"{what} {prov.text()}", png=buf.getvalue())
 
 
@@ -221,7 +221,8 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
     if not control.empty and scorers != [RANDOM_CONTROL]:
         handles += [Line2D([], [], color="k", ls="-", marker="o", ms=3), Line2D([], [], color="k", ls="--")]
         labels += ["scorer's top-k units", "k random units (control)"]
-    axes[0].legend(handles, labels, fontsize=7)
+    fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(labels)),
+               frameon=False)
     what = (
         "Drop in each group's accuracy (original minus modified) after modifying the top-k units of each "
         "scorer; solid = scorer, dashed = random units (control); bands = 95% CI over repeats."
@@ -328,7 +329,7 @@ def plot_algorithm_comparison(comparison: pd.DataFrame, prov: Provenance) -> Rep
     _require(comparison, ["algorithm", "metric", "mean", "std"], "algorithm comparison")
     algorithms = list(dict.fromkeys(comparison["algorithm"]))
     metrics = list(dict.fromkeys(comparison["metric"]))
-    fig = Figure(figsize=(max(5.0, 1.1 * len(algorithms) * len(metrics) + 2), 3.6))
+    fig = Figure(figsize=(min(9.5, max(5.0, 0.75 * len(algorithms) * len(metrics) + 2.5)), 3.8))
     ax = fig.subplots()
     width = 0.8 / len(metrics)
     for m_i, metric in enumerate(metrics):

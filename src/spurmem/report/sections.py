@@ -169,6 +169,19 @@ def comparison_table(cmp: inputs.Comparison) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def comparison_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison for reading: each metric as ``mean ± sd`` in percent."""
+    out = table[["algorithm", "seeds"]].copy()
+    for col in [c for c in table.columns if c.endswith(" mean")]:
+        label = col[: -len(" mean")]
+        sd = table.get(f"{label} sd")
+        out[f"{label} (%)"] = [
+            "" if pd.isna(m) else f"{100 * m:.1f}" + ("" if sd is None or pd.isna(d) else f" ± {100 * d:.1f}")
+            for m, d in zip(table[col], sd if sd is not None else [None] * len(table))
+        ]
+    return out
+
+
 def comparison_section(paths: list[str | Path], runs: list[Run]) -> Section:
     section = Section(
         "Algorithm comparison",
@@ -190,11 +203,12 @@ def comparison_section(paths: list[str | Path], runs: list[Run]) -> Section:
         if not headline.empty:
             fig = plot_algorithm_comparison(headline, prov)
             section.figures.append(replace(fig, name=fig.name + suffix))
+        wide = comparison_table(cmp)
         section.tables.append(ReportTable(
             "comparison" + suffix, "Algorithm comparison" + (f" ({cmp.path.name})" if suffix else ""),
             f"Mean and sample sd over seeds {cmp.seeds} at each run's selected epoch ({rule_text(cmp.selection_rule)}); "
             "gap g = train - test accuracy of group g. From " + str(cmp.path / inputs.COMPARISON_FILE) + ".",
-            comparison_table(cmp), digits=3))
+            wide, display=comparison_display(wide)))
         section.tables.append(ReportTable(
             "comparison_per_run" + suffix, "Comparison: every run", "One row per algorithm x seed, metrics at the "
             "run's selected epoch.", cmp.per_run))
