@@ -86,8 +86,9 @@ def _compare(args: argparse.Namespace) -> int:
     config = load_config(CompareConfig, args.config, args.overrides)
     if args.dry_run:
         result = run_compare(config, progress=False, log=lambda _: None, dry_run=True)
+        width = max(len(r.algorithm) for r in result.runs)
         for r in result.runs:
-            print(f"{r.algorithm:<13} seed {r.seed}  epochs {r.config.epochs:>3}  "
+            print(f"{r.algorithm:<{width}}  seed {r.seed}  epochs {r.config.epochs:>3}  "
                   f"{run_status(r.run_dir):<8} {r.run_dir}")
         return 0
     result = run_compare(config, progress=not args.no_progress, log=lambda msg: print(f"[compare] {msg}", flush=True))
