@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "first), which examples flip first when the top-k units are zeroed together.",
         epilog="outputs (RUN_DIR/memorization/): examples.csv, examples_groups.csv, examples_flips.csv, "
                "examples_summary.json; the half-data runs under halves/ (reused on resume)\n\n"
-               "example:\n  spurmem memorization examples runs/erm-fashion-waterbirds --models 8 epochs=15")
+               "example (overrides before options):\n  spurmem memorization examples runs/erm-fashion-waterbirds epochs=15 --models 8")
     e.add_argument("run_dir", type=Path)
     e.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training-config overrides for the half models")
     e.add_argument("--models", type=int, default=8, help="number of half-data models, even (default 8)")
