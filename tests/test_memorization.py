@@ -137,3 +137,15 @@ def test_cli_units_gap_and_localize(runs, capsys):
     traj = pd.read_csv(run / "localize" / "group-1" / "trajectory.csv")
     assert set(traj.split) == {"train", "val", "test"}
     assert "verdict" in capsys.readouterr().out
+
+
+def test_flips_vs_memorization_reads_the_order():
+    from spurmem.memorization.examples import flips_vs_memorization
+
+    flips = pd.DataFrame({"index": range(6), "group": [1, 1, 1, 0, 0, 0], "correct_before": [True] * 5 + [False],
+                          "first_flip_k": [1.0, 2.0, np.nan, np.nan, 3.0, 1.0]})
+    examples = pd.DataFrame({"index": range(6), "mem": [0.9, 0.5, 0.0, 0.0, 0.2, 1.0]})
+    out = flips_vs_memorization(flips, examples)
+    assert out["all"]["examples"] == 5 and out["all"]["flipped"] == 3  # the example wrong before is left out
+    assert out["g1"]["mem_flipped"] == pytest.approx(0.7) and out["g1"]["mem_not_flipped"] == 0.0
+    assert out["g1"]["spearman_mem_vs_early_flip"] == pytest.approx(1.0)  # earlier flip, higher score

@@ -156,12 +156,13 @@ def flips_vs_memorization(flips: pd.DataFrame, examples: pd.DataFrame) -> dict[s
     df = df[df.correct_before]
     out: dict[str, Any] = {}
     for key, part in [("all", df)] + [(f"g{g}", p) for g, p in df.groupby("group")]:
-        flips_k = part.first_flip_k.fillna(np.inf)
-        flipped = np.isfinite(flips_k)
-        rank = -flips_k.replace(np.inf, flips_k[flipped].max() + 1 if flipped.any() else 0)
-        rho = spearmanr(part.mem, rank).statistic if flipped.any() and (~flipped).any() else float("nan")
+        flips_k = part.first_flip_k
+        flipped = flips_k.notna()
+        rank = -flips_k.fillna(flips_k.max() + 1 if flipped.any() else 0)  # never flipped = last
+        rho = spearmanr(part.mem, rank).statistic if rank.nunique() > 1 and part.mem.nunique() > 1 else float("nan")
         out[key] = {"examples": int(len(part)), "flipped": int(flipped.sum()),
                     "mem_flipped": float(part.mem[flipped].mean()) if flipped.any() else float("nan"),
                     "mem_not_flipped": float(part.mem[~flipped].mean()) if (~flipped).any() else float("nan"),
+                    "first_flip_k_median": float(flips_k.median()) if flipped.any() else float("nan"),
                     "spearman_mem_vs_early_flip": float(rho)}
     return out
