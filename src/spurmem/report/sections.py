@@ -209,7 +209,11 @@ def comparison_section(paths: list[str | Path], runs: list[Run]) -> Section:
             f"Mean and sample sd over seeds {cmp.seeds} at each run's selected epoch ({rule_text(cmp.selection_rule)}); "
             "gap g = train - test accuracy of group g. From " + str(cmp.path / inputs.COMPARISON_FILE) + ".",
             wide, display=comparison_display(wide)))
+        first = ["algorithm", "seed", "selected_epoch", "selection_value", *inputs.METRIC_LABELS]
+        lead = [c for c in first if c in cmp.per_run]
+        order = lead + sorted(c for c in cmp.per_run if c not in lead and c != "run_dir") + \
+            (["run_dir"] if "run_dir" in cmp.per_run else [])
         section.tables.append(ReportTable(
             "comparison_per_run" + suffix, "Comparison: every run", "One row per algorithm x seed, metrics at the "
-            "run's selected epoch.", cmp.per_run))
+            "run's selected epoch (fractions); gap_g = train - test accuracy of group g.", cmp.per_run[order]))
     return section
