@@ -15,7 +15,12 @@ training examples and its validation accuracy). ``constrained=False`` drops both
 variant finds group features and looks like localisation, so its result is labelled as such.
 
 Every step evaluates every remaining candidate with :class:`~spurmem.probes.scan.ScanEngine`, on
-the target examples only; the constraints are then checked lazily, best candidate first.
+the target examples only; the constraints are then checked lazily, best candidate first. A
+constraint is checked batch by batch, its examples ordered by the unedited model's margin (the
+likeliest to flip first), and a candidate is rejected as soon as it has lost more examples than the
+constraint allows (the order changes when a candidate is rejected, never whether). The engine keeps
+the prefix outputs of these fixed example sets across steps, so a step only recomputes the layers
+at and after the units already ablated.
 """
 
 from __future__ import annotations
@@ -141,8 +146,8 @@ def localize(
     if len(target) == 0:
         raise ValueError(f"group {group} has no training examples")
     major_train = np.flatnonzero(train_g == majority)
-    constraints = [("train", major_train, f"train acc of majority group {majority}"),
-                   ("val", np.flatnonzero(val_g == group), f"val acc of group {group}")]
+    constraints = [("train", _likeliest_to_flip(engine, "train", major_train), f"train acc of majority group {majority}"),
+                   ("val", _likeliest_to_flip(engine, "val", np.flatnonzero(val_g == group)), f"val acc of group {group}")]
     search = _greedy(engine, units, intervention, params, f"group {group}", group, target,
                      constraints if constrained else [], epsilon, max_steps, progress)
     if not constrained:
@@ -154,8 +159,10 @@ def localize(
             raise ValueError("the same-class majority is not larger than the group: no random control possible")
         subset = np.sort(rng.choice(major_train, len(target), replace=False))
         rest = np.setdiff1d(major_train, subset)
-        ctrl_constraints = [("train", rest, f"train acc of the rest of majority group {majority}"),
-                            ("val", np.flatnonzero(val_g == majority), f"val acc of majority group {majority}")]
+        ctrl_constraints = [("train", _likeliest_to_flip(engine, "train", rest),
+                             f"train acc of the rest of majority group {majority}"),
+                            ("val", _likeliest_to_flip(engine, "val", np.flatnonzero(val_g == majority)),
+                             f"val acc of majority group {majority}")]
         ctrl = _greedy(engine, units, intervention, params, f"random {len(target)} of group {majority}", majority,
                        subset, ctrl_constraints if constrained else [], epsilon, max_steps, progress)
     result = LocalizeResult(group=group, group_name=dataset.group_names[group], majority=majority, search=search,
@@ -177,6 +184,11 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
         total = res.count.sum()
         return res.base_correct.sum() / total, res.correct.sum(axis=1) / total, res.loss_sum.sum(axis=1)
 
+    def counts(split, idx, base, cand):  # correct predictions per candidate
+        res = engine.scan(list(cand), intervention, split, base_units=base, indices=idx, baseline=False, **params)
+        return res.correct.sum(axis=1)
+
+
     start_acc = acc_of("train", target, [])[0]
     limits = [(split, idx, what, acc_of(split, idx, [])[0] - epsilon) for split, idx, what in constraints]
     trajectory = [_snapshot(engine, intervention, params, chosen, 0, None)]
@@ -196,7 +208,7 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
         t = time.perf_counter()
         _, accs, losses = acc_of("train", target, chosen, remaining)
         order = np.lexsort((-losses, accs))  # lowest accuracy first, then the largest loss
-        pick, checks = _first_admissible(remaining, order, chosen, limits, acc_of)
+        pick, checks = _first_admissible(remaining, order, chosen, limits, counts, engine.batch_size)
         seconds.append(time.perf_counter() - t)
         if pick is None:
             reason = "no admissible unit (every remaining unit breaks a constraint)"
@@ -219,12 +231,15 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
     )
 
 
-def _first_admissible(remaining, order, chosen, limits, acc_of, first_chunk: int = 2):
+def _first_admissible(remaining, order, chosen, limits, counts, slice_size: int, first_chunk: int = 2):
     """The best-ranked candidate that keeps every constrained accuracy above its limit.
 
     Candidates are checked in rank order, in chunks that double in size (few scans when the best
     ones fail); within a chunk the constraint with the fewest examples is checked first and the
-    others only on its survivors."""
+    others only on its survivors, the last (largest) one candidate by candidate, since the first
+    survivor that passes it is the pick. A constraint's examples are scanned one slice at a time and
+    a candidate is dropped once even a perfect rest could not lift it to the limit, so only
+    admissible candidates see every example."""
     if not limits:
         return int(order[0]), {}
     limits = sorted(limits, key=lambda lim: len(lim[1]))
@@ -232,10 +247,15 @@ def _first_admissible(remaining, order, chosen, limits, acc_of, first_chunk: int
     while lo < len(order):
         alive = [int(i) for i in order[lo:lo + chunk]]
         values: dict[str, dict[int, float]] = {}
-        for split, idx, what, floor in limits:
-            _, accs, _ = acc_of(split, idx, chosen, [remaining[i] for i in alive])
-            values[what] = dict(zip(alive, accs.tolist()))
-            alive = [i for i, a in zip(alive, accs) if a >= floor - 1e-12]
+        for j, (split, idx, what, floor) in enumerate(limits):
+            groups = [[i] for i in alive] if j == len(limits) - 1 else [alive]
+            values[what], alive = {}, []
+            for group in groups:
+                passed = _passing(counts, slice_size, split, idx, floor, chosen, remaining, group)
+                values[what].update(passed)
+                alive += list(passed)
+                if passed and j == len(limits) - 1:
+                    break
             if not alive:
                 break
         if alive:
@@ -243,6 +263,38 @@ def _first_admissible(remaining, order, chosen, limits, acc_of, first_chunk: int
             return best, {what: v[best] for what, v in values.items()}
         lo, chunk = lo + chunk, chunk * 2
     return None, {}
+
+
+def _passing(counts, slice_size, split, idx, floor, chosen, remaining, alive) -> dict[int, float]:
+    """``{candidate: accuracy}`` of the candidates in ``alive`` whose accuracy on ``idx`` stays at or
+    above ``floor``, scanned one slice at a time and dropped once they cannot make it."""
+    n, seen, correct = len(idx), 0, dict.fromkeys(alive, 0)
+    for lo in range(0, n, slice_size):
+        part = idx[lo:lo + slice_size]
+        for i, c in zip(alive, counts(split, part, chosen, [remaining[i] for i in alive]).tolist()):
+            correct[i] += c
+        seen += len(part)
+        alive = [i for i in alive if (correct[i] + n - seen) / n >= floor - 1e-12]
+        if not alive:
+            break
+    return {i: correct[i] / n for i in alive}
+
+
+def _likeliest_to_flip(engine: ScanEngine, split: str, idx: np.ndarray) -> np.ndarray:
+    """``idx`` ordered by the unedited model's logit margin, smallest first (a constraint's
+    examples in this order reject a harmful candidate after few slices)."""
+    from spurmem.metrics import predict
+
+    if len(idx) == 0:
+        return idx
+    with torch.no_grad():
+        pred = predict(engine.model, engine.dataset, split, engine.batch_size, engine.device,
+                       indices=torch.as_tensor(idx, dtype=torch.long))
+    logits = pred.logits.astype(np.float64)
+    rows = np.arange(len(idx))
+    true = logits[rows, pred.y]
+    logits[rows, pred.y] = -np.inf
+    return idx[np.argsort(true - logits.max(axis=1), kind="stable")]
 
 
 def _snapshot(engine: ScanEngine, intervention, params, chosen, step, unit) -> pd.DataFrame:

@@ -24,6 +24,7 @@ the site output (same results, no prefix saving).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -125,11 +126,16 @@ class ScanEngine:
     ``memory_mb`` the size of the stacked site outputs; both only trade speed for memory.
     ``channel_chain=False`` switches off the one-channel correction through the next conv/linear
     (then every variant runs the whole suffix from the site).
+
+    ``cache_mb`` bounds a cache of prefix outputs: the prefix of a layer's site is a function of the
+    examples and of the edits (``base_units``) made to the modules it runs, nothing else, so repeated
+    scans of the same examples (the search scans the same sets at every step) reuse it until an edit
+    upstream of the site changes. Oldest entries are dropped first; ``cache_mb=0`` turns it off.
     """
 
     def __init__(self, model: nn.Module, dataset: GroupDataset, *, batch_size: int = 256,
                  max_rows: int = 2048, memory_mb: float = 256.0, device: str | torch.device = "auto",
-                 channel_chain: bool = True) -> None:
+                 channel_chain: bool = True, cache_mb: float = 512.0) -> None:
         self.device = resolve_device(device)
         self.model = functional_copy(model).to(self.device)
         self.dataset = dataset
@@ -139,6 +145,9 @@ class ScanEngine:
         self.channel_chain = channel_chain
         self.graph = trace(self.model)
         self._sites: dict[tuple[str, str | None], FxSite | HookSite] = {}
+        self.cache_mb = cache_mb
+        self._prefix_cache: dict[tuple, tuple[list, int, dict]] = {}
+        self._base: tuple[list[Unit], Any, dict[str, Any]] = ([], None, {})
 
     @property
     def kind(self) -> str:
@@ -190,6 +199,7 @@ class ScanEngine:
         labels = [u.id for u in units] + ["+".join(u.id for u in s) for s in sets]
         layers = [u.layer for u in units] + ["+".join(dict.fromkeys(u.layer for u in s)) for s in sets]
         bar = _Progress(progress, total=len(units) + len(sets) + 1, what=f"scan {split} ({intervention})")
+        self._base = (base, spec, params)
         with ExitStack() as stack:
             if base:
                 stack.enter_context(intervene(self.model, base, intervention, inplace=True, **params))
@@ -200,7 +210,7 @@ class ScanEngine:
             row_of = {label: i for i, label in enumerate(labels[:len(units)])}
             for layer, indices_ in units_by_layer(units).items():
                 order = [Unit(layer, i) for i in indices_]
-                self._scan_layer(order, spec, params, data, idx, acc, [row_of[u.id] for u in order])
+                self._scan_layer(order, spec, params, split, data, idx, acc, [row_of[u.id] for u in order])
                 bar.advance(len(order))
             for j, s in enumerate(sets):
                 with intervene(self.model, s, intervention, inplace=True, **params):
@@ -226,7 +236,8 @@ class ScanEngine:
             yield batch, offset
             offset += len(batch.y)
 
-    def _scan_layer(self, units: list[Unit], spec, params, data, idx, acc: "_Accumulator", rows: list[int]) -> None:
+    def _scan_layer(self, units: list[Unit], spec, params, split: str, data, idx, acc: "_Accumulator",
+                    rows: list[int]) -> None:
         layer = units[0].layer
         weight_space = spec.space == "weight"
         site = layer if weight_space else output_site(self.model, layer)
@@ -238,8 +249,7 @@ class ScanEngine:
             values = _activation_values(units, spec.name, params)
         channels = [u.index for u in units]
         idx_channels = torch.as_tensor(channels, device=self.device)
-        for batch, offset in self._batches(data, idx):
-            pre = runner.run_prefix(batch.x.to(self.device))
+        for batch, offset, pre in self._prefixes(runner, site, layer if weight_space else None, split, data, idx):
             b = pre.site.shape[0]
             per_variant = pre.site.numel() * pre.site.element_size()
             k_max = max(1, min(self.max_rows // max(b, 1), int(self.memory_mb * 2**20 // max(per_variant, 1))))
@@ -255,6 +265,69 @@ class ScanEngine:
                         target.copy_(value) if isinstance(value, torch.Tensor) else target.fill_(value)
                 logits = runner.run_variants(pre, channels[lo:hi], slab, axis)
                 acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, b, -1), batch, offset)
+
+
+    def _prefixes(self, runner, site: str, layer: str | None, split: str, data, idx: torch.Tensor):
+        """``(labels, offset, prefix)`` per batch of ``idx``, from the cache when the same examples
+        were run through the same prefix under the same upstream edits."""
+        key = self._prefix_key(runner, site, layer, split, idx)
+        if key is not None and key in self._prefix_cache:
+            yield from self._prefix_cache[key][0]
+            return
+        entries, size = [], 0
+        for batch, offset in self._batches(data, idx):
+            pre = runner.run_prefix(batch.x.to(self.device))
+            item = (_Labels(batch.y, batch.g), offset, pre)
+            if key is not None:
+                entries.append(item)
+                size += _nbytes(pre)
+            yield item
+        if key is not None:
+            self._remember(key, entries, size, self._base[2])
+
+    def _prefix_key(self, runner, site: str, layer: str | None, split: str, idx: torch.Tensor) -> tuple | None:
+        if self.cache_mb <= 0 or not isinstance(runner, FxSite):
+            return None
+        base, spec, params = self._base
+        edited = [u for u in base if _edited_module(self.model, u, spec) in runner.prefix_modules]
+        if spec is not None and spec.random:
+            edited = base  # the draws of a layer depend on the edits before it in module order
+        edit = (spec.name if edited else None, tuple(sorted(u.id for u in edited)),
+                tuple(sorted((k, v if isinstance(v, (int, float, str, type(None))) else id(v))
+                             for k, v in params.items())) if edited else ())
+        examples = hashlib.sha1(idx.numpy().tobytes()).hexdigest()
+        return (split, examples, site, layer, self.batch_size, edit)
+
+    def _remember(self, key: tuple, entries: list, size: int, params: dict) -> None:
+        """Keep ``entries`` (and ``params``: the key holds the ids of its non-scalar values, which
+        must stay alive to stay unique) within ``cache_mb``, dropping the oldest first."""
+        budget = self.cache_mb * 2**20
+        if size > budget:
+            return
+        while self._prefix_cache and size + sum(e[1] for e in self._prefix_cache.values()) > budget:
+            self._prefix_cache.pop(next(iter(self._prefix_cache)))
+        self._prefix_cache[key] = (entries, size, params)
+
+    def clear_cache(self) -> None:
+        """Drop the cached prefix outputs (they are only valid while the engine's weights are unchanged)."""
+        self._prefix_cache.clear()
+
+
+@dataclass
+class _Labels:
+    """The part of a batch the accumulator needs (the images stay out of the cache)."""
+
+    y: torch.Tensor
+    g: torch.Tensor
+
+
+def _nbytes(pre) -> int:
+    tensors = [pre.site, pre.layer_input, pre.chain_input, *pre.kept]
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _edited_module(model: nn.Module, unit: Unit, spec) -> str:
+    return unit.layer if spec.space == "weight" else output_site(model, unit.layer)
 
 
 def _as_unit(u: Unit | str) -> Unit:

@@ -110,6 +110,7 @@ class FxSite:
         self.prefix = _subgraph(gm, nodes, inputs=[n for n in nodes if n.op == "placeholder"],
                                 body=_ancestors(wanted), outputs=wanted)
         self.suffix = _subgraph(gm, nodes, inputs=kept, body=set(suffix_nodes), outputs=output.args[0])
+        self.prefix_modules = {n.target for n in self.prefix.graph.nodes if n.op == "call_module"}
         self.n_kept = len(kept)
         self.has_layer_input = layer_input is not None
         self.chain = [_chain_step(n, modules) for n in chain]
