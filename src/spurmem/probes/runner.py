@@ -2,7 +2,11 @@
 
 For each setting the runner ranks units with the scorer (rankings are cached across k and
 interventions), applies the intervention in place to a private copy of the model (restored exactly
-after each setting) and evaluates every group on every evaluation split. Settings that edit the
+after each setting) and evaluates every group on every evaluation split. Unit selections are
+evaluated on the scan engine (:class:`~spurmem.probes.scan.ScanEngine`, ``sets=``): the layers before
+the earliest edited unit run once per split for all settings entering there, and only the rest of
+the network runs per setting (same counts as a full pass; margins equal up to float rounding).
+Weight-threshold selections take the full copy-edit-predict pass. Settings that edit the
 same units in the same way (several scorers often agree on the top unit) are evaluated once. Each finished setting is
 written atomically to ``settings/<id>.csv`` under the output folder, so a killed grid resumes where
 it stopped; the tables, summary and verdicts (:mod:`spurmem.probes.summary`) are rebuilt from all
@@ -40,6 +44,7 @@ from spurmem.metrics import Predictions, metrics_from_predictions, predict
 from spurmem.probes.config import ProbeConfig
 from spurmem.probes.grid import Setting, expand_grid, result_context
 from spurmem.probes.interventions import INTERVENTIONS, activation_means, intervene
+from spurmem.probes.scan import ScanEngine, ScanResult
 from spurmem.probes.scorers import SCORERS, ScoreContext, score_units, select_weights, top_units
 from spurmem.probes.summary import ProbeSummary, summarise, write_summary
 from spurmem.probes.units import Unit, WeightSelection, candidate_layers
@@ -85,6 +90,19 @@ def group_table(pred: Predictions, dataset: GroupDataset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def scan_group_table(result: ScanResult, variant: int) -> pd.DataFrame:
+    """:func:`group_table` of one variant of a scan (the same columns and counts)."""
+    count, correct = result.count, result.correct[variant]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(count > 0, correct / np.maximum(count, 1), np.nan)
+        margin = np.where(count > 0, result.margin_sum[variant] / np.maximum(count, 1), np.nan)
+    table = pd.DataFrame({"group": np.arange(len(count)), "count": count.astype(int), "accuracy": accuracy,
+                          "mean_margin": margin})
+    for c in range(result.pred_count.shape[2]):
+        table[f"pred_{c}"] = result.pred_count[variant, :, c].astype(int)
+    return table
+
+
 def run_probe(
     model: nn.Module,
     dataset: GroupDataset,
@@ -94,12 +112,14 @@ def run_probe(
     rewind_source: Mapping[str, torch.Tensor] | str | Path | None = None,
     source: dict[str, Any] | None = None,
     progress: bool = True,
+    use_engine: bool = True,
 ) -> ProbeResult:
     """Run the grid of ``config`` on ``model`` (never modified: the runner edits a private copy).
 
     ``out_dir`` (optional) receives the per-setting parts, ``rows.csv`` and the summary files, and
     makes the grid resumable. ``rewind_source`` is the earlier epoch's state dict (or file) for
     ``rewind``; ``source`` describes where the model came from (run dir, epoch) for the record.
+    ``use_engine=False`` evaluates every setting by a full copy-edit-predict pass (the reference).
     """
     config = config or ProbeConfig()
     start = time.perf_counter()
@@ -131,17 +151,23 @@ def run_probe(
     pending = [(s, sid) for s, sid in pending if sid not in done]
     parts = list(done.values())
     evaluated: dict[tuple, dict[str, pd.DataFrame]] = {}  # the same edit of the same units is evaluated once
+    engine = ScanEngine(work, dataset, batch_size=config.batch_size, device=device) if use_engine else None
     with _progress(progress, len(pending)) as advance:
         for setting, sid in pending:
             target = _select(setting, config, score_ctx, layers, rankings)
             edit = (_signature(target), setting.intervention, setting.sigma, setting.intervention_seed)
             tick = time.perf_counter()
             if edit not in evaluated:
-                with intervene(work, target, setting.intervention, sigma=setting.sigma,
-                               seed=setting.intervention_seed or 0, source=rewind_source, means=means,
-                               inplace=True) as edited:
-                    evaluated[edit] = {s: group_table(predict(edited, dataset, s, config.batch_size, device),
-                                                      dataset) for s in config.eval_splits}
+                edit_params = dict(sigma=setting.sigma, seed=setting.intervention_seed or 0, source=rewind_source,
+                                   means=means)
+                if isinstance(target, WeightSelection) or engine is None:
+                    with intervene(work, target, setting.intervention, inplace=True, **edit_params) as edited:
+                        evaluated[edit] = {s: group_table(predict(edited, dataset, s, config.batch_size, device),
+                                                          dataset) for s in config.eval_splits}
+                else:
+                    evaluated[edit] = {s: scan_group_table(engine.scan([], setting.intervention, s, sets=[target],
+                                                                       baseline=False, **edit_params), 0)
+                                       for s in config.eval_splits}
             after = evaluated[edit]
             text = _rows(setting, sid, target, before, after, dataset, time.perf_counter() - tick).to_csv(index=False)
             if out is not None:

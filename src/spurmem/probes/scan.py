@@ -52,7 +52,8 @@ class ScanResult:
 
     ``correct``, ``margin_sum`` and ``loss_sum`` are ``[variants x groups]``; the ``base_*`` arrays
     are the unmodified model (with ``base_units`` applied, if any). ``example_correct`` is
-    ``[variants x examples]`` (examples in ``example_index`` order) when asked for.
+    ``[variants x examples]`` (examples in ``example_index`` order) when asked for; ``pred_count``
+    ``[variants x groups x classes]`` counts the predicted classes.
     """
 
     split: str
@@ -72,6 +73,8 @@ class ScanResult:
     example_index: np.ndarray | None = None
     example_correct: np.ndarray | None = None
     base_example_correct: np.ndarray | None = None
+    pred_count: np.ndarray | None = None
+    base_pred_count: np.ndarray | None = None
     seconds: float = 0.0
     engine: str = "fx"
 
@@ -194,8 +197,9 @@ class ScanEngine:
         data = self.dataset[split]
         idx = torch.arange(len(data)) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
         n_groups = self.dataset.n_groups
-        acc = _Accumulator(len(units) + len(sets), n_groups, len(idx) if per_example else 0)
-        base_acc = _Accumulator(1, n_groups, len(idx) if per_example else 0)
+        n_classes = self.dataset.n_classes
+        acc = _Accumulator(len(units) + len(sets), n_groups, len(idx) if per_example else 0, n_classes)
+        base_acc = _Accumulator(1, n_groups, len(idx) if per_example else 0, n_classes)
         labels = [u.id for u in units] + ["+".join(u.id for u in s) for s in sets]
         layers = [u.layer for u in units] + ["+".join(dict.fromkeys(u.layer for u in s)) for s in sets]
         bar = _Progress(progress, total=len(units) + len(sets) + 1, what=f"scan {split} ({intervention})")
@@ -213,9 +217,7 @@ class ScanEngine:
                 self._scan_layer(order, spec, params, split, data, idx, acc, [row_of[u.id] for u in order])
                 bar.advance(len(order))
             for j, s in enumerate(sets):
-                with intervene(self.model, s, intervention, inplace=True, **params):
-                    for batch, offset in self._batches(data, idx):
-                        acc.add(len(units) + j, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
+                self._scan_set(s, spec, params, split, data, idx, acc, len(units) + j)
                 bar.advance(1)
         bar.close()
         count = np.bincount(data.group[idx].numpy(), minlength=n_groups)
@@ -227,6 +229,7 @@ class ScanEngine:
             example_index=idx.numpy() if per_example else None,
             example_correct=acc.examples if per_example else None,
             base_example_correct=base_acc.examples[0] if per_example else None,
+            pred_count=acc.pred, base_pred_count=base_acc.pred[0],
             seconds=time.perf_counter() - start, engine=self.kind,
         )
 
@@ -267,10 +270,46 @@ class ScanEngine:
                 acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, b, -1), batch, offset)
 
 
-    def _prefixes(self, runner, site: str, layer: str | None, split: str, data, idx: torch.Tensor):
+    def _scan_set(self, units: list[Unit], spec, params, split: str, data, idx, acc: "_Accumulator", row: int) -> None:
+        """One set modified together: the graph is split at the input of the earliest edited module,
+        the clean prefix (shared by every set entering there, and cached) runs once, and the suffix
+        runs with the set's edits in place; the whole model when no such split exists."""
+        runner, site = self._set_entry(units, spec)
+        with intervene(self.model, units, spec.name, inplace=True, **params):
+            if runner is None:
+                for batch, offset in self._batches(data, idx):
+                    acc.add(row, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
+                return
+            for labels, offset, pre in self._prefixes(runner, site, "before", split, data, idx, base=False):
+                acc.add(row, runner.run_suffix_clean(pre).unsqueeze(0), labels, offset)
+
+    def _set_entry(self, units: list[Unit], spec) -> tuple[FxSite | None, str | None]:
+        """The split before an edited module of the set whose prefix runs no edited module (of the
+        set or of the scan's ``base_units``), the one with the longest prefix."""
+        if self.graph is None or self.cache_mb <= 0:
+            return None, None
+        edited = {_edited_module(self.model, u, spec) for u in units}
+        touched = edited | {_edited_module(self.model, u, self._base[1]) for u in self._base[0]}
+        best, best_site = None, None
+        for site in sorted(edited):
+            key = (site, "before")
+            if key not in self._sites:
+                try:
+                    self._sites[key] = FxSite(self.graph, site, None, use_chain=False, before=True)
+                except (LookupError, ValueError):
+                    self._sites[key] = None
+            runner = self._sites[key]
+            if runner is None or runner.prefix_modules & touched:
+                continue
+            if best is None or len(runner.prefix_modules) > len(best.prefix_modules):
+                best, best_site = runner, site
+        return best, best_site
+
+    def _prefixes(self, runner, site: str, layer: str | None, split: str, data, idx: torch.Tensor, base: bool = True):
         """``(labels, offset, prefix)`` per batch of ``idx``, from the cache when the same examples
-        were run through the same prefix under the same upstream edits."""
-        key = self._prefix_key(runner, site, layer, split, idx)
+        were run through the same prefix under the same upstream edits (``base=False``: a prefix that
+        no edit reaches)."""
+        key = self._prefix_key(runner, site, layer, split, idx, base)
         if key is not None and key in self._prefix_cache:
             yield from self._prefix_cache[key][0]
             return
@@ -285,10 +324,11 @@ class ScanEngine:
         if key is not None:
             self._remember(key, entries, size, self._base[2])
 
-    def _prefix_key(self, runner, site: str, layer: str | None, split: str, idx: torch.Tensor) -> tuple | None:
+    def _prefix_key(self, runner, site: str, layer: str | None, split: str, idx: torch.Tensor,
+                    base_edits: bool = True) -> tuple | None:
         if self.cache_mb <= 0 or not isinstance(runner, FxSite):
             return None
-        base, spec, params = self._base
+        base, spec, params = self._base if base_edits else ([], None, {})
         edited = [u for u in base if _edited_module(self.model, u, spec) in runner.prefix_modules]
         if spec is not None and spec.random:
             edited = base  # the draws of a layer depend on the edits before it in module order
@@ -322,8 +362,8 @@ class _Labels:
 
 
 def _nbytes(pre) -> int:
-    tensors = [pre.site, pre.layer_input, pre.chain_input, *pre.kept]
-    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    tensors = {id(t): t for t in [pre.site, pre.layer_input, pre.chain_input, *pre.kept] if isinstance(t, torch.Tensor)}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _edited_module(model: nn.Module, unit: Unit, spec) -> str:
@@ -391,8 +431,9 @@ def _unit_outputs(module: nn.Module, x: torch.Tensor, rows: torch.Tensor, bias: 
 class _Accumulator:
     """Per-variant, per-group sums of correct predictions, logit margins and losses."""
 
-    def __init__(self, n_variants: int, n_groups: int, n_examples: int) -> None:
+    def __init__(self, n_variants: int, n_groups: int, n_examples: int, n_classes: int) -> None:
         self.correct = np.zeros((n_variants, n_groups), dtype=np.int64)
+        self.pred = np.zeros((n_variants, n_groups, n_classes), dtype=np.int64)
         self.margin = np.zeros((n_variants, n_groups))
         self.loss = np.zeros((n_variants, n_groups))
         self.examples = np.zeros((n_variants, n_examples), dtype=bool) if n_examples else None
@@ -408,12 +449,16 @@ class _Accumulator:
         y = batch.y.unsqueeze(0).expand(k, b)
         true = logits.gather(2, y.unsqueeze(2)).squeeze(2)
         other = logits.scatter(2, y.unsqueeze(2), float("-inf")).amax(dim=2)
-        correct = logits.argmax(dim=2) == y
+        pred = logits.argmax(dim=2)
+        correct = pred == y
         loss = F.cross_entropy(logits.reshape(k * b, c), y.reshape(-1), reduction="none").reshape(k, b)
         onehot = F.one_hot(batch.g, self.n_groups).double()
         self.correct[rows] += (correct.double() @ onehot).round().long().numpy()
         self.margin[rows] += ((true - other).double() @ onehot).numpy()
         self.loss[rows] += (loss.double() @ onehot).numpy()
+        cells = self.n_groups * c  # variant x group x class cell of each prediction:
+        cell = torch.arange(k).unsqueeze(1) * cells + batch.g.unsqueeze(0) * c + pred
+        self.pred[rows] += np.bincount(cell.reshape(-1).numpy(), minlength=k * cells).reshape(k, self.n_groups, c)
         if self.examples is not None:
             self.examples[np.asarray(rows)[:, None], np.arange(offset, offset + b)[None, :]] = correct.numpy()
 

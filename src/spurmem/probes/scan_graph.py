@@ -73,13 +73,18 @@ class FxSite:
     suffix then starts after the terminal.
     """
 
-    def __init__(self, gm: fx.GraphModule, site: str, layer: str | None, use_chain: bool = True) -> None:
+    def __init__(self, gm: fx.GraphModule, site: str, layer: str | None, use_chain: bool = True,
+                 before: bool = False) -> None:
         nodes = list(gm.graph.nodes)
         modules = dict(gm.named_modules())
         site_nodes = [n for n in nodes if n.op == "call_module" and n.target == site]
         if len(site_nodes) != 1:
             raise LookupError(f"site {site!r} is called {len(site_nodes)} times in the traced graph")
         site_node = site_nodes[0]
+        if before:  # split at the site's input: the suffix runs the site module itself (edits of a set)
+            if layer is not None or use_chain or len(site_node.all_input_nodes) != 1:
+                raise LookupError(f"cannot split the graph before {site!r}")
+            site_node = site_node.all_input_nodes[0]
         layer_input = None
         if layer is not None:
             if layer != site:
