@@ -4,8 +4,8 @@ For each setting the runner ranks units with the scorer (rankings are cached acr
 interventions), applies the intervention in place to a private copy of the model (restored exactly
 after each setting) and evaluates every group on every evaluation split. Unit selections are
 evaluated on the scan engine (:class:`~spurmem.probes.scan.ScanEngine`, ``sets=``): the layers before
-the earliest edited unit run once per split for all settings entering there, and only the rest of
-the network runs per setting (same counts as a full pass; margins equal up to float rounding).
+the earliest edited unit run once per split for all settings entering there (cached), and only the
+rest of the network runs per setting (same counts as a full pass; margins equal up to float rounding).
 Weight-threshold selections take the full copy-edit-predict pass. Settings that edit the
 same units in the same way (several scorers often agree on the top unit) are evaluated once. Each finished setting is
 written atomically to ``settings/<id>.csv`` under the output folder, so a killed grid resumes where
