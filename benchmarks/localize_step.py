@@ -16,14 +16,11 @@ search; the machine is shared, so compare the two columns of one run.
 from __future__ import annotations
 
 import argparse
-import functools
+import importlib
 import time
 
 import numpy as np
 import torch
-
-import importlib
-from spurmem.probes.scan import ScanEngine
 
 search = importlib.import_module("spurmem.probes.localize")
 
@@ -61,11 +58,11 @@ class _CpuClock:
 
 
 def run(loaded, group, steps, previous: bool):
-    saved = search._first_admissible, search._likeliest_to_flip, search.ScanEngine
+    saved = search._first_admissible, search._likeliest_to_flip, search.PREFIX_CACHE_MB
     if previous:
         search._first_admissible = previous_first_admissible
         search._likeliest_to_flip = lambda engine, split, idx: idx
-        search.ScanEngine = functools.partial(ScanEngine, cache_mb=0)
+        search.PREFIX_CACHE_MB = 0
     try:
         wall = time.perf_counter()
         with _CpuClock():
@@ -73,7 +70,7 @@ def run(loaded, group, steps, previous: bool):
                                      device="cpu")
         return result.search, time.perf_counter() - wall
     finally:
-        search._first_admissible, search._likeliest_to_flip, search.ScanEngine = saved
+        search._first_admissible, search._likeliest_to_flip, search.PREFIX_CACHE_MB = saved
 
 
 def main() -> None:

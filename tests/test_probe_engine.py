@@ -34,7 +34,7 @@ def test_engine_rows_equal_copy_edit_predict_rows(shapes):
 
 def test_sets_reuse_the_prefix_before_their_earliest_unit(shapes):
     model = _trained_small_cnn(shapes)
-    engine = ScanEngine(model, shapes, batch_size=64, device="cpu")
+    engine = ScanEngine(model, shapes, batch_size=64, device="cpu", cache_mb=512)
     sets = [[Unit("stages.2.conv", 1), Unit("stages.3.conv", 0)], [Unit("stages.2.conv", 3)],
             [Unit("stages.3.conv", 2), Unit("stages.0.conv", 1)]]
     for intervention, params in [("zero", {}), ("reinit", {"sigma": 0.4, "seed": 1})]:

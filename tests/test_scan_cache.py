@@ -33,7 +33,7 @@ def test_cached_scans_equal_uncached_ones_while_base_units_grow(shapes, cnn, int
         return run_prefix(self, x)
 
     monkeypatch.setattr(scan_graph.FxSite, "run_prefix", counted)
-    cached = ScanEngine(cnn, shapes, batch_size=64, device="cpu")
+    cached = ScanEngine(cnn, shapes, batch_size=64, device="cpu", cache_mb=512)
     plain = ScanEngine(cnn, shapes, batch_size=64, device="cpu", cache_mb=0)
     subset = np.flatnonzero(shapes["train"].group.numpy() == 0)
     base = []

@@ -36,7 +36,7 @@ from torch import nn
 
 from spurmem.data.schema import GroupDataset
 from spurmem.probes.interventions import activation_means, get_intervention
-from spurmem.probes.scan import ScanEngine
+from spurmem.probes.scan import PREFIX_CACHE_MB, ScanEngine
 from spurmem.probes.units import Unit, enumerate_units
 
 UNCONSTRAINED_CAVEAT = (
@@ -138,7 +138,7 @@ def localize(
     units = [u if isinstance(u, Unit) else Unit.parse(u) for u in (candidates or enumerate_units(model))]
     if intervention == "mean-activation" and "means" not in params:
         params["means"] = activation_means(model, dataset, units, device=device)
-    engine = ScanEngine(model, dataset, batch_size=batch_size, device=device)
+    engine = ScanEngine(model, dataset, batch_size=batch_size, device=device, cache_mb=PREFIX_CACHE_MB)
     train_g = dataset["train"].group.numpy()
     val_g = dataset["val"].group.numpy()
     majority = dataset.same_class_majority(group)

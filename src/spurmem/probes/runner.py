@@ -44,7 +44,7 @@ from spurmem.metrics import Predictions, metrics_from_predictions, predict
 from spurmem.probes.config import ProbeConfig
 from spurmem.probes.grid import Setting, expand_grid, result_context
 from spurmem.probes.interventions import INTERVENTIONS, activation_means, intervene
-from spurmem.probes.scan import ScanEngine, ScanResult
+from spurmem.probes.scan import PREFIX_CACHE_MB, ScanEngine, ScanResult
 from spurmem.probes.scorers import SCORERS, ScoreContext, score_units, select_weights, top_units
 from spurmem.probes.summary import ProbeSummary, summarise, write_summary
 from spurmem.probes.units import Unit, WeightSelection, candidate_layers
@@ -151,7 +151,8 @@ def run_probe(
     pending = [(s, sid) for s, sid in pending if sid not in done]
     parts = list(done.values())
     evaluated: dict[tuple, dict[str, pd.DataFrame]] = {}  # the same edit of the same units is evaluated once
-    engine = ScanEngine(work, dataset, batch_size=config.batch_size, device=device) if use_engine else None
+    engine = (ScanEngine(work, dataset, batch_size=config.batch_size, device=device, cache_mb=PREFIX_CACHE_MB)
+              if use_engine else None)
     with _progress(progress, len(pending)) as advance:
         for setting, sid in pending:
             target = _select(setting, config, score_ctx, layers, rankings)

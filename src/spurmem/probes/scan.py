@@ -121,6 +121,8 @@ class ScanResult:
 
 # -- the engine ----------------------------------------------------------------------------------
 
+PREFIX_CACHE_MB = 512.0
+
 class ScanEngine:
     """Holds a private, traced copy of ``model`` and scans units of it; build once, scan many times
     (the localisation search calls :meth:`scan` at every step with a growing ``base_units``).
@@ -133,12 +135,15 @@ class ScanEngine:
     ``cache_mb`` bounds a cache of prefix outputs: the prefix of a layer's site is a function of the
     examples and of the edits (``base_units``) made to the modules it runs, nothing else, so repeated
     scans of the same examples (the search scans the same sets at every step) reuse it until an edit
-    upstream of the site changes. Oldest entries are dropped first; ``cache_mb=0`` turns it off.
+    upstream of the site changes; a set evaluation (``sets=``) reuses the clean prefix before its
+    earliest edited module. Oldest entries are dropped first. Off by default (``cache_mb=0``: a
+    single scan of each layer gains nothing from it); the localisation search and the probe grid
+    use :data:`PREFIX_CACHE_MB`.
     """
 
     def __init__(self, model: nn.Module, dataset: GroupDataset, *, batch_size: int = 256,
                  max_rows: int = 2048, memory_mb: float = 256.0, device: str | torch.device = "auto",
-                 channel_chain: bool = True, cache_mb: float = 512.0) -> None:
+                 channel_chain: bool = True, cache_mb: float = 0.0) -> None:
         self.device = resolve_device(device)
         self.model = functional_copy(model).to(self.device)
         self.dataset = dataset
@@ -320,6 +325,8 @@ class ScanEngine:
             if key is not None:
                 entries.append(item)
                 size += _nbytes(pre)
+                if size > self.cache_mb * 2**20:  # too large to keep: stream (memory stays flat)
+                    key, entries = None, []
             yield item
         if key is not None:
             self._remember(key, entries, size, self._base[2])
@@ -490,4 +497,4 @@ def scan_units(model: nn.Module, dataset: GroupDataset, units: Sequence[Unit | s
     return engine.scan(units, intervention, split, **kwargs)
 
 
-__all__ = ["ScanEngine", "ScanResult", "scan_units"]
+__all__ = ["PREFIX_CACHE_MB", "ScanEngine", "ScanResult", "scan_units"]
