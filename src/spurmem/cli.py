@@ -37,12 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     from spurmem.data.schema import DataError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     try:
         return int(args.func(args) or 0)
     except (DataError, ConfigError, FileExistsError, FileNotFoundError) as exc:
         print(f"spurmem: error: {exc}", file=sys.stderr)
         return 2
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting KEY=VALUE overrides follow options too (``RUN --models 2 epochs=3``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        target = next((name for name in ("overrides", "params") if isinstance(getattr(args, name, None), list)), None)
+        stray = [e for e in extra if e.startswith("-") or "=" not in e]
+        if target is None or stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        getattr(args, target).extend(extra)
+    return args
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from spurmem.cli import parse_with_overrides
+
     if args.target in ("-h", "--help"):
         args._probe_parser.print_help()
         return 0
@@ -93,8 +95,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         module = importlib.import_module(PROBE_ACTIONS[args.target])
         sub = argparse.ArgumentParser(prog=f"spurmem probe {args.target}")
         module.add_arguments(sub)
-        return int(module.run(sub.parse_args(args.rest)) or 0)
-    parsed = grid_parser().parse_args([args.target, *args.rest])
+        return int(module.run(parse_with_overrides(sub, args.rest)) or 0)
+    parsed = parse_with_overrides(grid_parser(), [args.target, *args.rest])
     return _grid(parsed)
 
 
