@@ -182,3 +182,13 @@ def test_balanced_draw_takes_the_smallest_group_count():
     g = np.array([0] * 10 + [1] * 3 + [2] * 7)
     idx = balanced_draw(g, np.random.default_rng(0))
     assert np.bincount(g[idx]).tolist() == [3, 3, 3] and len(set(idx)) == 9
+
+
+def test_erm_rejects_unknown_algorithm_params():
+    from spurmem.config import ConfigError
+    from spurmem.data import load_dataset
+    from spurmem.train.algorithms import ALGORITHMS
+
+    ds = load_dataset("synthetic-shapes", n_train=40, n_val=8, n_test=8)
+    with pytest.raises(ConfigError, match="unknown key 'eta'"):
+        ALGORITHMS["erm"](ds, eta=0.1)

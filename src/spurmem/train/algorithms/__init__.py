@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from spurmem.train.algorithm import Algorithm
 from spurmem.train.algorithms.dfr import DFR
+from spurmem.train.algorithms.erm import ERM
 from spurmem.train.algorithms.erm_continue import ERMContinue
 from spurmem.train.algorithms.framework import SpurMemFramework
 from spurmem.train.algorithms.groupdro import GroupDRO
@@ -16,7 +17,7 @@ from spurmem.train.algorithms.jtt import JTT
 from spurmem.train.algorithms.reweight import Reweight
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    "erm": Algorithm,
+    "erm": ERM,
     "erm-continue": ERMContinue,
     "reweight": Reweight,
     "groupdro": GroupDRO,
