@@ -146,10 +146,12 @@ def localize(
     if len(target) == 0:
         raise ValueError(f"group {group} has no training examples")
     major_train = np.flatnonzero(train_g == majority)
-    constraints = [("train", _likeliest_to_flip(engine, "train", major_train), f"train acc of majority group {majority}"),
+    ordered_major = _likeliest_to_flip(engine, "train", major_train) if constrained else major_train
+    constraints = [("train", ordered_major, f"train acc of majority group {majority}"),
                    ("val", _likeliest_to_flip(engine, "val", np.flatnonzero(val_g == group)), f"val acc of group {group}")]
+    start = _snapshot(engine, intervention, params, [], 0, None)  # step 0 of the search and of the control
     search = _greedy(engine, units, intervention, params, f"group {group}", group, target,
-                     constraints if constrained else [], epsilon, max_steps, progress)
+                     constraints if constrained else [], epsilon, max_steps, progress, start)
     if not constrained:
         search.note = UNCONSTRAINED_CAVEAT
     ctrl = None
@@ -159,12 +161,12 @@ def localize(
             raise ValueError("the same-class majority is not larger than the group: no random control possible")
         subset = np.sort(rng.choice(major_train, len(target), replace=False))
         rest = np.setdiff1d(major_train, subset)
-        ctrl_constraints = [("train", _likeliest_to_flip(engine, "train", rest),
+        ctrl_constraints = [("train", ordered_major[np.isin(ordered_major, rest)],
                              f"train acc of the rest of majority group {majority}"),
-                            ("val", _likeliest_to_flip(engine, "val", np.flatnonzero(val_g == majority)),
-                             f"val acc of majority group {majority}")]
+                            ("val", _likeliest_to_flip(engine, "val", np.flatnonzero(val_g == majority))
+                             if constrained else [], f"val acc of majority group {majority}")]
         ctrl = _greedy(engine, units, intervention, params, f"random {len(target)} of group {majority}", majority,
-                       subset, ctrl_constraints if constrained else [], epsilon, max_steps, progress)
+                       subset, ctrl_constraints if constrained else [], epsilon, max_steps, progress, start)
     result = LocalizeResult(group=group, group_name=dataset.group_names[group], majority=majority, search=search,
                             control=ctrl, config={"intervention": intervention, "epsilon": epsilon,
                                                   "max_steps": max_steps, "constrained": constrained,
@@ -175,7 +177,8 @@ def localize(
 
 
 def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: dict, target_name: str, group: int,
-            target: np.ndarray, constraints: list, epsilon: float, max_steps: int, progress: bool) -> SearchResult:
+            target: np.ndarray, constraints: list, epsilon: float, max_steps: int, progress: bool,
+            start_snapshot: pd.DataFrame) -> SearchResult:
     chosen: list[Unit] = []
     remaining = list(units)
 
@@ -191,7 +194,7 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
 
     start_acc = acc_of("train", target, [])[0]
     limits = [(split, idx, what, acc_of(split, idx, [])[0] - epsilon) for split, idx, what in constraints]
-    trajectory = [_snapshot(engine, intervention, params, chosen, 0, None)]
+    trajectory = [start_snapshot.copy()]
     steps = [{"step": 0, "unit": None, "target_acc": start_acc,
               **{what: acc_of(split, idx, [])[0] for split, idx, what, _ in limits}, "seconds": 0.0}]
     seconds: list[float] = []
@@ -269,6 +272,8 @@ def _passing(counts, slice_size, split, idx, floor, chosen, remaining, alive) ->
     """``{candidate: accuracy}`` of the candidates in ``alive`` whose accuracy on ``idx`` stays at or
     above ``floor``, scanned one slice at a time and dropped once they cannot make it."""
     n, seen, correct = len(idx), 0, dict.fromkeys(alive, 0)
+    if n == 0:
+        return {}  # an accuracy over no examples is undefined: nothing can be shown to pass
     for lo in range(0, n, slice_size):
         part = idx[lo:lo + slice_size]
         for i, c in zip(alive, counts(split, part, chosen, [remaining[i] for i in alive]).tolist()):
