@@ -234,27 +234,26 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
     )
 
 
-def _first_admissible(remaining, order, chosen, limits, counts, slice_size: int, first_chunk: int = 2):
+def _first_admissible(remaining, order, chosen, limits, counts, slice_size: int, group: int = 8):
     """The best-ranked candidate that keeps every constrained accuracy above its limit.
 
-    Candidates are checked in rank order, in chunks that double in size (few scans when the best
-    ones fail); within a chunk the constraint with the fewest examples is checked first and the
-    others only on its survivors, the last (largest) one candidate by candidate, since the first
-    survivor that passes it is the pick. A constraint's examples are scanned one slice at a time and
-    a candidate is dropped once even a perfect rest could not lift it to the limit, so only
-    admissible candidates see every example."""
+    Candidates are checked in rank order, ``group`` at a time (the engine stacks about that many
+    variants per pass anyway); within a group the constraint with the fewest examples is checked
+    first and the others only on its survivors, the last (largest) one candidate by candidate, since
+    the first survivor that passes it is the pick. A constraint's examples are scanned one slice at a
+    time and a candidate is dropped once even a perfect rest could not lift it to the limit, so only
+    the pick sees every example."""
     if not limits:
         return int(order[0]), {}
     limits = sorted(limits, key=lambda lim: len(lim[1]))
-    lo, chunk = 0, first_chunk
-    while lo < len(order):
-        alive = [int(i) for i in order[lo:lo + chunk]]
+    for lo in range(0, len(order), group):
+        alive = [int(i) for i in order[lo:lo + group]]
         values: dict[str, dict[int, float]] = {}
         for j, (split, idx, what, floor) in enumerate(limits):
-            groups = [[i] for i in alive] if j == len(limits) - 1 else [alive]
+            batches = [[i] for i in alive] if j == len(limits) - 1 else [alive]
             values[what], alive = {}, []
-            for group in groups:
-                passed = _passing(counts, slice_size, split, idx, floor, chosen, remaining, group)
+            for batch in batches:
+                passed = _passing(counts, slice_size, split, idx, floor, chosen, remaining, batch)
                 values[what].update(passed)
                 alive += list(passed)
                 if passed and j == len(limits) - 1:
@@ -264,7 +263,6 @@ def _first_admissible(remaining, order, chosen, limits, counts, slice_size: int,
         if alive:
             best = alive[0]
             return best, {what: v[best] for what, v in values.items()}
-        lo, chunk = lo + chunk, chunk * 2
     return None, {}
 
 
