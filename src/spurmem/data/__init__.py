@@ -6,6 +6,7 @@ import difflib
 import inspect
 from typing import Any, Callable
 
+from spurmem.registry import lookup
 from spurmem.data.augment import AUGMENTATIONS, build_augment
 from spurmem.data.batches import Batch, iterate_batches, to_float
 from spurmem.data.celeba import load_celeba
@@ -28,11 +29,8 @@ DATASETS: dict[str, Callable[..., GroupDataset]] = {
 
 def dataset_parameters(name: str) -> dict[str, Any]:
     """The parameters of dataset ``name`` and their defaults (``inspect.Parameter.empty`` when none)."""
-    if name not in DATASETS:
-        near = difflib.get_close_matches(name, DATASETS, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise DataError(f"unknown dataset {name!r}{hint}. Known: {', '.join(sorted(DATASETS))}")
-    return {k: p.default for k, p in inspect.signature(DATASETS[name]).parameters.items()}
+    loader = lookup(DATASETS, name, "dataset", error=DataError)
+    return {k: p.default for k, p in inspect.signature(loader).parameters.items()}
 
 
 def load_dataset(name: str, **params: Any) -> GroupDataset:

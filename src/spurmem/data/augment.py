@@ -15,7 +15,6 @@ looks one up by name (``"none"`` gives ``None``: no augmentation).
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from spurmem.registry import lookup
 from spurmem.data.batches import Augment
 from spurmem.data.schema import DataError
 
@@ -102,11 +102,7 @@ AUGMENTATIONS: dict[str, type | None] = {
 
 def build_augment(name: str, **params: Any) -> Augment | None:
     """The augmentation registered as ``name`` with ``params`` (e.g. ``padding=2``, ``scale=(0.5, 1)``)."""
-    if name not in AUGMENTATIONS:
-        near = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise DataError(f"unknown augmentation {name!r}{hint}. Known: {', '.join(AUGMENTATIONS)}")
-    cls = AUGMENTATIONS[name]
+    cls = lookup(AUGMENTATIONS, name, "augmentation", error=DataError)
     if cls is None:
         if params:
             raise DataError(f"augmentation 'none' takes no parameters, got {sorted(params)}")

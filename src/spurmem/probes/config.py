@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from spurmem.registry import lookup
 from spurmem.probes.interventions import INTERVENTIONS
 from spurmem.probes.scorers import CONTRASTS, SCORERS
 from spurmem.probes.verdicts import Thresholds
@@ -104,10 +105,5 @@ class ProbeConfig(BaseModel):
 
 
 def _known(name: str, registry: dict, what: str) -> str:
-    if name not in registry:
-        import difflib
-
-        near = difflib.get_close_matches(name, registry, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise ValueError(f"unknown {what} {name!r}{hint} (known: {', '.join(registry)})")
+    lookup(registry, name, what, error=ValueError)
     return name

@@ -36,6 +36,7 @@ from typing import Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
+from spurmem.registry import lookup
 from spurmem.data.schema import GroupDataset
 from spurmem.probes.activations import layer_activation_stats
 from spurmem.probes.units import (
@@ -68,13 +69,7 @@ INTERVENTIONS: dict[str, Intervention] = {
 
 
 def get_intervention(name: str) -> Intervention:
-    if name not in INTERVENTIONS:
-        import difflib
-
-        near = difflib.get_close_matches(name, INTERVENTIONS, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise KeyError(f"unknown intervention {name!r}{hint} Known: {', '.join(INTERVENTIONS)}")
-    return INTERVENTIONS[name]
+    return lookup(INTERVENTIONS, name, "intervention")
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:

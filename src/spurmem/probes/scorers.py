@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spurmem.registry import lookup
 from spurmem.data.batches import iterate_batches
 from spurmem.data.schema import GroupDataset
 from spurmem.device import resolve_device
@@ -230,13 +231,7 @@ SCORERS: dict[str, Scorer] = {
 
 
 def get_scorer(name: str) -> Scorer:
-    if name not in SCORERS:
-        import difflib
-
-        near = difflib.get_close_matches(name, SCORERS, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise KeyError(f"unknown scorer {name!r}{hint} Known: {', '.join(SCORERS)}")
-    return SCORERS[name]
+    return lookup(SCORERS, name, "scorer")
 
 
 def score_units(
