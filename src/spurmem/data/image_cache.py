@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from spurmem.record import write_json_atomic
 from spurmem.data.schema import DataError
 
 CACHE_VERSION = 1
@@ -166,15 +167,8 @@ def decoded_images(
     finally:
         tmp.unlink(missing_ok=True)
     info = {"n": len(paths), "size": size, "resize": resize, "first": os.fspath(paths[0]) if paths else None}
-    _write_json_atomic(directory / f"{key}.json", info)
+    write_json_atomic(directory / f"{key}.json", info)
     images = _open_cached(final, shape)
     if images is None:  # pragma: no cover - only if the file system lost the file we just wrote
         raise DataError(f"decoded image cache {final} could not be read back")
     return DecodedImages(images, final, hit=False)
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
