@@ -31,7 +31,7 @@ import pandas as pd
 from torch import nn
 
 from spurmem.data.schema import GroupDataset
-from spurmem.probes.scan import ScanEngine, ScanResult
+from spurmem.probes.scan import ScanEngine, ScanResult, Screen
 from spurmem.probes.units import Unit, enumerate_units
 
 TOP_FRACTIONS = (0.01, 0.10)
@@ -60,19 +60,22 @@ def unit_memorization(
     device: str = "auto",
     batch_size: int = 256,
     progress: bool = False,
+    screen: Screen | None = None,
     **params: Any,
 ) -> UnitMemorization:
     """Scan every unit on the training and held-out splits and summarise how concentrated the
-    unit-level memorisation score is (see the module docstring)."""
+    unit-level memorisation score is (see the module docstring). With ``screen`` the scans are
+    screened (:mod:`spurmem.probes.scan_screen`): only the pairs the first-order screen cannot clear
+    run exactly, and the summary says how many did and what the audit found."""
     if heldout not in dataset.splits or heldout == "train":
         raise ValueError(f"held-out split {heldout!r} must be a non-train split of {dataset.name!r} "
                          f"({sorted(dataset.splits)})")
     engine = ScanEngine(model, dataset, batch_size=batch_size, device=device)
     units = list(units) if units is not None else enumerate_units(engine.model)
-    train = engine.scan(units, intervention, "train", progress=progress, **params)
-    held = engine.scan(units, intervention, heldout, progress=progress, **params)
+    train = engine.scan(units, intervention, "train", progress=progress, screen=screen, **params)
+    held = engine.scan(units, intervention, heldout, progress=progress, screen=screen, **params)
     other = next((s for s in ("val", "test") if s in dataset.splits and s != heldout), None)
-    second = engine.scan(units, intervention, other, progress=progress, **params) if other else None
+    second = engine.scan(units, intervention, other, progress=progress, screen=screen, **params) if other else None
     return summarize_scans(train, held, dataset, null_draws=null_draws, seed=seed, second_heldout=second)
 
 
@@ -150,6 +153,10 @@ def summarize_scans(train: ScanResult, held: ScanResult, dataset: GroupDataset, 
             "meaning": "drop on one held-out split minus drop on the other: the score where nothing was "
                        "trained on; a unit's score counts as beyond control above its 95th percentile (abs)",
         }
+    scans = [r for r in (train, held, second_heldout) if r is not None]
+    summary["scan"] = {r.split: {"engine": r.engine, "seconds": r.seconds} for r in scans}
+    if any(r.screen is not None for r in scans):
+        summary["screen"] = {r.split: r.screen.to_dict() for r in scans if r.screen is not None}
     summary["statement"] = _statement(summary)
     return UnitMemorization(ranked=ranked, groups=groups, curve=curve, layers=layers, summary=summary)
 
@@ -269,4 +276,18 @@ def _statement(summary: dict[str, Any]) -> str:
     counts = summary.get("top_10pct_verdicts")
     if counts:
         parts.append("per-unit verdicts of the top 10%: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if summary.get("screen"):
+        parts.append(_screen_statement(summary["screen"]))
     return f"{verdict}: " + "; ".join(parts)
+
+
+def _screen_statement(screen: dict[str, dict[str, Any]]) -> str:
+    """One sentence on how much of a screened scan ran exactly and what its audit found."""
+    pairs = sum(r["pairs"] for r in screen.values())
+    exact = sum(r["exact_pairs"] for r in screen.values())
+    missed = sum(r["audit_missed"] for r in screen.values())
+    flips = sum(r["audit_flips"] for r in screen.values())
+    cleared = sum(r["audit_cleared"] for r in screen.values())
+    return (f"screened scan: {exact:,} of {pairs:,} unit-example pairs ran exactly ({exact / max(pairs, 1):.1%}), "
+            f"the rest kept their prediction on a first-order screen; the audit's exact runs found "
+            f"{missed} of {flips} prediction flips missed among {cleared:,} cleared pairs")

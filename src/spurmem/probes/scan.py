@@ -41,6 +41,7 @@ from spurmem.data.schema import GroupDataset
 from spurmem.device import resolve_device
 from spurmem.probes.interventions import get_intervention, intervene
 from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, trace
+from spurmem.probes.scan_screen import Screen, ScreenPass, ScreenReport, Unsupported
 from spurmem.probes.units import Unit, enumerate_units, get_module, output_site, unit_axis, units_by_layer
 
 
@@ -77,6 +78,7 @@ class ScanResult:
     base_pred_count: np.ndarray | None = None
     seconds: float = 0.0
     engine: str = "fx"
+    screen: ScreenReport | None = None
 
     def _per_count(self, a: np.ndarray) -> np.ndarray:
         return np.divide(a, self.count, out=np.full(np.shape(a), np.nan, dtype=float), where=self.count > 0)
@@ -186,6 +188,7 @@ class ScanEngine:
         per_example: bool = False,
         baseline: bool = True,
         progress: bool = False,
+        screen: Screen | None = None,
         **params: Any,
     ) -> ScanResult:
         """Evaluate ``split`` (or its ``indices``) once per unit of ``units`` modified alone (default:
@@ -193,7 +196,10 @@ class ScanEngine:
         variant on top of ``base_units`` (modified with the same intervention) when given.
         ``params`` go to :func:`~spurmem.probes.interventions.intervene` (``sigma``, ``seed``,
         ``source``, ``means``). ``baseline=False`` skips the pass of the unmodified model (its
-        ``base_*`` fields are then zero)."""
+        ``base_*`` fields are then zero). With ``screen``, single units are scanned through the
+        first-order screen of :mod:`~spurmem.probes.scan_screen`: only the pairs it cannot clear run
+        exactly (sets always run exactly); the result's ``screen`` says how many and what its audit
+        found."""
         start = time.perf_counter()
         spec = get_intervention(intervention)
         units = [_as_unit(u) for u in (enumerate_units(self.model) if units is None and sets is None else units or [])]
@@ -217,10 +223,14 @@ class ScanEngine:
                     base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
             bar.advance(1)
             row_of = {label: i for i, label in enumerate(labels[:len(units)])}
-            for layer, indices_ in units_by_layer(units).items():
-                order = [Unit(layer, i) for i in indices_]
-                self._scan_layer(order, spec, params, split, data, idx, acc, [row_of[u.id] for u in order])
-                bar.advance(len(order))
+            report = None
+            if screen is not None and units and self.graph is not None:
+                report = self._scan_screened(units, spec, params, split, data, idx, acc, row_of, screen, bar)
+            else:
+                for layer, indices_ in units_by_layer(units).items():
+                    order = [Unit(layer, i) for i in indices_]
+                    self._scan_layer(order, spec, params, split, data, idx, acc, [row_of[u.id] for u in order])
+                    bar.advance(len(order))
             for j, s in enumerate(sets):
                 self._scan_set(s, spec, params, split, data, idx, acc, len(units) + j)
                 bar.advance(1)
@@ -235,7 +245,8 @@ class ScanEngine:
             example_correct=acc.examples if per_example else None,
             base_example_correct=base_acc.examples[0] if per_example else None,
             pred_count=acc.pred, base_pred_count=base_acc.pred[0],
-            seconds=time.perf_counter() - start, engine=self.kind,
+            seconds=time.perf_counter() - start, engine=self.kind if report is None else "fx-screened",
+            screen=report,
         )
 
     def _batches(self, data, idx):
@@ -274,6 +285,193 @@ class ScanEngine:
                 logits = runner.run_variants(pre, channels[lo:hi], slab, axis)
                 acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, b, -1), batch, offset)
 
+
+    def _scan_screened(self, units: list[Unit], spec, params, split: str, data, idx: torch.Tensor,
+                       acc: "_Accumulator", row_of: dict[str, int], screen: Screen, bar: "_Progress") -> ScreenReport:
+        """Calibrate the screen on a few examples run exactly for every unit, screen every other
+        (unit, example) pair, count the cleared ones, then run the rest exactly."""
+        report = ScreenReport(factor=screen.factor)
+        weight_space = spec.space == "weight"
+        layers = {layer: [Unit(layer, i) for i in ix] for layer, ix in units_by_layer(units).items()}
+        rows_of = {layer: np.array([row_of[u.id] for u in us]) for layer, us in layers.items()}
+        sites = {layer: (layer if weight_space else output_site(self.model, layer), weight_space) for layer in layers}
+        edits = {layer: (_edited_rows(self.model, us, spec.name, params) if weight_space
+                         else _activation_values(us, spec.name, params)) for layer, us in layers.items()}
+        n = len(idx)
+        pick = np.random.default_rng([screen.seed, 0]).choice(len(units), min(screen.audit_units, len(units)),
+                                                               replace=False)
+        audit_rows = {row_of[units[i].id] for i in pick}
+        report.audit_units = [u.id for u in units if row_of[u.id] in audit_rows]
+        calibration = np.sort(np.random.default_rng([screen.seed, 1]).choice(n, min(screen.calibration, n),
+                                                                            replace=False))
+        report.calibration_examples = len(calibration)
+        cleared_audit = {r: np.zeros(n, dtype=bool) for r in audit_rows}
+        clean_pred = np.zeros(n, dtype=np.int64)
+        screen_pass = ScreenPass(self.graph, sites)
+        slack = {layer: torch.zeros(len(us)) for layer, us in layers.items()}
+
+        started = time.process_time()
+        estimates: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+        clean_logits = []
+        for batch, positions in self._screen_batches(data, idx, calibration, screen.batch_size):
+            sb = screen_pass.run(batch.x.to(self.device))
+            clean_logits.append(sb.logits.cpu())
+            clean_pred[positions] = sb.logits.argmax(1).cpu().numpy()
+            for layer, us in layers.items():
+                est = self._screen_layer(sb, screen_pass, layer, us, edits[layer], weight_space, sites[layer][0])
+                estimates[layer].append(None if est is None else est[0].cpu())
+        report.seconds_screen += time.process_time() - started
+        if len(calibration):
+            started = time.process_time()
+            clean = torch.cat(clean_logits)
+            clean_diff = clean - clean[:, :1]
+            for layer, us in layers.items():
+                k = np.repeat(np.arange(len(us)), len(calibration))
+                e = np.tile(calibration, len(us))
+                est = None if any(x is None for x in estimates[layer]) else torch.cat(estimates[layer])
+                for ks, es, pred, logits in self._exact_pairs(layer, us, sites[layer][0], weight_space, edits[layer],
+                                                              split, data, idx, k, e, acc, rows_of[layer]):
+                    c = np.searchsorted(calibration, es)
+                    if est is None:
+                        continue
+                    true = (logits - logits[:, :1]) - clean_diff[c]
+                    err = (true - est[c, ks]).abs().amax(1)
+                    slack[layer].scatter_reduce_(0, torch.as_tensor(ks), err.float(), "amax")
+                report.exact_by_layer[layer] = len(k)
+            report.seconds_exact += time.process_time() - started
+
+        started = time.process_time()
+        pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {layer: [] for layer in layers}
+        rest = np.setdiff1d(np.arange(n), calibration)
+        for batch, positions in self._screen_batches(data, idx, rest, screen.batch_size):
+            sb = screen_pass.run(batch.x.to(self.device))
+            b = len(batch.y)
+            clean_pred[positions] = sb.logits.argmax(1).cpu().numpy()
+            for layer, us in layers.items():
+                rows = rows_of[layer]
+                audited = torch.as_tensor([r in cleared_audit for r in rows.tolist()])
+                ok = torch.zeros(b, len(us), dtype=torch.bool)
+                est = self._screen_layer(sb, screen_pass, layer, us, edits[layer], weight_space, sites[layer][0])
+                if est is not None:
+                    est, unchanged = est
+                    ok = sb.clear(est, screen.factor, 2 * slack[layer].to(est.device)).cpu()
+                    counted = ok & ~audited[None, :]
+                    report.known_unchanged += int((unchanged.cpu() & counted).sum())
+                    acc.add_rows(rows.tolist(), (sb.logits.unsqueeze(1) + est).transpose(0, 1), batch, positions,
+                                 mask=counted.t())
+                for j in np.flatnonzero(audited.numpy()):
+                    cleared_audit[rows[j]][positions] = ok[:, j].numpy()
+                    ok[:, j] = False
+                todo = (~ok).nonzero().numpy()
+                pending[layer].append((todo[:, 1], positions[todo[:, 0]]))
+        report.seconds_screen += time.process_time() - started
+        report.unscreened_layers = [layer for layer, plan in screen_pass.plans.items() if plan is None]
+
+        started = time.process_time()
+        for layer, us in layers.items():
+            ks = np.concatenate([p[0] for p in pending[layer]]) if pending[layer] else np.zeros(0, dtype=np.int64)
+            es = np.concatenate([p[1] for p in pending[layer]]) if pending[layer] else np.zeros(0, dtype=np.int64)
+            report.exact_by_layer[layer] = report.exact_by_layer.get(layer, 0) + len(ks)
+            if len(ks):
+                for k, e, pred, _ in self._exact_pairs(layer, us, sites[layer][0], weight_space, edits[layer], split,
+                                                       data, idx, ks, es, acc, rows_of[layer]):
+                    rows = rows_of[layer][k]
+                    for row in set(rows.tolist()) & audit_rows:
+                        mine = rows == row
+                        flipped = pred[mine] != clean_pred[e[mine]]
+                        report.audit_flips += int(flipped.sum())
+                        report.audit_missed += int((flipped & cleared_audit[row][e[mine]]).sum())
+            bar.advance(len(us))
+        report.seconds_exact += time.process_time() - started
+        report.pairs = len(units) * n
+        report.exact_pairs = sum(report.exact_by_layer.values())
+        report.audit_pairs = len(audit_rows) * len(rest)
+        report.audit_cleared = int(sum(c.sum() for c in cleared_audit.values()))
+        report.slack = {layer: float(v.max()) if len(v) else 0.0 for layer, v in slack.items()}
+        return report
+
+    def _screen_batches(self, data, idx: torch.Tensor, positions: np.ndarray, batch_size: int):
+        """Batches of the examples at ``positions`` of ``idx``, with those positions."""
+        for start in range(0, len(positions), batch_size):
+            chunk = positions[start:start + batch_size]
+            batch = next(iterate_batches(data, len(chunk), self.dataset.mean, self.dataset.std,
+                                         indices=idx[torch.as_tensor(chunk)]))
+            yield batch, chunk
+
+    def _screen_layer(self, sb, screen_pass, layer: str, us: list[Unit], edit, weight_space: bool,
+                      site_name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The screen's estimate ``[B x K x C]`` and exactly-unchanged mask ``[B x K]`` for one
+        layer's units on one batch; None when the screen cannot carry the edit through (the layer's
+        pairs then all run exactly)."""
+        plan = screen_pass.plans[layer]
+        if plan is None:
+            return None
+        site = sb.env[plan.site]
+        axis = unit_axis(get_module(self.model, site_name)) % site.dim()
+        per_unit = max(1, site.numel() // max(site.shape[axis], 1) * site.element_size())
+        k_max = max(1, int(self.memory_mb * 2**20 // (4 * per_unit)))
+        ests, unchanged = [], []
+        try:
+            for lo in range(0, len(us), k_max):
+                chunk = us[lo:lo + k_max]
+                channels = torch.as_tensor([u.index for u in chunk], device=self.device)
+                if weight_space:
+                    rows_w, rows_b = edit
+                    slab = _unit_outputs(get_module(self.model, layer), sb.env[plan.layer_input],
+                                         rows_w[lo:lo + k_max], None if rows_b is None else rows_b[lo:lo + k_max],
+                                         channels.tolist())
+                else:
+                    slab = site.index_select(axis, channels).clone()
+                    for j, value in enumerate(edit[lo:lo + k_max]):
+                        target = slab.select(axis, j)
+                        target.copy_(value) if isinstance(value, torch.Tensor) else target.fill_(value)
+                ests.append(sb.estimate(plan, slab, channels, axis))
+                unchanged.append(sb.unchanged)
+        except Unsupported:
+            screen_pass.plans[layer] = None
+            return None
+        return torch.cat(ests, dim=1), torch.cat(unchanged, dim=1)
+
+    def _exact_pairs(self, layer: str, us: list[Unit], site: str, weight_space: bool, edit, split: str, data,
+                     idx: torch.Tensor, ks: np.ndarray, es: np.ndarray, acc: "_Accumulator", rows: np.ndarray):
+        """Run the (unit ``us[ks[r]]``, example ``es[r]``) pairs exactly and count them; yields the
+        unit positions, example positions, predictions and logits of each chunk."""
+        runner = self._site(site, layer if weight_space else None)
+        examples = np.unique(es)
+        pos = np.searchsorted(examples, es)
+        order = np.argsort(pos, kind="stable")
+        ks, es, pos = ks[order], es[order], pos[order]
+        channels_all = torch.as_tensor([u.index for u in us])
+        module = get_module(self.model, site)
+        axis = unit_axis(module)
+        for labels, off, pre in self._prefixes(runner, site, layer if weight_space else None, split, data,
+                                               idx[torch.as_tensor(examples)]):
+            b = pre.site.shape[0]
+            lo, hi = np.searchsorted(pos, off), np.searchsorted(pos, off + b)
+            if lo == hi:
+                continue
+            k_b, e_b, local = ks[lo:hi], es[lo:hi], torch.as_tensor(pos[lo:hi] - off, device=self.device)
+            channels = channels_all[k_b].to(self.device)
+            site_t = pre.site.movedim(axis % pre.site.dim(), 1)
+            if weight_space:
+                rows_w, rows_b = edit
+                needed, inverse = np.unique(k_b, return_inverse=True)
+                slab = _unit_outputs(get_module(self.model, layer), pre.layer_input, rows_w[needed],
+                                     None if rows_b is None else rows_b[needed], channels_all[needed].tolist())
+                values = slab.movedim(axis % slab.dim(), 1)[local, torch.as_tensor(inverse, device=self.device)]
+            else:
+                values = torch.empty_like(site_t[local, channels])
+                for j, k in enumerate(k_b.tolist()):
+                    value = edit[k]
+                    values[j].copy_(value) if isinstance(value, torch.Tensor) else values[j].fill_(value)
+            per_row = max(1, pre.site[0].numel() * pre.site.element_size())
+            r_max = max(1, min(self.max_rows, int(self.memory_mb * 2**20 // per_row)))
+            for a in range(0, hi - lo, r_max):
+                z = slice(a, a + r_max)
+                logits = runner.run_pairs(pre, local[z], channels[z], values[z], axis)
+                pred = acc.add_pairs(rows[k_b[z]], logits, labels.y[local[z].cpu()], labels.g[local[z].cpu()],
+                                     e_b[z]).numpy()
+                yield k_b[z], e_b[z], pred, logits.float().cpu()
 
     def _scan_set(self, units: list[Unit], spec, params, split: str, data, idx, acc: "_Accumulator", row: int) -> None:
         """One set modified together: the graph is split at the input of the earliest edited module,
@@ -449,8 +647,11 @@ class _Accumulator:
     def add(self, row: int, logits: torch.Tensor, batch, offset: int) -> None:
         self.add_rows([row], logits, batch, offset)
 
-    def add_rows(self, rows: list[int], logits: torch.Tensor, batch, offset: int) -> None:
-        """``logits`` is ``[len(rows) x B x C]``."""
+    def add_rows(self, rows: list[int], logits: torch.Tensor, batch, offset: int | np.ndarray,
+                 mask: torch.Tensor | None = None) -> None:
+        """``logits`` is ``[len(rows) x B x C]`` for the examples at ``offset, offset + 1, ...`` (or at
+        the positions ``offset`` lists); with ``mask`` (``[len(rows) x B]`` bool) only the pairs it
+        marks are counted."""
         logits = logits.float().cpu()
         k, b, c = logits.shape
         y = batch.y.unsqueeze(0).expand(k, b)
@@ -459,15 +660,42 @@ class _Accumulator:
         pred = logits.argmax(dim=2)
         correct = pred == y
         loss = F.cross_entropy(logits.reshape(k * b, c), y.reshape(-1), reduction="none").reshape(k, b)
+        weight = torch.ones(k, b, dtype=torch.float64) if mask is None else mask.cpu().double()
         onehot = F.one_hot(batch.g, self.n_groups).double()
-        self.correct[rows] += (correct.double() @ onehot).round().long().numpy()
-        self.margin[rows] += ((true - other).double() @ onehot).numpy()
-        self.loss[rows] += (loss.double() @ onehot).numpy()
+        self.correct[rows] += ((correct.double() * weight) @ onehot).round().long().numpy()
+        self.margin[rows] += (((true - other).double() * weight) @ onehot).numpy()
+        self.loss[rows] += ((loss.double() * weight) @ onehot).numpy()
         cells = self.n_groups * c  # variant x group x class cell of each prediction:
         cell = torch.arange(k).unsqueeze(1) * cells + batch.g.unsqueeze(0) * c + pred
-        self.pred[rows] += np.bincount(cell.reshape(-1).numpy(), minlength=k * cells).reshape(k, self.n_groups, c)
+        counts = np.bincount(cell.reshape(-1).numpy(), weights=weight.reshape(-1).numpy(), minlength=k * cells)
+        self.pred[rows] += counts.round().astype(np.int64).reshape(k, self.n_groups, c)
         if self.examples is not None:
-            self.examples[np.asarray(rows)[:, None], np.arange(offset, offset + b)[None, :]] = correct.numpy()
+            cols = np.arange(offset, offset + b) if np.isscalar(offset) else np.asarray(offset)
+            where = (np.asarray(rows)[:, None], cols[None, :])
+            block = self.examples[where]
+            keep = weight.numpy() > 0
+            block[keep] = correct.numpy()[keep]
+            self.examples[where] = block
+
+    def add_pairs(self, rows: np.ndarray, logits: torch.Tensor, y: torch.Tensor, g: torch.Tensor,
+                  examples: np.ndarray) -> torch.Tensor:
+        """One (variant ``rows[r]``, example ``examples[r]``) pair per row of ``logits`` ``[R x C]``;
+        returns the predicted classes."""
+        logits = logits.float().cpu()
+        y, g = y.cpu(), g.cpu()
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+        pred = logits.argmax(dim=1)
+        correct = (pred == y).numpy()
+        loss = F.cross_entropy(logits, y, reduction="none").double().numpy()
+        gi = g.numpy()
+        np.add.at(self.correct, (rows, gi), correct.astype(np.int64))
+        np.add.at(self.margin, (rows, gi), (true - other).double().numpy())
+        np.add.at(self.loss, (rows, gi), loss)
+        np.add.at(self.pred, (rows, gi, pred.numpy()), 1)
+        if self.examples is not None:
+            self.examples[rows, examples] = correct
+        return pred
 
 
 class _Progress:
@@ -497,4 +725,4 @@ def scan_units(model: nn.Module, dataset: GroupDataset, units: Sequence[Unit | s
     return engine.scan(units, intervention, split, **kwargs)
 
 
-__all__ = ["PREFIX_CACHE_MB", "ScanEngine", "ScanResult", "scan_units"]
+__all__ = ["PREFIX_CACHE_MB", "ScanEngine", "ScanResult", "Screen", "ScreenReport", "scan_units"]

@@ -142,6 +142,27 @@ class FxSite:
         args = [_repeat(v, k) if b else v for v, b in zip(pre.kept[1:], self.batched)]
         return self.suffix(start, *args)
 
+    def run_pairs(self, pre: _Prefix, examples: torch.Tensor, channels: torch.Tensor, values: torch.Tensor,
+                  axis: int) -> torch.Tensor:
+        """Logits ``[R x C]`` of R single-unit variants, each on one example of the batch: row r is
+        example ``examples[r]`` with site channel ``channels[r]`` replaced by ``values[r]`` (the
+        channel's map, the site output without its batch and unit axes). The screened scan uses it
+        to evaluate only the pairs its screen could not clear."""
+        axis = axis % pre.site.dim()
+        if self.terminal is None:
+            start = pre.site.index_select(0, examples).clone()
+            start.movedim(axis, 1)[torch.arange(len(examples), device=start.device), channels] = values
+        else:
+            slab = values.unsqueeze(0).movedim(1, axis)  # one "example" whose channels are the rows
+            for step in self.chain:
+                slab = step(slab, channels)
+            clean = pre.chain_input.movedim(axis % pre.chain_input.dim(), 1)[examples, channels]
+            delta = slab - clean.unsqueeze(0).movedim(1, axis % slab.dim())
+            start = pre.kept[0].index_select(0, examples) + _terminal_change(self.terminal, delta, channels).squeeze(1)
+        args = [v.index_select(0, examples) if b and isinstance(v, torch.Tensor) else v
+                for v, b in zip(pre.kept[1:], self.batched)]
+        return self.suffix(start, *args)
+
     def run_suffix_clean(self, pre: _Prefix) -> torch.Tensor:
         """One suffix pass on the clean values (for timing the floor)."""
         return self.suffix(*pre.kept)
@@ -279,6 +300,17 @@ class HookSite:
         handle = self.site.register_forward_hook(lambda m, i, o: stacked)
         try:
             return self.model(_repeat(pre.kept[0], len(channels)))
+        finally:
+            handle.remove()
+
+
+    def run_pairs(self, pre: _Prefix, examples: torch.Tensor, channels: torch.Tensor, values: torch.Tensor,
+                  axis: int) -> torch.Tensor:
+        site = pre.site.index_select(0, examples).clone()
+        site.movedim(axis % site.dim(), 1)[torch.arange(len(examples), device=site.device), channels] = values
+        handle = self.site.register_forward_hook(lambda m, i, o: site)
+        try:
+            return self.model(pre.kept[0].index_select(0, examples))
         finally:
             handle.remove()
 
