@@ -120,6 +120,32 @@ def test_feldman_end_to_end_tiny(shapes, tmp_path):
     pd.testing.assert_frame_equal(again.examples, ex)
 
 
+def test_screened_report_equals_exact_when_nothing_is_cleared_and_says_what_ran(shapes, runs, tmp_path):
+    """The planted memorisers are found by a screened scan too; with a factor that clears nothing
+    (bar pairs known unchanged) the scores equal the exact scan's; the summary reports the screen."""
+    from spurmem.probes.scan import Screen
+
+    model, _ = planted_model(shapes)
+    exact = unit_memorization(model, shapes, device="cpu", null_draws=50)
+    strict = unit_memorization(model, shapes, device="cpu", null_draws=50, screen=Screen(factor=1e12, calibration=4))
+    pd.testing.assert_frame_equal(strict.ranked[["unit", "score", "train_drop", "heldout_drop"]],
+                                  exact.ranked[["unit", "score", "train_drop", "heldout_drop"]])
+    default = unit_memorization(model, shapes, device="cpu", null_draws=50, screen=Screen())
+    assert set(default.ranked.unit[:2]) == {"memory:2", "memory:3"}
+    screen = default.summary["screen"]
+    assert set(screen) == {"train", "test", "val"}
+    assert all(s["pairs"] == len(default.ranked) * len(shapes[split]) for split, s in screen.items())
+    assert "screened scan:" in default.summary["statement"]
+    assert default.summary["scan"]["train"]["engine"] == "fx-screened"
+    assert "screen" not in exact.summary and exact.summary["scan"]["train"]["engine"] == "fx"
+    run = runs[1]
+    assert main(["memorization", "units", str(run), "--null-draws", "20", "--device", "cpu", "--screen",
+                 "--screen-factor", "3", "--calibration", "5", "--audit-units", "2"]) == 0
+    summary = json.loads((run / "memorization" / "units_summary.json").read_text())
+    assert summary["screen"]["train"]["factor"] == 3 and summary["screen"]["train"]["calibration_examples"] == 5
+    assert len(summary["screen"]["train"]["audit_units"]) == 2
+
+
 def test_cli_units_gap_and_localize(runs, capsys):
     run = runs[0]
     assert main(["memorization", "units", str(run), "--null-draws", "50", "--device", "cpu"]) == 0

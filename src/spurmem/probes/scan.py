@@ -288,15 +288,21 @@ class ScanEngine:
 
     def _scan_screened(self, units: list[Unit], spec, params, split: str, data, idx: torch.Tensor,
                        acc: "_Accumulator", row_of: dict[str, int], screen: Screen, bar: "_Progress") -> ScreenReport:
-        """Calibrate the screen on a few examples run exactly for every unit, screen every other
-        (unit, example) pair, count the cleared ones, then run the rest exactly."""
+        """Calibrate the screen on a few examples run exactly for every unit, then screen every other
+        (unit, example) pair batch by batch, count the cleared ones and run the rest exactly. The
+        exact pairs take their prefix values from the screen's own forward pass."""
         report = ScreenReport(factor=screen.factor)
         weight_space = spec.space == "weight"
         layers = {layer: [Unit(layer, i) for i in ix] for layer, ix in units_by_layer(units).items()}
-        rows_of = {layer: np.array([row_of[u.id] for u in us]) for layer, us in layers.items()}
-        sites = {layer: (layer if weight_space else output_site(self.model, layer), weight_space) for layer in layers}
-        edits = {layer: (_edited_rows(self.model, us, spec.name, params) if weight_space
-                         else _activation_values(us, spec.name, params)) for layer, us in layers.items()}
+        ctx = {layer: _LayerContext(
+            units=us, rows=np.array([row_of[u.id] for u in us]),
+            site=layer if weight_space else output_site(self.model, layer),
+            edit=(_edited_rows(self.model, us, spec.name, params) if weight_space
+                  else _activation_values(us, spec.name, params)),
+            slack=torch.zeros(len(us))) for layer, us in layers.items()}
+        for layer, c in ctx.items():
+            c.runner = self._site(c.site, layer if weight_space else None)
+            c.axis = unit_axis(get_module(self.model, c.site))
         n = len(idx)
         pick = np.random.default_rng([screen.seed, 0]).choice(len(units), min(screen.audit_units, len(units)),
                                                                replace=False)
@@ -305,89 +311,64 @@ class ScanEngine:
         calibration = np.sort(np.random.default_rng([screen.seed, 1]).choice(n, min(screen.calibration, n),
                                                                             replace=False))
         report.calibration_examples = len(calibration)
-        cleared_audit = {r: np.zeros(n, dtype=bool) for r in audit_rows}
-        clean_pred = np.zeros(n, dtype=np.int64)
-        screen_pass = ScreenPass(self.graph, sites)
-        slack = {layer: torch.zeros(len(us)) for layer, us in layers.items()}
+        screen_pass = ScreenPass(self.graph, {layer: (c.site, weight_space) for layer, c in ctx.items()})
 
         started = time.process_time()
-        estimates: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-        clean_logits = []
         for batch, positions in self._screen_batches(data, idx, calibration, screen.batch_size):
             sb = screen_pass.run(batch.x.to(self.device))
-            clean_logits.append(sb.logits.cpu())
-            clean_pred[positions] = sb.logits.argmax(1).cpu().numpy()
-            for layer, us in layers.items():
-                est = self._screen_layer(sb, screen_pass, layer, us, edits[layer], weight_space, sites[layer][0])
-                estimates[layer].append(None if est is None else est[0].cpu())
-        report.seconds_screen += time.process_time() - started
-        if len(calibration):
-            started = time.process_time()
-            clean = torch.cat(clean_logits)
-            clean_diff = clean - clean[:, :1]
-            for layer, us in layers.items():
-                k = np.repeat(np.arange(len(us)), len(calibration))
-                e = np.tile(calibration, len(us))
-                est = None if any(x is None for x in estimates[layer]) else torch.cat(estimates[layer])
-                for ks, es, pred, logits in self._exact_pairs(layer, us, sites[layer][0], weight_space, edits[layer],
-                                                              split, data, idx, k, e, acc, rows_of[layer]):
-                    c = np.searchsorted(calibration, es)
-                    if est is None:
-                        continue
-                    true = (logits - logits[:, :1]) - clean_diff[c]
-                    err = (true - est[c, ks]).abs().amax(1)
-                    slack[layer].scatter_reduce_(0, torch.as_tensor(ks), err.float(), "amax")
-                report.exact_by_layer[layer] = len(k)
-            report.seconds_exact += time.process_time() - started
+            clean_diff = (sb.logits - sb.logits[:, :1]).cpu()
+            for layer, c in ctx.items():
+                est = self._screen_layer(sb, screen_pass, layer, c, weight_space)
+                ks = np.repeat(np.arange(len(c.units)), len(positions))
+                local = np.tile(np.arange(len(positions)), len(c.units))
+                report.exact_by_layer[layer] = report.exact_by_layer.get(layer, 0) + len(ks)
+                for k, loc, _, logits in self._exact_batch(c, weight_space, sb, batch, positions, ks, local, acc):
+                    if est is not None:
+                        err = ((logits - logits[:, :1]) - clean_diff[loc] - est[0].cpu()[loc, k]).abs().amax(1)
+                        c.slack.scatter_reduce_(0, torch.as_tensor(k), err.float(), "amax")
+        report.seconds_calibration = time.process_time() - started
 
-        started = time.process_time()
-        pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {layer: [] for layer in layers}
         rest = np.setdiff1d(np.arange(n), calibration)
         for batch, positions in self._screen_batches(data, idx, rest, screen.batch_size):
+            t0 = time.process_time()
             sb = screen_pass.run(batch.x.to(self.device))
+            clean_pred = sb.logits.argmax(1).cpu().numpy()
             b = len(batch.y)
-            clean_pred[positions] = sb.logits.argmax(1).cpu().numpy()
-            for layer, us in layers.items():
-                rows = rows_of[layer]
-                audited = torch.as_tensor([r in cleared_audit for r in rows.tolist()])
-                ok = torch.zeros(b, len(us), dtype=torch.bool)
-                est = self._screen_layer(sb, screen_pass, layer, us, edits[layer], weight_space, sites[layer][0])
+            todo_by_layer = {}
+            for layer, c in ctx.items():
+                audited = torch.as_tensor([r in audit_rows for r in c.rows.tolist()])
+                ok = torch.zeros(b, len(c.units), dtype=torch.bool)
+                est = self._screen_layer(sb, screen_pass, layer, c, weight_space)
                 if est is not None:
                     est, unchanged = est
-                    ok = sb.clear(est, screen.factor, 2 * slack[layer].to(est.device)).cpu()
+                    ok = sb.clear(est, screen.factor, 2 * c.slack.to(est.device)).cpu()
                     counted = ok & ~audited[None, :]
                     report.known_unchanged += int((unchanged.cpu() & counted).sum())
-                    acc.add_rows(rows.tolist(), (sb.logits.unsqueeze(1) + est).transpose(0, 1), batch, positions,
+                    acc.add_rows(c.rows.tolist(), (sb.logits.unsqueeze(1) + est).transpose(0, 1), batch, positions,
                                  mask=counted.t())
-                for j in np.flatnonzero(audited.numpy()):
-                    cleared_audit[rows[j]][positions] = ok[:, j].numpy()
-                    ok[:, j] = False
-                todo = (~ok).nonzero().numpy()
-                pending[layer].append((todo[:, 1], positions[todo[:, 0]]))
-        report.seconds_screen += time.process_time() - started
-        report.unscreened_layers = [layer for layer, plan in screen_pass.plans.items() if plan is None]
-
-        started = time.process_time()
-        for layer, us in layers.items():
-            ks = np.concatenate([p[0] for p in pending[layer]]) if pending[layer] else np.zeros(0, dtype=np.int64)
-            es = np.concatenate([p[1] for p in pending[layer]]) if pending[layer] else np.zeros(0, dtype=np.int64)
-            report.exact_by_layer[layer] = report.exact_by_layer.get(layer, 0) + len(ks)
-            if len(ks):
-                for k, e, pred, _ in self._exact_pairs(layer, us, sites[layer][0], weight_space, edits[layer], split,
-                                                       data, idx, ks, es, acc, rows_of[layer]):
-                    rows = rows_of[layer][k]
-                    for row in set(rows.tolist()) & audit_rows:
-                        mine = rows == row
-                        flipped = pred[mine] != clean_pred[e[mine]]
+                cleared_audit = ok & audited[None, :]
+                todo = (~ok | audited[None, :]).nonzero().numpy()
+                todo_by_layer[layer] = (todo, cleared_audit)
+            t1 = time.process_time()
+            report.seconds_screen += t1 - t0
+            for layer, (todo, cleared_audit) in todo_by_layer.items():
+                c = ctx[layer]
+                report.exact_by_layer[layer] = report.exact_by_layer.get(layer, 0) + len(todo)
+                report.audit_cleared += int(cleared_audit.sum())
+                for k, loc, pred, _ in self._exact_batch(c, weight_space, sb, batch, positions, todo[:, 1], todo[:, 0],
+                                                         acc):
+                    mine = np.isin(c.rows[k], list(audit_rows))
+                    if mine.any():
+                        flipped = pred[mine] != clean_pred[loc[mine]]
                         report.audit_flips += int(flipped.sum())
-                        report.audit_missed += int((flipped & cleared_audit[row][e[mine]]).sum())
-            bar.advance(len(us))
-        report.seconds_exact += time.process_time() - started
+                        report.audit_missed += int((flipped & cleared_audit[loc[mine], k[mine]].numpy()).sum())
+            report.seconds_exact += time.process_time() - t1
+            bar.advance(len(units) * len(positions) / max(len(rest), 1))
+        report.unscreened_layers = [layer for layer, plan in screen_pass.plans.items() if plan is None]
         report.pairs = len(units) * n
         report.exact_pairs = sum(report.exact_by_layer.values())
         report.audit_pairs = len(audit_rows) * len(rest)
-        report.audit_cleared = int(sum(c.sum() for c in cleared_audit.values()))
-        report.slack = {layer: float(v.max()) if len(v) else 0.0 for layer, v in slack.items()}
+        report.slack = {layer: float(c.slack.max()) if len(c.slack) else 0.0 for layer, c in ctx.items()}
         return report
 
     def _screen_batches(self, data, idx: torch.Tensor, positions: np.ndarray, batch_size: int):
@@ -398,8 +379,8 @@ class ScanEngine:
                                          indices=idx[torch.as_tensor(chunk)]))
             yield batch, chunk
 
-    def _screen_layer(self, sb, screen_pass, layer: str, us: list[Unit], edit, weight_space: bool,
-                      site_name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _screen_layer(self, sb, screen_pass, layer: str, c: "_LayerContext",
+                      weight_space: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The screen's estimate ``[B x K x C]`` and exactly-unchanged mask ``[B x K]`` for one
         layer's units on one batch; None when the screen cannot carry the edit through (the layer's
         pairs then all run exactly)."""
@@ -407,22 +388,22 @@ class ScanEngine:
         if plan is None:
             return None
         site = sb.env[plan.site]
-        axis = unit_axis(get_module(self.model, site_name)) % site.dim()
+        axis = c.axis % site.dim()
         per_unit = max(1, site.numel() // max(site.shape[axis], 1) * site.element_size())
         k_max = max(1, int(self.memory_mb * 2**20 // (4 * per_unit)))
         ests, unchanged = [], []
+        us = c.units
         try:
             for lo in range(0, len(us), k_max):
-                chunk = us[lo:lo + k_max]
-                channels = torch.as_tensor([u.index for u in chunk], device=self.device)
+                channels = torch.as_tensor([u.index for u in us[lo:lo + k_max]], device=self.device)
                 if weight_space:
-                    rows_w, rows_b = edit
+                    rows_w, rows_b = c.edit
                     slab = _unit_outputs(get_module(self.model, layer), sb.env[plan.layer_input],
                                          rows_w[lo:lo + k_max], None if rows_b is None else rows_b[lo:lo + k_max],
                                          channels.tolist())
                 else:
                     slab = site.index_select(axis, channels).clone()
-                    for j, value in enumerate(edit[lo:lo + k_max]):
+                    for j, value in enumerate(c.edit[lo:lo + k_max]):
                         target = slab.select(axis, j)
                         target.copy_(value) if isinstance(value, torch.Tensor) else target.fill_(value)
                 ests.append(sb.estimate(plan, slab, channels, axis))
@@ -432,46 +413,38 @@ class ScanEngine:
             return None
         return torch.cat(ests, dim=1), torch.cat(unchanged, dim=1)
 
-    def _exact_pairs(self, layer: str, us: list[Unit], site: str, weight_space: bool, edit, split: str, data,
-                     idx: torch.Tensor, ks: np.ndarray, es: np.ndarray, acc: "_Accumulator", rows: np.ndarray):
-        """Run the (unit ``us[ks[r]]``, example ``es[r]``) pairs exactly and count them; yields the
-        unit positions, example positions, predictions and logits of each chunk."""
-        runner = self._site(site, layer if weight_space else None)
-        examples = np.unique(es)
-        pos = np.searchsorted(examples, es)
-        order = np.argsort(pos, kind="stable")
-        ks, es, pos = ks[order], es[order], pos[order]
-        channels_all = torch.as_tensor([u.index for u in us])
-        module = get_module(self.model, site)
-        axis = unit_axis(module)
-        for labels, off, pre in self._prefixes(runner, site, layer if weight_space else None, split, data,
-                                               idx[torch.as_tensor(examples)]):
-            b = pre.site.shape[0]
-            lo, hi = np.searchsorted(pos, off), np.searchsorted(pos, off + b)
-            if lo == hi:
-                continue
-            k_b, e_b, local = ks[lo:hi], es[lo:hi], torch.as_tensor(pos[lo:hi] - off, device=self.device)
-            channels = channels_all[k_b].to(self.device)
-            site_t = pre.site.movedim(axis % pre.site.dim(), 1)
-            if weight_space:
-                rows_w, rows_b = edit
-                needed, inverse = np.unique(k_b, return_inverse=True)
-                slab = _unit_outputs(get_module(self.model, layer), pre.layer_input, rows_w[needed],
-                                     None if rows_b is None else rows_b[needed], channels_all[needed].tolist())
-                values = slab.movedim(axis % slab.dim(), 1)[local, torch.as_tensor(inverse, device=self.device)]
-            else:
-                values = torch.empty_like(site_t[local, channels])
-                for j, k in enumerate(k_b.tolist()):
-                    value = edit[k]
-                    values[j].copy_(value) if isinstance(value, torch.Tensor) else values[j].fill_(value)
-            per_row = max(1, pre.site[0].numel() * pre.site.element_size())
-            r_max = max(1, min(self.max_rows, int(self.memory_mb * 2**20 // per_row)))
-            for a in range(0, hi - lo, r_max):
-                z = slice(a, a + r_max)
-                logits = runner.run_pairs(pre, local[z], channels[z], values[z], axis)
-                pred = acc.add_pairs(rows[k_b[z]], logits, labels.y[local[z].cpu()], labels.g[local[z].cpu()],
-                                     e_b[z]).numpy()
-                yield k_b[z], e_b[z], pred, logits.float().cpu()
+    def _exact_batch(self, c: "_LayerContext", weight_space: bool, sb, batch, positions: np.ndarray,
+                     ks: np.ndarray, local: np.ndarray, acc: "_Accumulator"):
+        """Run the pairs (unit ``c.units[ks[r]]``, example ``local[r]`` of the screened batch) exactly
+        and count them; the prefix values come from the screen's forward pass. Yields the unit
+        positions, local example positions, predictions and logits of each chunk."""
+        if len(ks) == 0:
+            return
+        runner = c.runner
+        pre = runner.prefix_from(sb.env) if isinstance(runner, FxSite) else runner.run_prefix(batch.x.to(self.device))
+        axis = c.axis % pre.site.dim()
+        channels_all = torch.as_tensor([u.index for u in c.units])
+        local_t = torch.as_tensor(local, device=self.device)
+        channels = channels_all[ks].to(self.device)
+        if weight_space:
+            rows_w, rows_b = c.edit
+            needed, inverse = np.unique(ks, return_inverse=True)
+            slab = _unit_outputs(get_module(self.model, c.units[0].layer), pre.layer_input, rows_w[needed],
+                                 None if rows_b is None else rows_b[needed], channels_all[needed].tolist())
+            values = slab.movedim(axis, 1)[local_t, torch.as_tensor(inverse, device=self.device)]
+        else:
+            values = torch.empty_like(pre.site.movedim(axis, 1)[local_t, channels])
+            for j, k in enumerate(ks.tolist()):
+                value = c.edit[k]
+                values[j].copy_(value) if isinstance(value, torch.Tensor) else values[j].fill_(value)
+        per_row = max(1, pre.site[0].numel() * pre.site.element_size())
+        r_max = max(1, min(self.max_rows, int(self.memory_mb * 2**20 // per_row)))
+        for a in range(0, len(ks), r_max):
+            z = slice(a, a + r_max)
+            logits = runner.run_pairs(pre, local_t[z], channels[z], values[z], axis)
+            pred = acc.add_pairs(c.rows[ks[z]], logits, batch.y[local[z]], batch.g[local[z]],
+                                 positions[local[z]]).numpy()
+            yield ks[z], local[z], pred, logits.float().cpu()
 
     def _scan_set(self, units: list[Unit], spec, params, split: str, data, idx, acc: "_Accumulator", row: int) -> None:
         """One set modified together: the graph is split at the input of the earliest edited module,
@@ -556,6 +529,20 @@ class ScanEngine:
     def clear_cache(self) -> None:
         """Drop the cached prefix outputs (they are only valid while the engine's weights are unchanged)."""
         self._prefix_cache.clear()
+
+
+@dataclass
+class _LayerContext:
+    """What a screened scan keeps per layer: its units, their result rows, the site, the edit
+    (weight rows or activation values), the graph split and each unit's slack."""
+
+    units: list[Unit]
+    rows: np.ndarray
+    site: str
+    edit: Any
+    slack: torch.Tensor
+    runner: Any = None
+    axis: int = 1
 
 
 @dataclass

@@ -112,6 +112,7 @@ class FxSite:
         self.batched = [n in batched for n in kept[1:]]
         extra = ([terminal.args[0]] if terminal is not None else []) + ([layer_input] if layer_input is not None else [])
         wanted = [site_node] + kept + extra
+        self.prefix_nodes = wanted
         self.prefix = _subgraph(gm, nodes, inputs=[n for n in nodes if n.op == "placeholder"],
                                 body=_ancestors(wanted), outputs=wanted)
         self.suffix = _subgraph(gm, nodes, inputs=kept, body=set(suffix_nodes), outputs=output.args[0])
@@ -122,7 +123,14 @@ class FxSite:
         self.terminal = modules[terminal.target] if terminal is not None else None
 
     def run_prefix(self, x: torch.Tensor) -> _Prefix:
-        values = list(self.prefix(x))
+        return self._parse(list(self.prefix(x)))
+
+    def prefix_from(self, env: dict) -> _Prefix:
+        """The prefix values from a run of the whole traced graph that kept every node's value (the
+        screened scan's forward pass), instead of running the prefix again."""
+        return self._parse([env[n] for n in self.prefix_nodes])
+
+    def _parse(self, values: list) -> _Prefix:
         site, kept, rest = values[0], values[1:1 + self.n_kept], values[1 + self.n_kept:]
         chain_input = rest.pop(0) if self.terminal is not None else None
         return _Prefix(site, rest[0] if self.has_layer_input else None, kept, chain_input)

@@ -88,6 +88,7 @@ class ScreenReport:
     audit_flips: int = 0
     audit_missed: int = 0
     seconds_screen: float = 0.0
+    seconds_calibration: float = 0.0
     seconds_exact: float = 0.0
 
     @property
