@@ -54,7 +54,9 @@ class ScanResult:
     ``correct``, ``margin_sum`` and ``loss_sum`` are ``[variants x groups]``; the ``base_*`` arrays
     are the unmodified model (with ``base_units`` applied, if any). ``example_correct`` is
     ``[variants x examples]`` (examples in ``example_index`` order) when asked for; ``pred_count``
-    ``[variants x groups x classes]`` counts the predicted classes.
+    ``[variants x groups x classes]`` counts the predicted classes. A screened scan (``engine ==
+    "fx-screened"``, see ``screen``) counts the pairs its screen cleared with their clean
+    prediction, and their margins and losses are its first-order estimates.
     """
 
     split: str
