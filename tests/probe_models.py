@@ -141,3 +141,14 @@ def memorising_model() -> Planted:
     make a random pick of 2 units almost never hit them."""
     return Planted([([1, -1, 0, 0, 0], 0.0, 3.0), ([0, 0, 2, 0, 0], -1.0, 1.0),
                     ([0, 0, 0, 10, 0], 0.0, -0.4), ([0, 0, 0, 0, 10], 0.0, 0.4)], n_filler=200)
+
+
+def small_stem_resnet18(seed: int = 0, n_classes: int = 2) -> nn.Module:
+    """torchvision's ResNet-18 with the small-image stem (3x3 conv, no max-pool), random weights, eval mode."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=n_classes)
+    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model.eval()

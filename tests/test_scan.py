@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from spurmem.metrics import predict
@@ -13,6 +12,7 @@ from spurmem.models import MLP, SmallCNN
 from spurmem.probes.interventions import activation_means, intervene
 from spurmem.probes.scan import ScanEngine, scan_units
 from spurmem.probes.units import Unit, enumerate_units
+from probe_models import small_stem_resnet18
 
 
 def naive_counts(model, dataset, split, variants, intervention, base=(), **params):
@@ -120,11 +120,7 @@ def test_hook_fallback_gives_the_same_result(shapes, cnn):
 
 
 def test_resnet18_residual_blocks_agree(shapes):
-    torch.manual_seed(1)
-    model = torchvision.models.resnet18(num_classes=2)
-    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    model.maxpool = nn.Identity()
-    model.eval()
+    model = small_stem_resnet18(seed=1)
     rng = np.random.default_rng(0)
     units = [Unit(layer, int(rng.integers(n))) for layer, n in [
         ("conv1", 64), ("layer1.0.conv1", 64), ("layer1.1.conv2", 64), ("layer2.0.conv1", 128),

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from spurmem.probes.interventions import activation_means, intervene
 from spurmem.probes.scan import ScanEngine, Screen
 from spurmem.probes.scan_screen import ScreenPass, ScreenReport
 from spurmem.probes.units import Unit, enumerate_units
+from probe_models import small_stem_resnet18
 from test_scan import _trained_small_cnn
 
 EVERYTHING_EXACT = Screen(factor=1e12, calibration=4, audit_units=2)
@@ -44,11 +44,7 @@ def test_pairs_run_exactly_equal_the_exact_engine(shapes, cnn, intervention, par
 
 
 def test_mean_activation_pairs_and_a_resnet(shapes):
-    torch.manual_seed(1)
-    model = torchvision.models.resnet18(num_classes=2)
-    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    model.maxpool = nn.Identity()
-    model.eval()
+    model = small_stem_resnet18(seed=1)
     units = enumerate_units(model)[::97]
     engine = ScanEngine(model, shapes, batch_size=16, device="cpu")
     idx = np.arange(20)
@@ -63,11 +59,8 @@ def test_mean_activation_pairs_and_a_resnet(shapes):
 def test_estimate_is_the_first_order_change_through_residual_blocks(shapes):
     """A tiny weight perturbation of one unit: the screen's estimate matches the true change of the
     logit difference (the chain runs through BatchNorm, the residual addition and ReLU exactly)."""
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=2)
-    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    model.maxpool = nn.Identity()
-    model.double().eval()  # float64, so that the check is not about float32 rounding
+    model = small_stem_resnet18(seed=0)
+    model.double()  # float64, so that the check is not about float32 rounding
     engine = ScanEngine(model, shapes, device="cpu")
     x = shapes["test"].images[:4].double() / 255
     for layer, index in (("layer1.0.conv2", 3), ("layer3.1.conv1", 7), ("layer4.1.conv2", 11)):
