@@ -7,9 +7,11 @@ every command leaves an experiment record in ``RUN_DIR/records/``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 OUT_DIR = "memorization"
+SCREEN_HINT_UNITS = 1000  # above this many units an exact scan of three splits takes hours on a CPU
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,11 +99,17 @@ def _units(args: argparse.Namespace) -> int:
     _set_threads(args)
     from spurmem.memorization.units import unit_memorization
     from spurmem.probes.scan import Screen
+    from spurmem.probes.units import enumerate_units
     from spurmem.record import record_command, write_json_atomic, write_text_atomic
     from spurmem.train import load_run
 
     loaded = load_run(args.run_dir, epoch=_epoch(args.epoch), device=args.device)
     out = args.run_dir / OUT_DIR
+    n_units = len(enumerate_units(loaded.model))
+    if n_units > SCREEN_HINT_UNITS and not args.screen:
+        print(f"note: {n_units} units, each run exactly on every example of three splits; on a CPU this can take "
+              f"hours. --screen runs exactly only the pairs a first-order screen cannot clear "
+              f"(docs/memorization.md)", file=sys.stderr)
     screen = Screen(factor=args.screen_factor, calibration=args.calibration, audit_units=args.audit_units,
                     seed=args.seed) if args.screen else None
     config = {"heldout": args.heldout, "intervention": args.intervention, "epoch": loaded.epoch,
