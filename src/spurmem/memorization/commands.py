@@ -44,10 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--screen", action="store_true",
                    help="screened scan: run exactly only the unit-example pairs a first-order screen cannot "
                         "clear (much faster on wide models; the summary reports its audit)")
-    u.add_argument("--screen-factor", type=float, default=4.0,
-                   help="screen safety factor, >= 1 (default 4; larger runs more pairs exactly)")
-    u.add_argument("--calibration", type=int, default=32,
-                   help="examples per split run exactly for every unit to set its slack (default 32)")
+    u.add_argument("--screen-factor", type=float, default=2.0,
+                   help="screen safety factor, >= 1 (default 2; larger runs more pairs exactly)")
+    u.add_argument("--calibration", type=int, default=16,
+                   help="examples per split run exactly for every unit to set its slack (default 16)")
     u.add_argument("--audit-units", type=int, default=16,
                    help="random units run exactly on every example to count the screen's misses (default 16)")
     u.set_defaults(func=_units)

@@ -53,8 +53,8 @@ class Screen:
     on every example to count what the screen misses. ``batch_size``: examples per screen pass (its
     memory holds every activation of the batch with its autograd graph)."""
 
-    factor: float = 4.0
-    calibration: int = 32
+    factor: float = 2.0
+    calibration: int = 16
     audit_units: int = 16
     seed: int = 0
     batch_size: int = 64
