@@ -19,8 +19,8 @@ that conv instead of all of them.
 Timings are CPU time of this process (``time.process_time``, all threads), not wall time: the
 machine is shared, and CPU time is what the two methods cost whatever else runs beside them.
 
-Peak memory: child processes run the same engine scan on N and 4N examples and report their peak
-resident memory (it should not grow with N).
+Peak memory: child processes run an engine scan (and, with ``--screened``, a screened scan of two
+whole layers) on N and 4N examples and report their peak resident memory (it should not grow with N).
 
 Screened scan (``--screened``): the engine's screened mode (:mod:`spurmem.probes.scan_screen`) scans
 *every* unit on the same examples, timed in full (not extrapolated): a first-order screen clears the
@@ -101,9 +101,14 @@ def child(args) -> None:
     dataset = load_dataset("fashion-waterbirds")
     model = make_model(dataset)
     idx = np.arange(args.child)
-    units = [Unit("layer3.1.conv1", i) for i in range(4)] + [Unit("layer2.1.conv2", 0)]
     engine = ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu")
-    engine.scan(units, "zero", "train", indices=idx)
+    if args.screened:  # two whole layers, the widest-map one and a 512-unit one
+        units = [Unit("layer1.0.conv1", i) for i in range(64)] + [Unit("layer4.1.conv1", i) for i in range(512)]
+        engine.scan(units, "zero", "train", indices=idx, screen=Screen(factor=args.screen_factor,
+                                                                       calibration=args.calibration))
+    else:
+        units = [Unit("layer3.1.conv1", i) for i in range(4)] + [Unit("layer2.1.conv2", 0)]
+        engine.scan(units, "zero", "train", indices=idx)
     print(json.dumps({"examples": args.child, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -227,12 +232,15 @@ def main() -> None:
 
     if args.skip_memory:
         return
-    peaks = []
-    for n in (args.examples // 4, args.examples):
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--batch-size", str(args.batch_size),
-                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
-        peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print("peak memory: " + ", ".join(f"{p['examples']} examples {p['peak_rss_mb']:.0f} MB" for p in peaks))
+    for mode in ["exact"] + (["screened"] if args.screened else []):
+        peaks = []
+        for n in (args.examples // 4, args.examples):
+            cmd = [sys.executable, __file__, "--child", str(n), "--batch-size", str(args.batch_size),
+                   "--threads", str(args.threads), "--screen-factor", str(args.screen_factor),
+                   "--calibration", str(args.calibration)] + (["--screened"] if mode == "screened" else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"peak memory ({mode}): " + ", ".join(f"{p['examples']} examples {p['peak_rss_mb']:.0f} MB" for p in peaks))
 
 
 if __name__ == "__main__":
