@@ -440,7 +440,8 @@ class ScanEngine:
                 value = c.edit[k]
                 values[j].copy_(value) if isinstance(value, torch.Tensor) else values[j].fill_(value)
         per_row = max(1, pre.site[0].numel() * pre.site.element_size())
-        r_max = max(1, min(self.max_rows, int(self.memory_mb * 2**20 // per_row)))
+        # a quarter of the stacked-variant budget: the screen pass's values are alive beside it
+        r_max = max(1, min(self.max_rows, int(self.memory_mb * 2**20 // (4 * per_row))))
         for a in range(0, len(ks), r_max):
             z = slice(a, a + r_max)
             logits = runner.run_pairs(pre, local_t[z], channels[z], values[z], axis)
