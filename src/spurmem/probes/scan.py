@@ -41,7 +41,7 @@ from spurmem.data.schema import GroupDataset
 from spurmem.device import resolve_device
 from spurmem.probes.interventions import get_intervention, intervene
 from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, trace
-from spurmem.probes.scan_screen import Screen, ScreenPass, ScreenReport, Unsupported
+from spurmem.probes.scan_screen import Screen, ScreenReport, screened_scan
 from spurmem.probes.units import Unit, enumerate_units, get_module, output_site, unit_axis, units_by_layer
 
 
@@ -227,7 +227,7 @@ class ScanEngine:
             row_of = {label: i for i, label in enumerate(labels[:len(units)])}
             report = None
             if screen is not None and units and self.graph is not None:
-                report = self._scan_screened(units, spec, params, split, data, idx, acc, row_of, screen, bar)
+                report = screened_scan(self, units, spec, params, data, idx, acc, row_of, screen, bar)
             else:
                 for layer, indices_ in units_by_layer(units).items():
                     order = [Unit(layer, i) for i in indices_]
@@ -287,167 +287,6 @@ class ScanEngine:
                 logits = runner.run_variants(pre, channels[lo:hi], slab, axis)
                 acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, b, -1), batch, offset)
 
-
-    def _scan_screened(self, units: list[Unit], spec, params, split: str, data, idx: torch.Tensor,
-                       acc: "_Accumulator", row_of: dict[str, int], screen: Screen, bar: "_Progress") -> ScreenReport:
-        """Calibrate the screen on a few examples run exactly for every unit, then screen every other
-        (unit, example) pair batch by batch, count the cleared ones and run the rest exactly. The
-        exact pairs take their prefix values from the screen's own forward pass."""
-        report = ScreenReport(factor=screen.factor)
-        weight_space = spec.space == "weight"
-        layers = {layer: [Unit(layer, i) for i in ix] for layer, ix in units_by_layer(units).items()}
-        ctx = {layer: _LayerContext(
-            units=us, rows=np.array([row_of[u.id] for u in us]),
-            site=layer if weight_space else output_site(self.model, layer),
-            edit=(_edited_rows(self.model, us, spec.name, params) if weight_space
-                  else _activation_values(us, spec.name, params)),
-            slack=torch.zeros(len(us))) for layer, us in layers.items()}
-        for layer, c in ctx.items():
-            c.runner = self._site(c.site, layer if weight_space else None)
-            c.axis = unit_axis(get_module(self.model, c.site))
-        n = len(idx)
-        pick = np.random.default_rng([screen.seed, 0]).choice(len(units), min(screen.audit_units, len(units)),
-                                                               replace=False)
-        audit_rows = {row_of[units[i].id] for i in pick}
-        report.audit_units = [u.id for u in units if row_of[u.id] in audit_rows]
-        calibration = np.sort(np.random.default_rng([screen.seed, 1]).choice(n, min(screen.calibration, n),
-                                                                            replace=False))
-        report.calibration_examples = len(calibration)
-        screen_pass = ScreenPass(self.graph, {layer: (c.site, weight_space) for layer, c in ctx.items()})
-
-        started = time.process_time()
-        for batch, positions in self._screen_batches(data, idx, calibration, screen.batch_size):
-            sb = screen_pass.run(batch.x.to(self.device))
-            clean_diff = (sb.logits - sb.logits[:, :1]).cpu()
-            for layer, c in ctx.items():
-                est = self._screen_layer(sb, screen_pass, layer, c, weight_space)
-                ks = np.repeat(np.arange(len(c.units)), len(positions))
-                local = np.tile(np.arange(len(positions)), len(c.units))
-                report.exact_by_layer[layer] = report.exact_by_layer.get(layer, 0) + len(ks)
-                for k, loc, _, logits in self._exact_batch(c, weight_space, sb, batch, positions, ks, local, acc):
-                    if est is not None:
-                        err = ((logits - logits[:, :1]) - clean_diff[loc] - est[0].cpu()[loc, k]).abs().amax(1)
-                        c.slack.scatter_reduce_(0, torch.as_tensor(k), err.float(), "amax")
-        report.seconds_calibration = time.process_time() - started
-
-        rest = np.setdiff1d(np.arange(n), calibration)
-        for batch, positions in self._screen_batches(data, idx, rest, screen.batch_size):
-            t0 = time.process_time()
-            sb = screen_pass.run(batch.x.to(self.device))
-            clean_pred = sb.logits.argmax(1).cpu().numpy()
-            b = len(batch.y)
-            todo_by_layer = {}
-            for layer, c in ctx.items():
-                audited = torch.as_tensor([r in audit_rows for r in c.rows.tolist()])
-                ok = torch.zeros(b, len(c.units), dtype=torch.bool)
-                est = self._screen_layer(sb, screen_pass, layer, c, weight_space)
-                if est is not None:
-                    est, unchanged = est
-                    ok = sb.clear(est, screen.factor, 2 * c.slack.to(est.device)).cpu()
-                    counted = ok & ~audited[None, :]
-                    report.known_unchanged += int((unchanged.cpu() & counted).sum())
-                    acc.add_rows(c.rows.tolist(), (sb.logits.unsqueeze(1) + est).transpose(0, 1), batch, positions,
-                                 mask=counted.t())
-                cleared_audit = ok & audited[None, :]
-                todo = (~ok | audited[None, :]).nonzero().numpy()
-                todo_by_layer[layer] = (todo, cleared_audit)
-            t1 = time.process_time()
-            report.seconds_screen += t1 - t0
-            for layer, (todo, cleared_audit) in todo_by_layer.items():
-                c = ctx[layer]
-                report.exact_by_layer[layer] = report.exact_by_layer.get(layer, 0) + len(todo)
-                report.audit_cleared += int(cleared_audit.sum())
-                for k, loc, pred, _ in self._exact_batch(c, weight_space, sb, batch, positions, todo[:, 1], todo[:, 0],
-                                                         acc):
-                    mine = np.isin(c.rows[k], list(audit_rows))
-                    if mine.any():
-                        flipped = pred[mine] != clean_pred[loc[mine]]
-                        report.audit_flips += int(flipped.sum())
-                        report.audit_missed += int((flipped & cleared_audit[loc[mine], k[mine]].numpy()).sum())
-            report.seconds_exact += time.process_time() - t1
-            bar.advance(len(units) * len(positions) / max(len(rest), 1))
-        report.unscreened_layers = [layer for layer, plan in screen_pass.plans.items() if plan is None]
-        report.pairs = len(units) * n
-        report.exact_pairs = sum(report.exact_by_layer.values())
-        report.audit_pairs = len(audit_rows) * len(rest)
-        report.slack = {layer: float(c.slack.max()) if len(c.slack) else 0.0 for layer, c in ctx.items()}
-        return report
-
-    def _screen_batches(self, data, idx: torch.Tensor, positions: np.ndarray, batch_size: int):
-        """Batches of the examples at ``positions`` of ``idx``, with those positions."""
-        for start in range(0, len(positions), batch_size):
-            chunk = positions[start:start + batch_size]
-            batch = next(iterate_batches(data, len(chunk), self.dataset.mean, self.dataset.std,
-                                         indices=idx[torch.as_tensor(chunk)]))
-            yield batch, chunk
-
-    def _screen_layer(self, sb, screen_pass, layer: str, c: "_LayerContext",
-                      weight_space: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The screen's estimate ``[B x K x C]`` and exactly-unchanged mask ``[B x K]`` for one
-        layer's units on one batch; None when the screen cannot carry the edit through (the layer's
-        pairs then all run exactly)."""
-        plan = screen_pass.plans[layer]
-        if plan is None:
-            return None
-        site = sb.env[plan.site]
-        axis = c.axis % site.dim()
-        per_unit = max(1, site.numel() // max(site.shape[axis], 1) * site.element_size())
-        k_max = max(1, int(self.memory_mb * 2**20 // (4 * per_unit)))
-        ests, unchanged = [], []
-        us = c.units
-        try:
-            for lo in range(0, len(us), k_max):
-                channels = torch.as_tensor([u.index for u in us[lo:lo + k_max]], device=self.device)
-                if weight_space:
-                    rows_w, rows_b = c.edit
-                    slab = _unit_outputs(get_module(self.model, layer), sb.env[plan.layer_input],
-                                         rows_w[lo:lo + k_max], None if rows_b is None else rows_b[lo:lo + k_max],
-                                         channels.tolist())
-                else:
-                    slab = site.index_select(axis, channels).clone()
-                    for j, value in enumerate(c.edit[lo:lo + k_max]):
-                        target = slab.select(axis, j)
-                        target.copy_(value) if isinstance(value, torch.Tensor) else target.fill_(value)
-                ests.append(sb.estimate(plan, slab, channels, axis))
-                unchanged.append(sb.unchanged)
-        except Unsupported:
-            screen_pass.plans[layer] = None
-            return None
-        return torch.cat(ests, dim=1), torch.cat(unchanged, dim=1)
-
-    def _exact_batch(self, c: "_LayerContext", weight_space: bool, sb, batch, positions: np.ndarray,
-                     ks: np.ndarray, local: np.ndarray, acc: "_Accumulator"):
-        """Run the pairs (unit ``c.units[ks[r]]``, example ``local[r]`` of the screened batch) exactly
-        and count them; the prefix values come from the screen's forward pass. Yields the unit
-        positions, local example positions, predictions and logits of each chunk."""
-        if len(ks) == 0:
-            return
-        runner = c.runner
-        pre = runner.prefix_from(sb.env) if isinstance(runner, FxSite) else runner.run_prefix(batch.x.to(self.device))
-        axis = c.axis % pre.site.dim()
-        channels_all = torch.as_tensor([u.index for u in c.units])
-        local_t = torch.as_tensor(local, device=self.device)
-        channels = channels_all[ks].to(self.device)
-        if weight_space:
-            rows_w, rows_b = c.edit
-            needed, inverse = np.unique(ks, return_inverse=True)
-            slab = _unit_outputs(get_module(self.model, c.units[0].layer), pre.layer_input, rows_w[needed],
-                                 None if rows_b is None else rows_b[needed], channels_all[needed].tolist())
-            values = slab.movedim(axis, 1)[local_t, torch.as_tensor(inverse, device=self.device)]
-        else:
-            values = torch.empty_like(pre.site.movedim(axis, 1)[local_t, channels])
-            for j, k in enumerate(ks.tolist()):
-                value = c.edit[k]
-                values[j].copy_(value) if isinstance(value, torch.Tensor) else values[j].fill_(value)
-        per_row = max(1, pre.site[0].numel() * pre.site.element_size())
-        # a quarter of the stacked-variant budget: the screen pass's values are alive beside it
-        r_max = max(1, min(self.max_rows, int(self.memory_mb * 2**20 // (4 * per_row))))
-        for a in range(0, len(ks), r_max):
-            z = slice(a, a + r_max)
-            logits = runner.run_pairs(pre, local_t[z], channels[z], values[z], axis)
-            pred = acc.add_pairs(c.rows[ks[z]], logits, batch.y[local[z]], batch.g[local[z]],
-                                 positions[local[z]]).numpy()
-            yield ks[z], local[z], pred, logits.float().cpu()
 
     def _scan_set(self, units: list[Unit], spec, params, split: str, data, idx, acc: "_Accumulator", row: int) -> None:
         """One set modified together: the graph is split at the input of the earliest edited module,
@@ -532,20 +371,6 @@ class ScanEngine:
     def clear_cache(self) -> None:
         """Drop the cached prefix outputs (they are only valid while the engine's weights are unchanged)."""
         self._prefix_cache.clear()
-
-
-@dataclass
-class _LayerContext:
-    """What a screened scan keeps per layer: its units, their result rows, the site, the edit
-    (weight rows or activation values), the graph split and each unit's slack."""
-
-    units: list[Unit]
-    rows: np.ndarray
-    site: str
-    edit: Any
-    slack: torch.Tensor
-    runner: Any = None
-    axis: int = 1
 
 
 @dataclass
