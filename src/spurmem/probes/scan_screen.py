@@ -129,6 +129,7 @@ def _clopper_pearson_upper(k: int, n: int, level: float = 0.95) -> float:
 
 # -- the element-wise chain after a site ---------------------------------------------------------
 
+
 @dataclass
 class _Step:
     """One element-wise operation of a chain, applied to a slab whose unit axis holds the units."""
@@ -306,6 +307,7 @@ class _ScreenBatch:
 
 # -- the screened scan (the engine's ``scan(..., screen=...)``) ----------------------------------
 
+
 @dataclass
 class _LayerContext:
     """What a screened scan keeps per layer: its units, their result rows, the site, the edit
@@ -356,12 +358,13 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
         clean_diff = (sb.logits - sb.logits[:, :1]).cpu()
         for layer, c in ctx.items():
             est = _screen_layer(engine, sb, screen_pass, layer, c, weight_space)
+            est = None if est is None else est[0].cpu()
             ks = np.repeat(np.arange(len(c.units)), len(positions))
             local = np.tile(np.arange(len(positions)), len(c.units))
             report.exact_by_layer[layer] = report.exact_by_layer.get(layer, 0) + len(ks)
             for k, loc, _, logits in _exact_batch(engine, c, weight_space, sb, batch, positions, ks, local, acc):
                 if est is not None:
-                    err = ((logits - logits[:, :1]) - clean_diff[loc] - est[0].cpu()[loc, k]).abs().amax(1)
+                    err = ((logits - logits[:, :1]) - clean_diff[loc] - est[loc, k]).abs().amax(1)
                     c.slack.scatter_reduce_(0, torch.as_tensor(k), err.float(), "amax")
     report.seconds_calibration = time.process_time() - started
 
@@ -392,8 +395,8 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
             c = ctx[layer]
             report.exact_by_layer[layer] = report.exact_by_layer.get(layer, 0) + len(todo)
             report.audit_cleared += int(cleared_audit.sum())
-            for k, loc, pred, _ in _exact_batch(engine, c, weight_space, sb, batch, positions, todo[:, 1], todo[:, 0],
-                                                     acc):
+            for k, loc, pred, _ in _exact_batch(engine, c, weight_space, sb, batch, positions, todo[:, 1],
+                                                todo[:, 0], acc):
                 mine = np.isin(c.rows[k], list(audit_rows))
                 if mine.any():
                     flipped = pred[mine] != clean_pred[loc[mine]]
@@ -408,6 +411,7 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
     report.slack = {layer: float(c.slack.max()) if len(c.slack) else 0.0 for layer, c in ctx.items()}
     return report
 
+
 def _screen_batches(engine, data, idx: torch.Tensor, positions: np.ndarray, batch_size: int):
     """Batches of the examples at ``positions`` of ``idx``, with those positions."""
     for start in range(0, len(positions), batch_size):
@@ -415,6 +419,7 @@ def _screen_batches(engine, data, idx: torch.Tensor, positions: np.ndarray, batc
         batch = next(iterate_batches(data, len(chunk), engine.dataset.mean, engine.dataset.std,
                                      indices=idx[torch.as_tensor(chunk)]))
         yield batch, chunk
+
 
 def _screen_layer(engine, sb, screen_pass: ScreenPass, layer: str, c: "_LayerContext",
                   weight_space: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -451,6 +456,7 @@ def _screen_layer(engine, sb, screen_pass: ScreenPass, layer: str, c: "_LayerCon
         screen_pass.plans[layer] = None
         return None
     return torch.cat(ests, dim=1), torch.cat(unchanged, dim=1)
+
 
 def _exact_batch(engine, c: "_LayerContext", weight_space: bool, sb, batch, positions: np.ndarray,
                  ks: np.ndarray, local: np.ndarray, acc):
