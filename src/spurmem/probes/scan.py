@@ -469,16 +469,11 @@ class _Accumulator:
         marks are counted."""
         logits = logits.float().cpu()
         k, b, c = logits.shape
-        y = batch.y.unsqueeze(0).expand(k, b)
-        true = logits.gather(2, y.unsqueeze(2)).squeeze(2)
-        other = logits.scatter(2, y.unsqueeze(2), float("-inf")).amax(dim=2)
-        pred = logits.argmax(dim=2)
-        correct = pred == y
-        loss = F.cross_entropy(logits.reshape(k * b, c), y.reshape(-1), reduction="none").reshape(k, b)
+        pred, correct, margin, loss = _outcomes(logits, batch.y.unsqueeze(0).expand(k, b))
         weight = torch.ones(k, b, dtype=torch.float64) if mask is None else mask.cpu().double()
         onehot = F.one_hot(batch.g, self.n_groups).double()
         self.correct[rows] += ((correct.double() * weight) @ onehot).round().long().numpy()
-        self.margin[rows] += (((true - other).double() * weight) @ onehot).numpy()
+        self.margin[rows] += ((margin.double() * weight) @ onehot).numpy()
         self.loss[rows] += ((loss.double() * weight) @ onehot).numpy()
         cells = self.n_groups * c  # variant x group x class cell of each prediction:
         cell = torch.arange(k).unsqueeze(1) * cells + batch.g.unsqueeze(0) * c + pred
@@ -496,21 +491,26 @@ class _Accumulator:
                   examples: np.ndarray) -> torch.Tensor:
         """One (variant ``rows[r]``, example ``examples[r]``) pair per row of ``logits`` ``[R x C]``;
         returns the predicted classes."""
-        logits = logits.float().cpu()
-        y, g = y.cpu(), g.cpu()
-        true = logits.gather(1, y[:, None]).squeeze(1)
-        other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-        pred = logits.argmax(dim=1)
-        correct = (pred == y).numpy()
-        loss = F.cross_entropy(logits, y, reduction="none").double().numpy()
-        gi = g.numpy()
+        pred, correct, margin, loss = _outcomes(logits.float().cpu(), y.cpu())
+        correct = correct.numpy()
+        gi = g.cpu().numpy()
         np.add.at(self.correct, (rows, gi), correct.astype(np.int64))
-        np.add.at(self.margin, (rows, gi), (true - other).double().numpy())
-        np.add.at(self.loss, (rows, gi), loss)
+        np.add.at(self.margin, (rows, gi), margin.double().numpy())
+        np.add.at(self.loss, (rows, gi), loss.double().numpy())
         np.add.at(self.pred, (rows, gi, pred.numpy()), 1)
         if self.examples is not None:
             self.examples[rows, examples] = correct
         return pred
+
+
+def _outcomes(logits: torch.Tensor, y: torch.Tensor):
+    """Per prediction (``logits`` ``[... x C]``, labels ``y`` ``[...]``): predicted class, whether it
+    is right, the margin (true logit minus the best other) and the cross-entropy loss."""
+    true = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    other = logits.scatter(-1, y.unsqueeze(-1), float("-inf")).amax(dim=-1)
+    pred = logits.argmax(dim=-1)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").reshape(y.shape)
+    return pred, pred == y, true - other, loss
 
 
 class _Progress:
