@@ -33,14 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spurmem.config import ConfigError
-    from spurmem.data.schema import DataError
+    from spurmem.errors import SpurmemError
 
     parser = build_parser()
     args = parse_with_overrides(parser, argv)
     try:
         return int(args.func(args) or 0)
-    except (DataError, ConfigError, FileExistsError, FileNotFoundError) as exc:
+    except (SpurmemError, FileExistsError, FileNotFoundError) as exc:
         print(f"spurmem: error: {exc}", file=sys.stderr)
         return 2
 

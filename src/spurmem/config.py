@@ -17,10 +17,12 @@ from typing import Any, Iterable, Sequence, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from spurmem.errors import SpurmemError
+
 M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(SpurmemError, ValueError):
     """A config file or override is invalid; the message names the key and what was expected."""
 
 

@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from spurmem.errors import SpurmemError
+
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(SpurmemError, ValueError):
     """Bad input data: the message names the file, line, key or example and what was expected."""
 
 
