@@ -7,10 +7,11 @@ stopped. The protocol is the same for every algorithm:
 * from-scratch algorithms (erm, reweight, groupdro, jtt) train for ``epochs``;
 * fine-tuning algorithms (erm-continue, spurmem) start from the ERM run of the same seed (its
   ``init_epoch`` checkpoint) and train for ``fine_tune_epochs``; ``erm-continue`` is the control with
-  the framework's exact optimiser, schedule and budget; dfr refits the head of that ERM model;
+  the framework's exact optimiser, schedule and budget; dfr and neurontune refit the head of that
+  ERM model (0 epochs);
 * jtt's stage 1 is the ERM run of the same seed at ``identification_epoch``;
 * one selection rule for all: validation WGA with group labels, worst-class validation accuracy
-  without (then algorithms that train on group labels are refused).
+  without (then algorithms that use group labels are refused).
 
 Hyper-parameters come from :mod:`spurmem.train.hparams` (defaults per algorithm and dataset), then
 the config's ``hparams`` overrides; with ``search.trials > 0`` each algorithm's search space is
@@ -30,7 +31,7 @@ from spurmem.data import GroupDataset, load_dataset
 from spurmem.train import hparams as registry
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
 
-ALL_ALGORITHMS = ["erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "spurmem"]
+ALL_ALGORITHMS = ["erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "neurontune", "spurmem"]
 
 
 class SearchConfig(BaseModel):
@@ -141,10 +142,10 @@ def check_protocol(cmp: CompareConfig) -> None:
     if missing:
         raise ConfigError(f"algorithms {missing} are not in the ALGORITHMS registry ({', '.join(ALGORITHMS)})")
     if not cmp.group_labels:
-        grouped = [a for a in cmp.algorithms if ALGORITHMS[cmp.base_algorithm(a)].uses_group_labels]
+        grouped = [a for a in cmp.algorithms if ALGORITHMS[cmp.base_algorithm(a)].group_labels != "none"]
         if grouped:
-            raise ConfigError(f"group_labels=false, but {grouped} train on group labels; remove them or set "
-                              f"group_labels=true")
+            raise ConfigError(f"group_labels=false, but {grouped} use group labels (training or validation); "
+                              f"remove them or set group_labels=true")
         if cmp.selection == "val_wga":
             raise ConfigError("selection=val_wga needs validation group labels (group_labels=false)")
     for name in cmp.hparams:
@@ -193,7 +194,7 @@ def plan_run(
     if algorithm in registry.FINE_TUNES:
         assert erm_dir is not None
         fields.update(init_from=str(erm_dir), init_epoch=cmp.init_epoch)
-        fields["epochs"] = 0 if algorithm == "dfr" else cmp.fine_tune_epochs
+        fields["epochs"] = 0 if algorithm in registry.POST_HOC else cmp.fine_tune_epochs
         fields["weights"] = None
     else:
         fields["epochs"] = cmp.epochs
