@@ -4,12 +4,14 @@ Every run goes through the shared trainer into ``<out>/runs/<algorithm>-<config 
 a finished run is skipped and an interrupted one resumed, so a killed comparison continues where it
 stopped. The protocol is the same for every algorithm:
 
-* from-scratch algorithms (erm, reweight, groupdro, jtt) train for ``epochs``;
-* fine-tuning algorithms (erm-continue, spurmem) start from the ERM run of the same seed (its
+* from-scratch algorithms (erm, reweight, groupdro, jtt) train for ``epochs`` (``budget:
+  as-configured``) or for ``epochs + fine_tune_epochs`` (``budget: matched``, the total of ERM plus
+  fine-tuning); the ERM run the others build on always trains ``epochs``;
+* fine-tuning algorithms (erm-continue, spurmem) start from that ERM run of the same seed (its
   ``init_epoch`` checkpoint) and train for ``fine_tune_epochs``; ``erm-continue`` is the control with
   the framework's exact optimiser, schedule and budget; dfr and neurontune refit the head of that
   ERM model (0 epochs);
-* jtt's stage 1 is the ERM run of the same seed at ``identification_epoch``;
+* jtt's stage 1 is that ERM run at ``identification_epoch``;
 * one selection rule for all: validation WGA with group labels, worst-class validation accuracy
   without (then algorithms that use group labels are refused).
 
@@ -32,6 +34,7 @@ from spurmem.train import hparams as registry
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
 
 ALL_ALGORITHMS = ["erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "neurontune", "spurmem"]
+BUDGETS = ("as-configured", "matched")
 
 
 class SearchConfig(BaseModel):
@@ -64,6 +67,10 @@ class CompareConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(30, ge=1, description="budget of every from-scratch algorithm")
     fine_tune_epochs: int = Field(21, ge=1, description="budget of every fine-tuning algorithm")
+    budget: Literal["as-configured", "matched"] = Field(
+        "as-configured", description="'matched': from-scratch algorithms train epochs + fine_tune_epochs, the "
+                                     "total of ERM plus fine-tuning; 'as-configured': they train epochs"
+    )
     init_epoch: Literal["selected", "last"] | int = Field(
         "last", description="ERM checkpoint that fine-tuning algorithms and dfr start from"
     )
@@ -108,6 +115,11 @@ class CompareConfig(BaseModel):
         return "val_wga" if self.group_labels else "val_worst_class"
 
     @property
+    def scratch_epochs(self) -> int:
+        """Epochs of a reported from-scratch run under the budget (the ERM base always trains ``epochs``)."""
+        return self.epochs + self.fine_tune_epochs if self.budget == "matched" else self.epochs
+
+    @property
     def output(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
 
@@ -132,6 +144,7 @@ class CompareResult:
     search_log: list[dict[str, Any]] = field(default_factory=list)
     group_names: list[str] = field(default_factory=list)
     dataset: GroupDataset | None = field(default=None, repr=False)
+    bases: list[PlannedRun] = field(default_factory=list)  # the ERM runs the others start from, when not reported
 
 
 def check_protocol(cmp: CompareConfig) -> None:
@@ -178,10 +191,12 @@ def hparams_for(cmp: CompareConfig, label: str, draw: registry.HParams | None = 
 
 
 def plan_run(
-    cmp: CompareConfig, label: str, seed: int, h: registry.HParams, erm_dir: Path | None, trial: int | None = None
+    cmp: CompareConfig, label: str, seed: int, h: registry.HParams, erm_dir: Path | None, trial: int | None = None,
+    base: bool = False,
 ) -> PlannedRun:
     """The TrainConfig of one run under the protocol; its folder is named by the config's hash (name,
-    device and workers aside), so a changed setting never reuses a run made under another."""
+    device and workers aside), so a changed setting never reuses a run made under another. ``base``:
+    the ERM run the others start from (``epochs`` whatever the budget)."""
     algorithm = cmp.base_algorithm(label)
     fields: dict[str, Any] = {
         "dataset": cmp.dataset, "dataset_params": cmp.dataset_params,
@@ -197,7 +212,7 @@ def plan_run(
         fields["epochs"] = 0 if algorithm in registry.POST_HOC else cmp.fine_tune_epochs
         fields["weights"] = None
     else:
-        fields["epochs"] = cmp.epochs
+        fields["epochs"] = cmp.epochs if base else cmp.scratch_epochs
     if algorithm in registry.NEEDS_STAGE1:
         assert erm_dir is not None
         params = fields["algorithm_params"]
@@ -270,7 +285,7 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
                                                          cmp.search.seed)
         if draws:
             if base(algorithm, first) is not None and erm_dirs[first] not in executed:
-                do(plan_run(cmp, "erm", first, chosen["erm"], None))
+                do(plan_run(cmp, "erm", first, chosen["erm"], None, base=True))
             candidates = [h] + [hparams_for(cmp, algorithm, d) for d in draws]
             scores = []
             for t, cand in enumerate(candidates):
@@ -283,15 +298,24 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
             h = candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
         chosen[algorithm] = h
         if algorithm == "erm":
-            erm_dirs = {seed: plan_run(cmp, "erm", seed, h, None).run_dir for seed in cmp.seeds}
+            erm_dirs = {seed: plan_run(cmp, "erm", seed, h, None, base=True).run_dir for seed in cmp.seeds}
 
+    needs_base = any(base(a, first) is not None for a in cmp.algorithms)
+    reported = [a for a in order if a != "erm" or "erm" in cmp.algorithms]
+    bases: list[PlannedRun] = []
     for seed in cmp.seeds:  # phase 2
-        for algorithm in order:
+        b = plan_run(cmp, "erm", seed, chosen["erm"], None, base=True)
+        if needs_base:
+            if "erm" not in cmp.algorithms or b.run_dir != plan_run(cmp, "erm", seed, chosen["erm"], None).run_dir:
+                bases.append(b)  # trained for the others, not a row of the table
+            if b.run_dir not in executed:
+                do(b)
+        for algorithm in reported:
             p = plan_run(cmp, algorithm, seed, chosen[algorithm], base(algorithm, seed))
             runs.append(p)
             if p.run_dir not in executed:
                 do(p)
-    if "erm" not in cmp.algorithms:  # trained as the base of the others, not reported
-        runs = [r for r in runs if r.algorithm != "erm"]
+    if "erm" not in cmp.algorithms:
         chosen.pop("erm", None)
-    return CompareResult(cmp, runs, chosen, search_log, dataset.group_names if dataset is not None else [], dataset)
+    return CompareResult(cmp, runs, chosen, search_log, dataset.group_names if dataset is not None else [], dataset,
+                         bases)
