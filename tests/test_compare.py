@@ -132,7 +132,7 @@ def test_matched_budget_gives_from_scratch_baselines_the_erm_plus_fine_tune_epoc
                        dry_run=True)
     runs = {(r.algorithm, r.seed): r for r in plan.runs}
     bases = {b.seed: b for b in plan.bases}
-    assert set(bases) == {0, 1} and all(b.config.epochs == 3 and b.algorithm == "erm" for b in bases.values())
+    assert set(bases) == {0, 1} and all(b.config.epochs == 3 and b.label == "erm (base)" for b in bases.values())
     for (algorithm, seed), r in runs.items():
         expected = {"erm-continue": 2, "spurmem": 2, "dfr": 0, "neurontune": 0}.get(algorithm, 3 + 2)
         assert r.config.epochs == expected, algorithm

@@ -134,6 +134,11 @@ class PlannedRun:
     config: TrainConfig
     run_dir: Path
     trial: int | None = None  # index of the random-search draw, None for the chosen setting
+    base: bool = False  # the ERM run the others start from
+
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm} (base)" if self.base and self.trial is None else self.algorithm
 
 
 @dataclass
@@ -223,7 +228,7 @@ def plan_run(
     config = validate_config(TrainConfig, fields, source=f"compare {cmp.name}: {label} seed {seed}")
     name = f"{label}-{config_hash(config, HASH_EXCLUDE)[:6]}-s{seed}"
     config = config.model_copy(update={"name": name})
-    return PlannedRun(label, seed, h, config, cmp.output / "runs" / name, trial)
+    return PlannedRun(label, seed, h, config, cmp.output / "runs" / name, trial, base)
 
 
 def run_status(run_dir: Path) -> str:
@@ -241,7 +246,7 @@ def execute(planned: PlannedRun, dataset: GroupDataset, progress: bool, log) -> 
     from spurmem.train.run import read_info
 
     status = run_status(planned.run_dir)
-    label = f"{planned.algorithm} seed {planned.seed}" + (f" trial {planned.trial}" if planned.trial is not None else "")
+    label = f"{planned.label} seed {planned.seed}" + (f" trial {planned.trial}" if planned.trial is not None else "")
     if status == "complete":
         log(f"{label}: complete, skipped ({planned.run_dir})")
     else:
@@ -306,7 +311,9 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
     for seed in cmp.seeds:  # phase 2
         b = plan_run(cmp, "erm", seed, chosen["erm"], None, base=True)
         if needs_base:
-            if "erm" not in cmp.algorithms or b.run_dir != plan_run(cmp, "erm", seed, chosen["erm"], None).run_dir:
+            if "erm" in cmp.algorithms and b.run_dir == plan_run(cmp, "erm", seed, chosen["erm"], None).run_dir:
+                b.base = False  # the reported erm row itself
+            else:
                 bases.append(b)  # trained for the others, not a row of the table
             if b.run_dir not in executed:
                 do(b)

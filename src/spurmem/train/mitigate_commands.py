@@ -89,10 +89,10 @@ def _compare(args: argparse.Namespace) -> int:
     config = load_config(CompareConfig, args.config, args.overrides)
     if args.dry_run:
         result = run_compare(config, progress=False, log=lambda _: None, dry_run=True)
-        listed = [("erm (base)", r) for r in result.bases] + [(r.algorithm, r) for r in result.runs]
-        width = max(len(label) for label, _ in listed)
-        for label, r in listed:
-            print(f"{label:<{width}}  seed {r.seed}  epochs {r.config.epochs:>3}  "
+        listed = [*result.bases, *result.runs]
+        width = max(len(r.label) for r in listed)
+        for r in listed:
+            print(f"{r.label:<{width}}  seed {r.seed}  epochs {r.config.epochs:>3}  "
                   f"{run_status(r.run_dir):<8} {r.run_dir}")
         return 0
     result = run_compare(config, progress=not args.no_progress, log=lambda msg: print(f"[compare] {msg}", flush=True))
