@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from spurmem.config import ConfigError
 from spurmem.data import load_dataset
 from spurmem.train import ALGORITHMS, TrainConfig, read_history, read_info, train
 from spurmem.train.algorithms.framework import SpurMemFramework
@@ -109,6 +110,17 @@ def test_neurontune_suppresses_units_refits_only_the_head_and_records_its_labels
     assert torch.all(tuned["fc.weight"][:, suppressed] == 0)
     assert info["algorithm_info"]["rounds"][0]["errors_by_class"][0] + \
         info["algorithm_info"]["rounds"][0]["errors_by_class"][1] > 0
+
+
+@pytest.mark.parametrize("name", ["dfr", "neurontune"])
+def test_head_refits_refuse_a_training_budget_or_no_start(name, erm_run, tmp_path):
+    with pytest.raises(ConfigError, match="epochs=0 and init_from"):
+        train(TrainConfig(name=name, algorithm=name, dataset="colored-digits", init_from=str(erm_run), epochs=3),
+              run_dir=tmp_path / name, progress=False)
+    with pytest.raises(ConfigError, match="epochs=0 and init_from"):
+        train(TrainConfig(name=name, algorithm=name, dataset="colored-digits", epochs=0), run_dir=tmp_path / name,
+              progress=False)
+    assert not (tmp_path / name).exists()
 
 
 class _Crash(Exception):

@@ -36,6 +36,7 @@ class Algorithm:
     name = "erm"
     group_labels: GroupLabels = "none"
     labels_note = "training class labels"  # one line: what the algorithm uses, for run.json and the docs
+    trains = True  # False: all the work is in setup (a head refit of an init_from run), run with epochs=0
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:
         self.dataset = dataset

@@ -337,6 +337,9 @@ def _check_config(config: TrainConfig) -> None:
         near = nearest_key(config.algorithm, ALGORITHMS)
         raise ConfigError(f"unknown algorithm {config.algorithm!r}" + (f"; did you mean {near!r}?" if near else "")
                           + f" Known: {', '.join(ALGORITHMS)}")
+    if not ALGORITHMS[config.algorithm].trains and (config.epochs != 0 or not config.init_from):
+        raise ConfigError(f"algorithm {config.algorithm!r} only refits the head of a trained model: set epochs=0 and "
+                          f"init_from=<an ERM run dir> (got epochs={config.epochs}, init_from={config.init_from!r})")
     if config.selection != "last" and "val" not in config.eval_splits:
         raise ConfigError(f"selection={config.selection!r} needs 'val' in eval_splits (got {config.eval_splits})")
     _resolve_augment(config.augment, config.augment_params)
