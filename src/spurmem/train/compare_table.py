@@ -183,9 +183,11 @@ def protocol_text(result: CompareResult, group_names: list[str] | None = None) -
 
 
 def _epochs_cell(row: dict[str, Any]) -> str:
+    """``start + own`` epochs (``own`` alone for a run from scratch)."""
     own, total = row.get("epochs"), row.get("total_epochs")
     if own is None or total is None or isinstance(total, str) or isinstance(own, str):
         return "n/a" if total is None else str(total)
+    own, total = int(own), int(total)
     return f"{total - own} + {own}" if total != own else str(own)
 
 
@@ -201,7 +203,8 @@ def markdown_table(summary: pd.DataFrame, order: list[str], algorithms: pd.DataF
         row = info.get(algorithm, {})
         steps = row.get("total_steps")
         cells = [algorithm, str(row.get("group_labels", "n/a")), _epochs_cell(row),
-                 "n/a" if steps is None or (isinstance(steps, float) and math.isnan(steps)) else str(steps),
+                 "n/a" if steps is None or (isinstance(steps, float) and math.isnan(steps))
+                 else str(int(steps)) if isinstance(steps, (int, float, np.number)) else str(steps),
                  str(int(sub["n_seeds"].max()))]
         cells += [_cell(sub.loc[m, "mean"], sub.loc[m, "std"]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
