@@ -41,7 +41,8 @@ def test_the_spurious_unit_is_found_and_suppressed():
     result = fit_neurontune(val, val_y, weight, bias, val, val_y, 2, p)
     assert result.suppressed == [1]
     assert np.all(result.head.weight[:, 1] == 0) and np.any(result.head.weight[:, 0] != 0)
-    before, after = worst_group(test @ weight.T + bias, test_y, test_g), worst_group(result.head.logits(test), test_y, test_g)
+    before = worst_group(test @ weight.T + bias, test_y, test_g)
+    after = worst_group(result.head.logits(test), test_y, test_g)
     assert before < 0.5 and after > before + 0.3
 
 

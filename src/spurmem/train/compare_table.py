@@ -248,4 +248,5 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
-__all__ = ["algorithm_table", "per_run_table", "run_budget", "protocol_text", "run_metrics", "summary_table", "write_comparison"]
+__all__ = ["algorithm_table", "per_run_table", "protocol_text", "run_budget", "run_metrics", "summary_table",
+           "write_comparison"]

@@ -100,7 +100,8 @@ def fit_neurontune(
         budget = int(p.max_fraction * len(scores)) - len(suppressed)
         found = [int(u) for u in biased_units(scores, p.threshold, 1.0)[: max(budget, 0)]]
         suppressed += found
-        log.append({"round": r + 1, "errors_by_class": [int(((id_y == c) & (pred != c)).sum()) for c in range(n_classes)],
+        errors = [int(((id_y == c) & (pred != c)).sum()) for c in range(n_classes)]
+        log.append({"round": r + 1, "errors_by_class": errors,
                     "found": found, "scores": [round(float(scores[u]), 4) for u in found]})
         x = refit_features.copy()
         x[:, suppressed] = 0.0
