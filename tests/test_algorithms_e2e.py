@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from spurmem.config import ConfigError
 from spurmem.data import load_dataset
 from spurmem.train import ALGORITHMS, TrainConfig, read_history, read_info, train
 from spurmem.train.algorithms.framework import SpurMemFramework
@@ -34,7 +35,10 @@ def run(algorithm, digits, tmp_path, **fields):
 
 
 def test_every_algorithm_is_registered():
-    assert set(ALGORITHMS) == {"erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "spurmem"}
+    assert set(ALGORITHMS) == {"erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "neurontune", "spurmem"}
+    labels = {name: cls.group_labels for name, cls in ALGORITHMS.items()}
+    assert labels == {"erm": "none", "erm-continue": "none", "reweight": "training", "groupdro": "training",
+                      "jtt": "none", "dfr": "validation", "neurontune": "none", "spurmem": "none"}
 
 
 def test_erm_continue_starts_from_the_erm_checkpoint(digits, erm_run, tmp_path):
@@ -90,6 +94,34 @@ def test_dfr_refits_only_the_head_and_beats_its_erm_start(digits, erm_run, tmp_p
     assert result.row()["test/worst_group_accuracy"] > erm_wga + 0.1
     info = read_info(result.run_dir)["algorithm_info"]
     assert info["c"] in (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01) and len(info["tuning_worst_group_accuracy"]) == 7
+
+
+def test_neurontune_suppresses_units_refits_only_the_head_and_records_its_labels(digits, erm_run, tmp_path):
+    result = run("neurontune", digits, tmp_path, init_from=str(erm_run), init_epoch="last", epochs=0,
+                 algorithm_params={"max_fraction": 0.25, "n_draws": 3})
+    erm = load_file(erm_run / "checkpoints" / f"epoch_{list_epochs(erm_run)[-1]:04d}.safetensors")
+    tuned = load_file(result.run_dir / "checkpoints" / "epoch_0000.safetensors")
+    assert {k for k in erm if not torch.equal(erm[k], tuned[k])} == {"fc.weight", "fc.bias"}
+    info = read_info(result.run_dir)
+    assert info["group_labels"] == "none" and info["selection_group_labels"] == "validation"
+    erm_info = read_info(erm_run)
+    assert erm_info["group_labels"] == "none" and info["steps_per_epoch"] == erm_info["steps_per_epoch"] > 0
+    suppressed = info["algorithm_info"]["suppressed_units"]
+    assert 0 < len(suppressed) <= 0.25 * info["algorithm_info"]["n_units"]
+    assert torch.all(tuned["fc.weight"][:, suppressed] == 0)
+    assert info["algorithm_info"]["rounds"][0]["errors_by_class"][0] + \
+        info["algorithm_info"]["rounds"][0]["errors_by_class"][1] > 0
+
+
+@pytest.mark.parametrize("name", ["dfr", "neurontune"])
+def test_head_refits_refuse_a_training_budget_or_no_start(name, erm_run, tmp_path):
+    with pytest.raises(ConfigError, match="epochs=0 and init_from"):
+        train(TrainConfig(name=name, algorithm=name, dataset="colored-digits", init_from=str(erm_run), epochs=3),
+              run_dir=tmp_path / name, progress=False)
+    with pytest.raises(ConfigError, match="epochs=0 and init_from"):
+        train(TrainConfig(name=name, algorithm=name, dataset="colored-digits", epochs=0), run_dir=tmp_path / name,
+              progress=False)
+    assert not (tmp_path / name).exists()
 
 
 class _Crash(Exception):

@@ -19,7 +19,7 @@ SHAPES = dict(n_train=200, n_val=80, n_test=80, size=12, seed=0)
 
 def tiny(tmp_path, **over):
     fields = dict(name="t", out_dir=str(tmp_path / "cmp"), dataset="synthetic-shapes", dataset_params=SHAPES,
-                  model_params={"width": 0.25}, algorithms=["erm", "erm-continue", "jtt", "dfr", "spurmem"],
+                  model_params={"width": 0.25}, algorithms=["erm", "erm-continue", "jtt", "dfr", "neurontune", "spurmem"],
                   seeds=[0, 1], epochs=2, fine_tune_epochs=1, train={"batch_size": 50})
     fields.update(over)
     return CompareConfig(**fields)
@@ -43,7 +43,7 @@ def test_protocol_is_applied_to_every_run(finished):
         if algorithm in ("erm-continue", "spurmem"):
             assert c.epochs == 1 and c.init_from == str(runs[("erm", seed)].run_dir) and c.lr == 2e-4
             assert c.batch_size == 50  # the comparison's `train` overrides the registry's batch 100
-        elif algorithm == "dfr":
+        elif algorithm in ("dfr", "neurontune"):
             assert c.epochs == 0 and c.init_from == str(runs[("erm", seed)].run_dir)
         else:
             assert c.epochs == 2 and c.init_from is None
@@ -58,7 +58,7 @@ def test_table_matches_the_runs(finished):
     cmp, result, text, paths = finished
     summary = pd.read_csv(paths["csv"])
     per_run = pd.read_csv(paths["per_run"])
-    assert len(per_run) == 10
+    assert len(per_run) == 12
     for algorithm in cmp.algorithms:
         values = []
         for r in result.runs:
@@ -74,10 +74,33 @@ def test_table_matches_the_runs(finished):
     row = next(h for h in read_history(r0.run_dir) if h["epoch"] == gap["selected_epoch"])
     assert gap["gap_g1"] == pytest.approx(row["train/acc_g1"] - row["test/acc_g1"])
     for phrase in ("selection: val_wga", "seeds: [0, 1]", "2 epochs from scratch", "fine-tune 1 epochs",
-                   "adjusted avg", "| spurmem | 2 |", "g1 = square/blue"):
+                   "adjusted avg", "| spurmem | none | 2 + 1 |", "| dfr | validation | 2 + 0 |", "g1 = square/blue"):
         assert phrase in text
     saved = json.loads(paths["json"].read_text())
-    assert saved["selection_rule"] == "val_wga" and len(saved["runs"]) == 10
+    assert saved["selection_rule"] == "val_wga" and len(saved["runs"]) == 12
+
+
+def test_every_table_says_which_group_labels_and_how_much_compute(finished):
+    cmp, result, text, paths = finished
+    expected = {"erm": "none", "erm-continue": "none", "jtt": "none", "dfr": "validation", "neurontune": "none",
+                "spurmem": "none"}
+    per_run = pd.read_csv(paths["per_run"])
+    assert dict(zip(per_run.algorithm, per_run.group_labels)) == expected
+    assert set(per_run.selection_rule) == {"val_wga"} and set(per_run.selection_group_labels) == {"validation"}
+    summary = pd.read_csv(paths["csv"])
+    assert dict(zip(summary.algorithm, summary.group_labels)) == expected
+    saved = json.loads(paths["json"].read_text())
+    assert {a: v["group_labels"] for a, v in saved["algorithms"].items()} == expected
+    assert {r["algorithm"]: r["group_labels"] for r in saved["runs"]} == expected
+    for r in result.runs:
+        assert read_info(r.run_dir)["group_labels"] == expected[r.algorithm]
+    # 200 training examples in batches of 50: 4 steps per epoch; ERM 2 epochs, fine-tuning 1, jtt stage 1 = 1
+    algorithms = saved["algorithms"]
+    assert (algorithms["erm"]["total_epochs"], algorithms["erm"]["total_steps"]) == (2, 8)
+    assert (algorithms["erm-continue"]["epochs"], algorithms["erm-continue"]["total_epochs"]) == (1, 3)
+    assert algorithms["erm-continue"]["total_steps"] == 12 and algorithms["dfr"]["total_steps"] == 8
+    assert (algorithms["jtt"]["epochs"], algorithms["jtt"]["total_epochs"], algorithms["jtt"]["total_steps"]) == (2, 3, 12)
+    assert saved["budget"] == "as-configured" and "budget: as-configured: 2 epochs from scratch" in text
 
 
 def test_rerun_skips_finished_runs(finished):
@@ -85,7 +108,7 @@ def test_rerun_skips_finished_runs(finished):
     stamps = {r.run_dir: (r.run_dir / "run.json").stat().st_mtime_ns for r in result.runs}
     messages = []
     again = run_compare(cmp, progress=False, log=messages.append)
-    assert all("skipped" in m for m in messages) and len(messages) == 10
+    assert all("skipped" in m for m in messages) and len(messages) == 12
     assert {r.run_dir: (r.run_dir / "run.json").stat().st_mtime_ns for r in again.runs} == stamps
 
 
@@ -101,6 +124,32 @@ def test_train_split_evaluated_only_at_the_selected_epoch_gives_the_same_gap(fin
     for g in range(4):
         assert lean[f"gap_g{g}"] == pytest.approx(full[f"gap_g{g}"])
     assert (cmp.output / "train_eval").is_dir()
+
+
+def test_matched_budget_gives_from_scratch_baselines_the_erm_plus_fine_tune_epochs(tmp_path):
+    algorithms = ["erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "neurontune", "spurmem"]
+    plan = run_compare(tiny(tmp_path, algorithms=algorithms, budget="matched", epochs=3, fine_tune_epochs=2),
+                       dry_run=True)
+    runs = {(r.algorithm, r.seed): r for r in plan.runs}
+    bases = {b.seed: b for b in plan.bases}
+    assert set(bases) == {0, 1} and all(b.config.epochs == 3 and b.label == "erm (base)" for b in bases.values())
+    for (algorithm, seed), r in runs.items():
+        expected = {"erm-continue": 2, "spurmem": 2, "dfr": 0, "neurontune": 0}.get(algorithm, 3 + 2)
+        assert r.config.epochs == expected, algorithm
+        if algorithm in ("erm-continue", "spurmem", "dfr", "neurontune"):
+            assert r.config.init_from == str(bases[seed].run_dir)
+    assert runs[("jtt", 0)].config.algorithm_params["identification_run"] == str(bases[0].run_dir)
+    assert runs[("erm", 0)].run_dir != bases[0].run_dir
+    same = run_compare(tiny(tmp_path, algorithms=algorithms, epochs=3, fine_tune_epochs=2), dry_run=True)
+    assert same.bases == [] and {r.config.epochs for r in same.runs if r.algorithm in ("reweight", "groupdro")} == {3}
+    # trained: every reported row has the same total epochs (ERM 2 + fine-tuning 1 = 3)
+    cmp = tiny(tmp_path, out_dir=str(tmp_path / "matched"), algorithms=["erm", "erm-continue", "groupdro"], seeds=[0],
+               epochs=2, fine_tune_epochs=1, budget="matched")
+    text, paths = write_comparison(run_compare(cmp, progress=False, log=lambda _: None))
+    saved = json.loads(paths["json"].read_text())
+    assert {a: v["total_epochs"] for a, v in saved["algorithms"].items()} == {"erm": 3, "erm-continue": 3, "groupdro": 3}
+    assert saved["budget"] == "matched" and "budget: matched: 3 epochs from scratch" in text
+    assert "| groupdro | training | 3 |" in text and "| erm-continue | none | 2 + 1 |" in text
 
 
 def test_changed_settings_get_new_run_dirs(tmp_path):

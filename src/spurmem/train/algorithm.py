@@ -3,11 +3,16 @@
 The loop (``spurmem.train.trainer``) owns batching, the optimiser, the schedule, evaluation,
 checkpoints and resume. An algorithm only says what the loss of a batch is, and may keep state
 (GroupDRO's group weights, the framework's pruning mask) that it saves for resume.
+
+Every algorithm also declares which group labels it uses (``group_labels``): ``none``, ``validation``
+(the validation split's group labels, e.g. DFR's balanced refit) or ``training`` (the training
+split's, e.g. GroupDRO). Model selection is separate: the selection rule (``val_wga`` reads the
+validation group labels) is the same for every algorithm of a comparison and recorded beside it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +21,22 @@ from spurmem.data.batches import Batch
 from spurmem.data.schema import GroupDataset
 
 
+GroupLabels = Literal["none", "validation", "training"]
+GROUP_LABELS: tuple[str, ...] = ("none", "validation", "training")
+
+
+def selection_group_labels(rule: str) -> GroupLabels:
+    """Which group labels a selection rule reads: ``val_wga`` the validation split's, the others none."""
+    return "validation" if rule == "val_wga" else "none"
+
+
 class Algorithm:
     """Base class: plain ERM (mean cross-entropy)."""
 
     name = "erm"
-    uses_group_labels = False
+    group_labels: GroupLabels = "none"
+    labels_note = "training class labels"  # one line: what the algorithm uses, for run.json and the docs
+    trains = True  # False: all the work is in setup (a head refit of an init_from run), run with epochs=0
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:
         self.dataset = dataset

@@ -4,13 +4,16 @@ Every run goes through the shared trainer into ``<out>/runs/<algorithm>-<config 
 a finished run is skipped and an interrupted one resumed, so a killed comparison continues where it
 stopped. The protocol is the same for every algorithm:
 
-* from-scratch algorithms (erm, reweight, groupdro, jtt) train for ``epochs``;
-* fine-tuning algorithms (erm-continue, spurmem) start from the ERM run of the same seed (its
+* from-scratch algorithms (erm, reweight, groupdro, jtt) train for ``epochs`` (``budget:
+  as-configured``) or for ``epochs + fine_tune_epochs`` (``budget: matched``, the total of ERM plus
+  fine-tuning); the ERM run the others build on always trains ``epochs``;
+* fine-tuning algorithms (erm-continue, spurmem) start from that ERM run of the same seed (its
   ``init_epoch`` checkpoint) and train for ``fine_tune_epochs``; ``erm-continue`` is the control with
-  the framework's exact optimiser, schedule and budget; dfr refits the head of that ERM model;
-* jtt's stage 1 is the ERM run of the same seed at ``identification_epoch``;
+  the framework's exact optimiser, schedule and budget; dfr and neurontune refit the head of that
+  ERM model (0 epochs);
+* jtt's stage 1 is that ERM run at ``identification_epoch``;
 * one selection rule for all: validation WGA with group labels, worst-class validation accuracy
-  without (then algorithms that train on group labels are refused).
+  without (then algorithms that use group labels are refused).
 
 Hyper-parameters come from :mod:`spurmem.train.hparams` (defaults per algorithm and dataset), then
 the config's ``hparams`` overrides; with ``search.trials > 0`` each algorithm's search space is
@@ -30,7 +33,8 @@ from spurmem.data import GroupDataset, load_dataset
 from spurmem.train import hparams as registry
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
 
-ALL_ALGORITHMS = ["erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "spurmem"]
+ALL_ALGORITHMS = ["erm", "erm-continue", "reweight", "groupdro", "jtt", "dfr", "neurontune", "spurmem"]
+BUDGETS = ("as-configured", "matched")
 
 
 class SearchConfig(BaseModel):
@@ -63,6 +67,10 @@ class CompareConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(30, ge=1, description="budget of every from-scratch algorithm")
     fine_tune_epochs: int = Field(21, ge=1, description="budget of every fine-tuning algorithm")
+    budget: Literal["as-configured", "matched"] = Field(
+        "as-configured", description="'matched': from-scratch algorithms train epochs + fine_tune_epochs, the "
+                                     "total of ERM plus fine-tuning; 'as-configured': they train epochs"
+    )
     init_epoch: Literal["selected", "last"] | int = Field(
         "last", description="ERM checkpoint that fine-tuning algorithms and dfr start from"
     )
@@ -107,6 +115,11 @@ class CompareConfig(BaseModel):
         return "val_wga" if self.group_labels else "val_worst_class"
 
     @property
+    def scratch_epochs(self) -> int:
+        """Epochs of a reported from-scratch run under the budget (the ERM base always trains ``epochs``)."""
+        return self.epochs + self.fine_tune_epochs if self.budget == "matched" else self.epochs
+
+    @property
     def output(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.name
 
@@ -121,6 +134,11 @@ class PlannedRun:
     config: TrainConfig
     run_dir: Path
     trial: int | None = None  # index of the random-search draw, None for the chosen setting
+    base: bool = False  # the ERM run the others start from
+
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm} (base)" if self.base and self.trial is None else self.algorithm
 
 
 @dataclass
@@ -131,6 +149,7 @@ class CompareResult:
     search_log: list[dict[str, Any]] = field(default_factory=list)
     group_names: list[str] = field(default_factory=list)
     dataset: GroupDataset | None = field(default=None, repr=False)
+    bases: list[PlannedRun] = field(default_factory=list)  # the ERM runs the others start from, when not reported
 
 
 def check_protocol(cmp: CompareConfig) -> None:
@@ -141,10 +160,10 @@ def check_protocol(cmp: CompareConfig) -> None:
     if missing:
         raise ConfigError(f"algorithms {missing} are not in the ALGORITHMS registry ({', '.join(ALGORITHMS)})")
     if not cmp.group_labels:
-        grouped = [a for a in cmp.algorithms if ALGORITHMS[cmp.base_algorithm(a)].uses_group_labels]
+        grouped = [a for a in cmp.algorithms if ALGORITHMS[cmp.base_algorithm(a)].group_labels != "none"]
         if grouped:
-            raise ConfigError(f"group_labels=false, but {grouped} train on group labels; remove them or set "
-                              f"group_labels=true")
+            raise ConfigError(f"group_labels=false, but {grouped} use group labels (training or validation); "
+                              f"remove them or set group_labels=true")
         if cmp.selection == "val_wga":
             raise ConfigError("selection=val_wga needs validation group labels (group_labels=false)")
     for name in cmp.hparams:
@@ -177,10 +196,12 @@ def hparams_for(cmp: CompareConfig, label: str, draw: registry.HParams | None = 
 
 
 def plan_run(
-    cmp: CompareConfig, label: str, seed: int, h: registry.HParams, erm_dir: Path | None, trial: int | None = None
+    cmp: CompareConfig, label: str, seed: int, h: registry.HParams, erm_dir: Path | None, trial: int | None = None,
+    base: bool = False,
 ) -> PlannedRun:
     """The TrainConfig of one run under the protocol; its folder is named by the config's hash (name,
-    device and workers aside), so a changed setting never reuses a run made under another."""
+    device and workers aside), so a changed setting never reuses a run made under another. ``base``:
+    the ERM run the others start from (``epochs`` whatever the budget)."""
     algorithm = cmp.base_algorithm(label)
     fields: dict[str, Any] = {
         "dataset": cmp.dataset, "dataset_params": cmp.dataset_params,
@@ -193,10 +214,10 @@ def plan_run(
     if algorithm in registry.FINE_TUNES:
         assert erm_dir is not None
         fields.update(init_from=str(erm_dir), init_epoch=cmp.init_epoch)
-        fields["epochs"] = 0 if algorithm == "dfr" else cmp.fine_tune_epochs
+        fields["epochs"] = 0 if algorithm in registry.POST_HOC else cmp.fine_tune_epochs
         fields["weights"] = None
     else:
-        fields["epochs"] = cmp.epochs
+        fields["epochs"] = cmp.epochs if base else cmp.scratch_epochs
     if algorithm in registry.NEEDS_STAGE1:
         assert erm_dir is not None
         params = fields["algorithm_params"]
@@ -207,7 +228,7 @@ def plan_run(
     config = validate_config(TrainConfig, fields, source=f"compare {cmp.name}: {label} seed {seed}")
     name = f"{label}-{config_hash(config, HASH_EXCLUDE)[:6]}-s{seed}"
     config = config.model_copy(update={"name": name})
-    return PlannedRun(label, seed, h, config, cmp.output / "runs" / name, trial)
+    return PlannedRun(label, seed, h, config, cmp.output / "runs" / name, trial, base)
 
 
 def run_status(run_dir: Path) -> str:
@@ -225,7 +246,7 @@ def execute(planned: PlannedRun, dataset: GroupDataset, progress: bool, log) -> 
     from spurmem.train.run import read_info
 
     status = run_status(planned.run_dir)
-    label = f"{planned.algorithm} seed {planned.seed}" + (f" trial {planned.trial}" if planned.trial is not None else "")
+    label = f"{planned.label} seed {planned.seed}" + (f" trial {planned.trial}" if planned.trial is not None else "")
     if status == "complete":
         log(f"{label}: complete, skipped ({planned.run_dir})")
     else:
@@ -269,7 +290,7 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
                                                          cmp.search.seed)
         if draws:
             if base(algorithm, first) is not None and erm_dirs[first] not in executed:
-                do(plan_run(cmp, "erm", first, chosen["erm"], None))
+                do(plan_run(cmp, "erm", first, chosen["erm"], None, base=True))
             candidates = [h] + [hparams_for(cmp, algorithm, d) for d in draws]
             scores = []
             for t, cand in enumerate(candidates):
@@ -282,15 +303,26 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
             h = candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
         chosen[algorithm] = h
         if algorithm == "erm":
-            erm_dirs = {seed: plan_run(cmp, "erm", seed, h, None).run_dir for seed in cmp.seeds}
+            erm_dirs = {seed: plan_run(cmp, "erm", seed, h, None, base=True).run_dir for seed in cmp.seeds}
 
+    needs_base = any(base(a, first) is not None for a in cmp.algorithms)
+    reported = [a for a in order if a != "erm" or "erm" in cmp.algorithms]
+    bases: list[PlannedRun] = []
     for seed in cmp.seeds:  # phase 2
-        for algorithm in order:
+        b = plan_run(cmp, "erm", seed, chosen["erm"], None, base=True)
+        if needs_base:
+            if "erm" in cmp.algorithms and b.run_dir == plan_run(cmp, "erm", seed, chosen["erm"], None).run_dir:
+                b.base = False  # the reported erm row itself
+            else:
+                bases.append(b)  # trained for the others, not a row of the table
+            if b.run_dir not in executed:
+                do(b)
+        for algorithm in reported:
             p = plan_run(cmp, algorithm, seed, chosen[algorithm], base(algorithm, seed))
             runs.append(p)
             if p.run_dir not in executed:
                 do(p)
-    if "erm" not in cmp.algorithms:  # trained as the base of the others, not reported
-        runs = [r for r in runs if r.algorithm != "erm"]
+    if "erm" not in cmp.algorithms:
         chosen.pop("erm", None)
-    return CompareResult(cmp, runs, chosen, search_log, dataset.group_names if dataset is not None else [], dataset)
+    return CompareResult(cmp, runs, chosen, search_log, dataset.group_names if dataset is not None else [], dataset,
+                         bases)

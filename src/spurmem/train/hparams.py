@@ -4,7 +4,8 @@
 them for one dataset. Each entry has ``train`` (TrainConfig fields: lr, schedule, ...) and ``params``
 (the algorithm's ``algorithm_params``). ``SEARCH_SPACES[algorithm]`` says what a random search may
 vary, each key as ``train.<field>`` or ``params.<name>``. ``FINE_TUNES`` names the algorithms that
-start from an ERM run (``init_from``) instead of from scratch.
+start from an ERM run (``init_from``) instead of from scratch; ``POST_HOC`` those of them that only
+refit its head (0 epochs).
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ HPARAMS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     },
     # DFR trains nothing: it refits the head of the ERM model in setup (epochs=0)
     "dfr": {"*": {"train": {"epochs": 0}, "params": {}}},
+    # NeuronTune, like DFR, only refits the head (without group labels)
+    "neurontune": {"*": {"train": {"epochs": 0}, "params": {}}},
 }
 
-FINE_TUNES = frozenset({"erm-continue", "spurmem", "dfr"})
+FINE_TUNES = frozenset({"erm-continue", "spurmem", "dfr", "neurontune"})
+POST_HOC = frozenset({"dfr", "neurontune"})  # refit the head of the ERM model: 0 epochs
 NEEDS_STAGE1 = frozenset({"jtt"})  # uses an ERM run's early checkpoint to find its error set
 
 
@@ -75,6 +79,7 @@ SEARCH_SPACES: dict[str, dict[str, Choice | LogUniform]] = {
         "params.identification_epoch": Choice((1, 2, 3, 5)), "params.lambda_up": Choice((5.0, 10.0, 20.0, 50.0, 100.0)),
     },
     "dfr": {},  # C is tuned inside the algorithm on half of the validation split
+    "neurontune": {},  # it refits on the validation split, so val selection cannot tune it without a leak
     "spurmem": {
         "train.lr": LogUniform(5e-5, 1e-3),
         "params.tau": Choice((0.1, 0.2, 0.5, 1.0)), "params.lambda": LogUniform(0.05, 2.0),

@@ -35,15 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser(
         "compare", help="compare algorithms x seeds under one protocol and print one table (SPEC 7)",
-        description="Run every listed algorithm (erm, erm-continue, reweight, groupdro, jtt, dfr, spurmem) for "
-                    "every seed on one dataset and backbone through the shared trainer, with an equal epoch "
-                    "budget and one selection rule (val WGA with group labels, worst-class val accuracy "
-                    "without), then write comparison.md/.csv/.json and per_run.csv into runs/<name>/ and "
-                    "print the table: mean ± std over seeds of test WGA, adjusted and plain average, per-group "
-                    "test accuracy and memorisation gap, under the protocol. Finished runs are skipped and "
+        description="Run every listed algorithm (erm, erm-continue, reweight, groupdro, jtt, dfr, neurontune, "
+                    "spurmem) for every seed on one dataset and backbone through the shared trainer, under one "
+                    "budget (budget=matched gives from-scratch algorithms epochs + fine_tune_epochs, the total of "
+                    "ERM plus fine-tuning; as-configured gives them epochs) and one selection rule (val WGA with "
+                    "group labels, worst-class val accuracy without), then write comparison.md/.csv/.json and "
+                    "per_run.csv into runs/<name>/ and print the table: per algorithm the group labels it uses "
+                    "(none / validation / training), its epochs and optimiser steps, and mean ± std over seeds of "
+                    "test WGA, adjusted and plain average, per-group test accuracy and memorisation gap. "
+                    "Finished runs are skipped and "
                     "interrupted ones resumed, so rerunning the same command continues a killed comparison. "
                     "Keys: name, out_dir, dataset, dataset_params, model, model_params, weights, algorithms, "
-                    "seeds, epochs, fine_tune_epochs, init_epoch, group_labels, selection, train_eval, "
+                    "seeds, epochs, fine_tune_epochs, budget, init_epoch, group_labels, selection, train_eval, "
                     "hparams.<algorithm>.<field or params.NAME>, variants.<label>.{algorithm, field, params}, "
                     "train.<TrainConfig field>, search.trials, search.seed.",
         epilog="example: spurmem compare seeds=[0,1,2] epochs=30 'algorithms=[erm,erm-continue,spurmem]' "
@@ -86,9 +89,10 @@ def _compare(args: argparse.Namespace) -> int:
     config = load_config(CompareConfig, args.config, args.overrides)
     if args.dry_run:
         result = run_compare(config, progress=False, log=lambda _: None, dry_run=True)
-        width = max(len(r.algorithm) for r in result.runs)
-        for r in result.runs:
-            print(f"{r.algorithm:<{width}}  seed {r.seed}  epochs {r.config.epochs:>3}  "
+        listed = [*result.bases, *result.runs]
+        width = max(len(r.label) for r in listed)
+        for r in listed:
+            print(f"{r.label:<{width}}  seed {r.seed}  epochs {r.config.epochs:>3}  "
                   f"{run_status(r.run_dir):<8} {r.run_dir}")
         return 0
     result = run_compare(config, progress=not args.no_progress, log=lambda msg: print(f"[compare] {msg}", flush=True))

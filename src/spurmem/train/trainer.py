@@ -25,7 +25,7 @@ from spurmem.device import resolve_device
 from spurmem.metrics import evaluate, predict, summarize
 from spurmem.record import environment, record_command, utc_now, write_text_atomic
 from spurmem.train import checkpoint as ckpt
-from spurmem.train.algorithm import Algorithm
+from spurmem.train.algorithm import Algorithm, selection_group_labels
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
 from spurmem.train.progress import EpochProgress
 from spurmem.train.run import (
@@ -316,6 +316,8 @@ class _Loop:
             "name": c.name, "kind": "train", "status": "running", "algorithm": c.algorithm,
             "dataset": c.dataset, "model": c.model, "seed": c.seed, "config_hash": self.hash,
             "selection": None, "selection_rule": c.selection, "epochs": c.epochs,
+            "steps_per_epoch": self.steps_per_epoch, "group_labels": self.algorithm.group_labels,
+            "labels_note": self.algorithm.labels_note, "selection_group_labels": selection_group_labels(c.selection),
             "spurmem_version": env["spurmem_version"], "git_commit": env["git_commit"], "host": env["host"],
             "torch_version": env["torch_version"], "device": str(self.device), "amp": self.amp,
             "threads": torch.get_num_threads(), "n_parameters": sum(p.numel() for p in self.model.parameters()),
@@ -335,6 +337,9 @@ def _check_config(config: TrainConfig) -> None:
         near = nearest_key(config.algorithm, ALGORITHMS)
         raise ConfigError(f"unknown algorithm {config.algorithm!r}" + (f"; did you mean {near!r}?" if near else "")
                           + f" Known: {', '.join(ALGORITHMS)}")
+    if not ALGORITHMS[config.algorithm].trains and (config.epochs != 0 or not config.init_from):
+        raise ConfigError(f"algorithm {config.algorithm!r} only refits the head of a trained model: set epochs=0 and "
+                          f"init_from=<an ERM run dir> (got epochs={config.epochs}, init_from={config.init_from!r})")
     if config.selection != "last" and "val" not in config.eval_splits:
         raise ConfigError(f"selection={config.selection!r} needs 'val' in eval_splits (got {config.eval_splits})")
     _resolve_augment(config.augment, config.augment_params)

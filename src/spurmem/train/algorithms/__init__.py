@@ -14,6 +14,7 @@ from spurmem.train.algorithms.erm_continue import ERMContinue
 from spurmem.train.algorithms.framework import SpurMemFramework
 from spurmem.train.algorithms.groupdro import GroupDRO
 from spurmem.train.algorithms.jtt import JTT
+from spurmem.train.algorithms.neurontune import NeuronTune
 from spurmem.train.algorithms.reweight import Reweight
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
@@ -23,6 +24,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "groupdro": GroupDRO,
     "jtt": JTT,
     "dfr": DFR,
+    "neurontune": NeuronTune,
     "spurmem": SpurMemFramework,
 }
 

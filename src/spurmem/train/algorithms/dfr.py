@@ -152,7 +152,8 @@ class DFR(Algorithm):
     """
 
     name = "dfr"
-    uses_group_labels = True
+    group_labels = "validation"
+    labels_note = "validation group labels (group-balanced head refit, C tuned by val WGA)"
     trains = False
     Params = DFRParams
 

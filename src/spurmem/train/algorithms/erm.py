@@ -15,7 +15,8 @@ class ERMParams(AlgorithmParams):
 
 class ERM(Algorithm):
     name = "erm"
-    uses_group_labels = False
+    group_labels = "none"
+    labels_note = "training class labels"
     Params = ERMParams
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:

@@ -22,7 +22,8 @@ class ERMContinue(Algorithm):
     """Mean cross-entropy, meant to be run with ``init_from`` an ERM run."""
 
     name = "erm-continue"
-    uses_group_labels = False
+    group_labels = "none"
+    labels_note = "training class labels"
     Params = ERMContinueParams
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:

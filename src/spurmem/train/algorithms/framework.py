@@ -56,7 +56,8 @@ class SpurMemFramework(Algorithm):
     """Dense and masked branches with a contrastive loss between them plus weighted cross-entropy."""
 
     name = "spurmem"
-    uses_group_labels = False
+    group_labels = "none"
+    labels_note = "training class labels (the loss uses no group labels)"
     Params = FrameworkParams
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:

@@ -30,7 +30,8 @@ class GroupDRO(Algorithm):
     """Online worst-group risk minimisation with a weight per group."""
 
     name = "groupdro"
-    uses_group_labels = True
+    group_labels = "training"
+    labels_note = "training group labels (the q-weighted group losses)"
     Params = GroupDROParams
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:

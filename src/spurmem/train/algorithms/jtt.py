@@ -53,7 +53,8 @@ class JTT(Algorithm):
     """Retrain with stage 1's training errors upweighted."""
 
     name = "jtt"
-    uses_group_labels = False
+    group_labels = "none"
+    labels_note = "training class labels and stage 1's errors (no group labels)"
     Params = JTTParams
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:

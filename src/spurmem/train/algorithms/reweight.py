@@ -34,7 +34,8 @@ class Reweight(Algorithm):
     """Every group gets the same total weight in expectation."""
 
     name = "reweight"
-    uses_group_labels = True
+    group_labels = "training"
+    labels_note = "training group labels (group-balanced sampling or loss weights)"
     Params = ReweightParams
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:
