@@ -271,7 +271,7 @@ class _Loop:
         kept = f"the last good checkpoint is epoch {good[-1]}" if good else "no checkpoint was saved"
         return NumericalFaultError(
             f"{self.run_dir}: numerical fault at epoch {epoch}, step {step}/{self.steps_per_epoch}: {what} "
-            f"(optimizer={self.config.optimizer}, lr={self._lr():g}); training stopped, {kept}. Lower lr "
+            f"(optimizer={self.config.optimizer}, lr={self.config.lr:g}); training stopped, {kept}. Lower lr "
             f"(or add warm-up/clipping in the algorithm) and start again with --overwrite")
 
     def _checkpoint_info(self, row: dict | None, stats: dict | None) -> dict[str, Any]:
