@@ -70,6 +70,15 @@ def is_half_made(run_dir: str | Path) -> bool:
     return bool(names & {RECORDS_DIR, RUN_FILE}) and names <= {RECORDS_DIR, RUN_FILE, LOCK_FILE}
 
 
+def recorded_config(run_dir: str | Path) -> TrainConfig | None:
+    """The config of the newest ``train`` command record of a run (what a half-made folder still
+    holds of its config), or None without one."""
+    from spurmem.record import read_records
+
+    configs = [r["config"] for r in read_records(run_dir) if r.get("command") == "train" and r.get("config")]
+    return validate_config(TrainConfig, configs[-1], source=f"{run_dir}/records") if configs else None
+
+
 def read_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
