@@ -141,7 +141,6 @@ def test_half_made_run_folder_is_started_afresh(tmp_path, base, capsys, mode):
     run = tmp_path / "half"  # what a train killed after its record and before config.yaml used to leave
     (run / "records").mkdir(parents=True)
     shutil.copy(sorted((base / "records").glob("*-train.json"))[0], run / "records" / "20250101T000000.000000Z-train.json")
-    (run / "run.json").write_text(json.dumps({"name": "half", "status": "running"}))
     assert main(["train", "--run-dir", str(run), *SHAPES, "epochs=1", "--no-progress", *mode]) == 0
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     assert "half-made" in capsys.readouterr().err or mode == ["--overwrite"]
