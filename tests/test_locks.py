@@ -11,6 +11,7 @@ import pytest
 from spurmem.cli import main
 from spurmem.errors import RunLockedError
 from spurmem.locks import LOCK_FILE, acquire, folder_lock, holds, lock_owner, release
+from spurmem.record import read_records
 
 
 def hold_in_child(folder, command="train other"):
@@ -105,3 +106,26 @@ def test_cli_refuses_a_folder_another_process_writes(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert f"is in use by pid {pid} on {socket.gethostname()}" in err and "`train busy`" in err
     assert not (folder / "run.json").exists() and not (folder / "runs").exists()  # nothing was written
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("locks") / "run"
+    assert main(["train", "--run-dir", str(run), *SHAPES, "epochs=1", "--no-progress"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("sub,argv", [
+    ("memorization", ["memorization", "units", "{run}", "--null-draws", "5", "--device", "cpu"]),
+    ("probes/p", ["probe", "{run}", "name=p", "scorers=[weight-norm]", "k=[1]", "interventions=[zero]",
+                  "repeats=1", "device=cpu", "--no-progress"]),
+], ids=["memorization units", "probe"])
+def test_cli_refuses_an_output_folder_another_process_writes(trained, capsys, sub, argv):
+    pid = hold_in_child(trained / sub, "other")
+    try:
+        assert main([a.replace("{run}", str(trained)) for a in argv]) == 2
+    finally:
+        kill(pid)
+    assert f"is in use by pid {pid}" in capsys.readouterr().err
+    assert not list((trained / sub).glob("*.csv"))
+    assert [r["command"] for r in read_records(trained)] == ["train"]  # refused before recording anything
