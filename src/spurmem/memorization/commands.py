@@ -214,14 +214,16 @@ def _examples(args: argparse.Namespace) -> int:
 
 
 def _gap(args: argparse.Namespace) -> int:
+    from spurmem.locks import folder_lock
     from spurmem.memorization.gap import gap_report
     from spurmem.record import write_text_atomic
 
     report = gap_report(args.run_dirs, heldout=args.heldout, epoch=_epoch(args.epoch))
     targets = [args.out] if args.out else [d / OUT_DIR for d in args.run_dirs]
     for folder in targets:
-        write_text_atomic(folder / "gap_runs.csv", report.runs.to_csv(index=False))
-        write_text_atomic(folder / "gap_summary.csv", report.summary.to_csv(index=False))
+        with folder_lock(folder, "memorization gap"):
+            write_text_atomic(folder / "gap_runs.csv", report.runs.to_csv(index=False))
+            write_text_atomic(folder / "gap_summary.csv", report.summary.to_csv(index=False))
     cols = ["group_name", "runs", "train_acc", "heldout_acc", "gap", "gap_lo", "gap_hi", "interval"]
     print(f"memorisation gap (train - {args.heldout}), epoch {args.epoch}:")
     print(report.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
