@@ -128,7 +128,7 @@ def test_resume_at_the_final_epoch_cleans_resume_state_and_says_how_far(tmp_path
     (run / "run.json").write_text(json.dumps(info))
     for suffix in (".json", ".safetensors"):
         shutil.copy(run / "resume" / f"epoch_0002{suffix}", run / "resume" / f"epoch_0001{suffix}")
-    (run / ".metrics.jsonl.k1l2.tmp").write_text('{"epoch": ')
+    (run / ".metrics.jsonl.k1l2m3n4.tmp").write_text('{"epoch": ')
     assert main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "complete" and info["epochs_completed"] == 2 and info["resumed_from"] == [2]

@@ -76,14 +76,17 @@ def test_taking_a_lock_removes_partial_writes_of_a_killed_owner(tmp_path):
     folder = tmp_path / "run"
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "inner").mkdir()
-    partial = [folder / ".run.json.x1.tmp", folder / "checkpoints" / ".epoch_0001.json.y2.tmp"]
+    partial = [folder / ".run.json.x1abcdef.tmp", folder / "checkpoints" / ".epoch_0001.json.y2_12345.tmp"]
     for p in partial:
         p.write_text("{")
-    (folder / "inner" / LOCK_FILE).write_text("{}")  # a sub-folder with a writer of its own is left alone
-    (folder / "inner" / ".busy.tmp").write_text("x")
+    kept = [folder / "inner" / ".run.json.busy1234.tmp",  # a sub-folder with a writer of its own is left alone
+            folder / ".editor-swap.tmp"]  # not a name an atomic write makes
+    (folder / "inner" / LOCK_FILE).write_text("{}")
+    for p in kept:
+        p.write_text("x")
     with folder_lock(folder, "train"):
         assert not any(p.exists() for p in partial)
-        assert (folder / "inner" / ".busy.tmp").exists()
+        assert all(p.exists() for p in kept)
 
 
 SHAPES = ["dataset=synthetic-shapes", "dataset_params.n_train=48", "dataset_params.n_val=16",

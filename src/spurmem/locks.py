@@ -45,6 +45,19 @@ _held: dict[Path, list] = {}  # resolved folder -> [fd, depth] of the locks this
 _guard = threading.Lock()
 
 
+def _forget_in_child() -> None:
+    """A forked child (a data-loading worker) does not own its parent's locks: close its copies of
+    the lock files so a parent killed first does not leave the folder locked by the child."""
+    for fd, _ in _held.values():
+        if fd is not None:
+            os.close(fd)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _key(folder: str | Path) -> Path:
     return Path(folder).resolve()
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -75,10 +76,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what write_bytes_atomic's mkstemp names
+
+
 def sweep_temp_files(folder: str | Path) -> list[Path]:
-    """Delete the temporary files (``.*.tmp``) that killed atomic writes left in ``folder`` and its
-    subfolders, except subfolders holding a ``.lock`` of their own (another writer's); returns them.
-    Called by whoever takes the folder's lock (``spurmem.locks``), so no live write is touched."""
+    """Delete the temporary files (``.<name>.XXXXXXXX.tmp``) that killed atomic writes left in
+    ``folder`` and its subfolders, except subfolders holding a ``.lock`` of their own (another
+    writer's); returns them. Called by whoever takes the folder's lock (``spurmem.locks``), so no
+    live write is touched."""
     from spurmem.locks import LOCK_FILE
 
     root = Path(folder)
@@ -86,7 +91,7 @@ def sweep_temp_files(folder: str | Path) -> list[Path]:
     for here, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not (Path(here) / d / LOCK_FILE).exists()]
         for name in files:
-            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            if _TEMP_NAME.match(name):
                 (Path(here) / name).unlink(missing_ok=True)
                 removed.append(Path(here) / name)
     return removed
