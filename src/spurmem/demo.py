@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from spurmem.config import ConfigError
+from spurmem.locks import LOCK_FILE, folder_lock
 from spurmem.record import record_command, write_json_atomic
 
 if TYPE_CHECKING:
@@ -233,7 +234,9 @@ def prepare_folder(config: DemoConfig, fresh: bool = False) -> None:
     if fresh and config.out.exists():
         if not path.is_file():
             raise ConfigError(f"{config.out} is not a demo folder (no {CONFIG_FILE}); refusing to delete it")
-        shutil.rmtree(config.out)
+        for p in config.out.iterdir():  # not the folder itself: its lock is ours
+            if p.name != LOCK_FILE:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     now = config.model_dump(mode="json")
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -249,6 +252,11 @@ def run_demo(config: DemoConfig, console: Console | None = None, progress: bool 
              fresh: bool = False) -> DemoResult:
     """Run every stage (reusing finished ones), write the report and return its path and timings.
     ``fresh`` deletes the demo folder first."""
+    with folder_lock(config.out, "demo"):  # a second demo into the same folder fails at once
+        return _run_demo(config, console, progress, fresh)
+
+
+def _run_demo(config: DemoConfig, console: Console | None, progress: bool, fresh: bool) -> DemoResult:
     console = console or Console()
     demo = _Demo(config, console, progress)
     prepare_folder(config, fresh)

@@ -11,18 +11,22 @@ result can be traced back without the shell history. Use :func:`record_command`:
 It writes ``RUN_DIR/records/<UTC time>-<command>.json`` atomically when the command starts
 (``status: running``) and again when it ends (``complete`` or ``failed`` with the error), so a
 killed command leaves a record that says so. :func:`environment` gives the provenance fields alone
-(for ``run.json``), and :func:`write_json_atomic` / :func:`write_text_atomic` the atomic writes.
+(for ``run.json``), and :func:`write_json_atomic` / :func:`write_text_atomic` the atomic writes
+(strict JSON: NaN and infinities are written as null).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -35,18 +39,33 @@ from spurmem import __version__
 RECORDS_DIR = "records"
 
 
+TEMP_SUFFIX = ".tmp"
+_umask_guard = threading.Lock()
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and ``os.replace``."""
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask (0644 under umask 022)."""
+    with _umask_guard:  # reading the umask means setting it; keep other threads out meanwhile
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``; a
-    failed write leaves the old file as it was and no temporary file behind."""
+    """Write ``data`` to ``path`` through a temporary file ``.<name>.*.tmp`` in the same folder and
+    ``os.replace``; a failed write leaves the old file as it was and no temporary file behind (a
+    killed one leaves the temporary file, which :func:`sweep_temp_files` removes). The file gets the
+    umask's mode, not ``mkstemp``'s private 0600, so collaborators can read results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -57,9 +76,56 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what write_bytes_atomic's mkstemp names
+
+
+def sweep_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.XXXXXXXX.tmp``) that killed atomic writes left in
+    ``folder`` and its subfolders, except subfolders holding a ``.lock`` of their own (another
+    writer's); returns them. Called by whoever takes the folder's lock (``spurmem.locks``), so no
+    live write is touched."""
+    from spurmem.locks import LOCK_FILE
+
+    root = Path(folder)
+    removed = []
+    for here, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not (Path(here) / d / LOCK_FILE).exists()]
+        for name in files:
+            if _TEMP_NAME.match(name):
+                (Path(here) / name).unlink(missing_ok=True)
+                removed.append(Path(here) / name)
+    return removed
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf, also numpy's) replaced by None and numpy
+    scalars by Python numbers: what spurmem's JSON files hold instead of the invalid bare ``NaN``."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "item") and hasattr(obj, "dtype") and getattr(obj, "shape", None) == ():  # numpy/torch scalar
+        return json_safe(obj.item())
+    return obj
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that writes valid JSON only: non-finite floats become null (:func:`json_safe`),
+    values JSON lacks are written as strings."""
+    return json.dumps(json_safe(obj), allow_nan=False, default=str, **kwargs)
+
+
+def json_text(obj: Any) -> str:
+    """The text :func:`write_json_atomic` writes: strict JSON, indented, sorted keys, trailing newline."""
+    return dumps_strict(obj, indent=2, sort_keys=True) + "\n"
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """JSON with sorted keys and a trailing newline; values that JSON lacks are written as strings."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Strict JSON (non-finite floats as null) with sorted keys and a trailing newline; values that
+    JSON lacks are written as strings."""
+    return write_text_atomic(path, json_text(obj))
 
 
 def utc_now() -> str:

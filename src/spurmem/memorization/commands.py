@@ -1,7 +1,9 @@
 """``spurmem memorization {units,examples,gap}``: memorisation per unit, per example and per group.
 
-Outputs go to ``RUN_DIR/memorization/`` (tidy CSVs, a JSON summary, PNG figures), written atomically;
-every command leaves an experiment record in ``RUN_DIR/records/``.
+Outputs go to ``RUN_DIR/memorization/`` (tidy CSVs, a JSON summary, PNG figures). ``units`` and
+``examples`` each write their files as one set (``spurmem.fileset``: ``units.manifest.json`` /
+``examples.manifest.json`` last) while holding the folder's lock (``spurmem.locks``); every command
+leaves an experiment record in ``RUN_DIR/records/``.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ def _units(args: argparse.Namespace) -> int:
     from spurmem.memorization.units import unit_memorization
     from spurmem.probes.scan import Screen
     from spurmem.probes.units import enumerate_units
-    from spurmem.record import record_command, write_json_atomic, write_text_atomic
+    from spurmem.fileset import write_set
+    from spurmem.locks import folder_lock
+    from spurmem.record import json_text, record_command
     from spurmem.train import load_run
 
     loaded = load_run(args.run_dir, epoch=_epoch(args.epoch), device=args.device)
@@ -116,17 +120,20 @@ def _units(args: argparse.Namespace) -> int:
               "null_draws": args.null_draws, "seed": args.seed,
               "screen": None if screen is None else {"factor": screen.factor, "calibration": screen.calibration,
                                                      "audit_units": screen.audit_units}}
-    with record_command(args.run_dir, "memorization units", config=config, seeds=[args.seed]) as rec:
+    with folder_lock(out, "memorization units"), \
+            record_command(args.run_dir, "memorization units", config=config, seeds=[args.seed]) as rec:
         with rec.timed("scan"):
             result = unit_memorization(loaded.model, loaded.dataset, heldout=args.heldout,
                                        intervention=args.intervention, null_draws=args.null_draws, seed=args.seed,
                                        device=args.device, progress=True, screen=screen)
         result.summary.update({"run_dir": str(args.run_dir), "epoch": loaded.epoch})
-        for name, table in (("units_ranked", result.ranked), ("units_groups", result.groups),
-                            ("units_curve", result.curve), ("units_layers", result.layers)):
-            write_text_atomic(out / f"{name}.csv", table.to_csv(index=False))
-        write_json_atomic(out / "units_summary.json", result.summary)
-        _curve_figure(result.curve, out / "units_curve.png", result.summary)
+        files: dict[str, str | bytes] = {
+            f"{name}.csv": table.to_csv(index=False)
+            for name, table in (("units_ranked", result.ranked), ("units_groups", result.groups),
+                                ("units_curve", result.curve), ("units_layers", result.layers))}
+        files["units_summary.json"] = json_text(result.summary)
+        files["units_curve.png"] = _curve_figure(result.curve, result.summary)
+        write_set(out, "units", files)
         rec.outputs.append(str(out))
     s = result.summary
     print(f"unit memorisation, {s['units']} units, minority gap {s['base_minority_gap']:+.3f} "
@@ -137,15 +144,14 @@ def _units(args: argparse.Namespace) -> int:
     return 0
 
 
-def _curve_figure(curve, path: Path, summary: dict) -> None:
+def _curve_figure(curve, summary: dict) -> bytes:
+    """The cumulative-share figure as PNG bytes."""
     import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from spurmem.record import write_bytes_atomic
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(curve.fraction_of_units, curve.cumulative_share, label="observed")
@@ -161,7 +167,7 @@ def _curve_figure(curve, path: Path, summary: dict) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def _examples(args: argparse.Namespace) -> int:
@@ -169,30 +175,37 @@ def _examples(args: argparse.Namespace) -> int:
 
     from spurmem.config import parse_override
     from spurmem.memorization.examples import example_memorization, flip_order, flips_vs_memorization
-    from spurmem.record import record_command, write_json_atomic, write_text_atomic
+    from spurmem.fileset import check_set, write_set
+    from spurmem.locks import folder_lock
+    from spurmem.record import json_text, record_command
     from spurmem.train import load_run
 
     loaded = load_run(args.run_dir, epoch="selected", device=args.device)
     overrides = dict(parse_override(item) for item in args.overrides)
     out = args.run_dir / OUT_DIR
-    with record_command(args.run_dir, "memorization examples",
-                        config={"models": args.models, "epoch": args.epoch, "overrides": overrides},
-                        seeds=[args.seed]) as rec:
+    with folder_lock(out, "memorization examples"), \
+            record_command(args.run_dir, "memorization examples",
+                           config={"models": args.models, "epoch": args.epoch, "overrides": overrides},
+                           seeds=[args.seed]) as rec:
         result = example_memorization(loaded.config, loaded.dataset, out, models=args.models, seed=args.seed,
                                       epoch=_epoch(args.epoch), device=args.device, progress=True, **overrides)
-        write_text_atomic(out / "examples.csv", result.examples.to_csv(index=False))
-        write_text_atomic(out / "examples_groups.csv", result.groups.to_csv(index=False))
+        files = {"examples.csv": result.examples.to_csv(index=False),
+                 "examples_groups.csv": result.groups.to_csv(index=False)}
         summary = {**result.info, "run_dir": str(args.run_dir)}
         ranked_path = out / "units_ranked.csv"
-        if ranked_path.exists():
+        units_problem = check_set(out, "units")
+        if ranked_path.exists() and units_problem is None:
             ranked = pd.read_csv(ranked_path).unit.tolist()
             flips = flip_order(loaded.model, loaded.dataset, ranked, k_max=args.flip_k, device=args.device)
-            write_text_atomic(out / "examples_flips.csv", flips.to_csv(index=False))
+            files["examples_flips.csv"] = flips.to_csv(index=False)
             summary["flips"] = flips_vs_memorization(flips, result.examples)
             summary["flip_units"] = ranked[: args.flip_k]
         else:
-            summary["flips"] = f"skipped: {ranked_path} missing (run `spurmem memorization units` first)"
-        write_json_atomic(out / "examples_summary.json", summary)
+            summary["flips"] = (f"skipped: {units_problem}" if units_problem else
+                                f"skipped: {ranked_path} missing (run `spurmem memorization units` first)")
+            (out / "examples_flips.csv").unlink(missing_ok=True)  # an older run's flips are not this set's
+        files["examples_summary.json"] = json_text(summary)
+        write_set(out, "examples", files)
         rec.outputs.append(str(out))
     print(result.groups[["group_name", "count", "mem_mean", "mem_median", "share_high", "share_of_all_high"]]
           .to_string(index=False))
@@ -201,14 +214,16 @@ def _examples(args: argparse.Namespace) -> int:
 
 
 def _gap(args: argparse.Namespace) -> int:
+    from spurmem.locks import folder_lock
     from spurmem.memorization.gap import gap_report
     from spurmem.record import write_text_atomic
 
     report = gap_report(args.run_dirs, heldout=args.heldout, epoch=_epoch(args.epoch))
     targets = [args.out] if args.out else [d / OUT_DIR for d in args.run_dirs]
     for folder in targets:
-        write_text_atomic(folder / "gap_runs.csv", report.runs.to_csv(index=False))
-        write_text_atomic(folder / "gap_summary.csv", report.summary.to_csv(index=False))
+        with folder_lock(folder, "memorization gap"):
+            write_text_atomic(folder / "gap_runs.csv", report.runs.to_csv(index=False))
+            write_text_atomic(folder / "gap_summary.csv", report.summary.to_csv(index=False))
     cols = ["group_name", "runs", "train_acc", "heldout_acc", "gap", "gap_lo", "gap_hi", "interval"]
     print(f"memorisation gap (train - {args.heldout}), epoch {args.epoch}:")
     print(report.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

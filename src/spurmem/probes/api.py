@@ -54,7 +54,9 @@ def probe(
 
 
 def probe_run(run_dir: str | Path, config: ProbeConfig | None = None, *, progress: bool = True) -> ProbeResult:
-    """Probe the checkpoint ``config.epoch`` of a training run; results go to ``RUN_DIR/probes/<name>``."""
+    """Probe the checkpoint ``config.epoch`` of a training run; results go to ``RUN_DIR/probes/<name>``
+    (its lock held, so a second probe of the same name fails at once with ``RunLockedError``)."""
+    from spurmem.locks import folder_lock
     from spurmem.record import record_command
     from spurmem.train import list_epochs, load_epoch_weights, load_run
 
@@ -72,7 +74,8 @@ def probe_run(run_dir: str | Path, config: ProbeConfig | None = None, *, progres
     out_dir = run_dir / PROBES_DIR / config.name
     source = {"run_dir": str(run_dir), "epoch": loaded.epoch, "rewind_epoch": rewind_epoch,
               "dataset": loaded.dataset.name, "model": loaded.config.model}
-    with record_command(run_dir, "probe", config=config.model_dump(mode="json"), seeds=[config.seed]) as rec:
+    with folder_lock(out_dir, f"probe {config.name}"), \
+            record_command(run_dir, "probe", config=config.model_dump(mode="json"), seeds=[config.seed]) as rec:
         result = run_probe(loaded.model, loaded.dataset, config, out_dir=out_dir, rewind_source=rewind_source,
                            source=source, progress=progress)
         rec.outputs.append(str(Path(PROBES_DIR) / config.name))

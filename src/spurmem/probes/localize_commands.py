@@ -3,7 +3,8 @@
 Writes ``RUN_DIR/localize/<label>/``: ``summary.json`` (units, units needed, stop reason, verdict
 with its statistics, config), ``steps.csv`` and ``trajectory.csv`` (one row per step x split x
 group: accuracy, count, mean logit margin), and the same two tables for the control
-(``control_steps.csv``, ``control_trajectory.csv``). Every file is written atomically.
+(``control_steps.csv``, ``control_trajectory.csv``). The files are written as one set
+(``localize.manifest.json`` last, ``spurmem.fileset``) under the folder's lock (``spurmem.locks``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def _group_index(text: str, names: list[str]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from spurmem.probes.localize import localize
-    from spurmem.record import record_command, write_json_atomic, write_text_atomic
+    from spurmem.fileset import write_set
+    from spurmem.locks import folder_lock
+    from spurmem.record import json_text, record_command
     from spurmem.train import load_run
 
     if args.threads:
@@ -73,18 +76,23 @@ def run(args: argparse.Namespace) -> int:
     config = {"group": group, "intervention": args.intervention, "epsilon": args.epsilon, "max_steps": args.max_steps,
               "constrained": not args.unconstrained, "control": not args.no_control, "epoch": loaded.epoch,
               "seed": args.seed, **params}
-    with record_command(args.run_dir, "probe localize", config=config, seeds=[args.seed]) as rec:
+    with folder_lock(out, "probe localize"), \
+            record_command(args.run_dir, "probe localize", config=config, seeds=[args.seed]) as rec:
         result = localize(loaded.model, loaded.dataset, group, intervention=args.intervention, epsilon=args.epsilon,
                           max_steps=args.max_steps, constrained=not args.unconstrained, control=not args.no_control,
                           seed=args.seed, device=args.device, progress=True, **params)
         summary = result.summary()
         summary.update({"run_dir": str(args.run_dir), "epoch": loaded.epoch})
-        write_text_atomic(out / "steps.csv", result.search.steps.to_csv(index=False))
-        write_text_atomic(out / "trajectory.csv", result.search.trajectory.to_csv(index=False))
+        files = {"steps.csv": result.search.steps.to_csv(index=False),
+                 "trajectory.csv": result.search.trajectory.to_csv(index=False)}
         if result.control is not None:
-            write_text_atomic(out / "control_steps.csv", result.control.steps.to_csv(index=False))
-            write_text_atomic(out / "control_trajectory.csv", result.control.trajectory.to_csv(index=False))
-        write_json_atomic(out / "summary.json", summary)
+            files["control_steps.csv"] = result.control.steps.to_csv(index=False)
+            files["control_trajectory.csv"] = result.control.trajectory.to_csv(index=False)
+        else:  # an earlier search's control is not this one's
+            for name in ("control_steps.csv", "control_trajectory.csv"):
+                (out / name).unlink(missing_ok=True)
+        files["summary.json"] = json_text(summary)
+        write_set(out, "localize", files)
         rec.outputs.append(str(out))
     s = result.search
     print(f"localize {result.group_name} (group {group}), {'constrained' if s.constrained else 'UNCONSTRAINED'}, "

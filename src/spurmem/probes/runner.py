@@ -185,8 +185,7 @@ def run_probe(
     summary = summarise(rows, dataset, config)
     seconds = time.perf_counter() - start
     if out is not None:
-        write_text_atomic(out / "rows.csv", rows.to_csv(index=False))
-        write_summary(out, summary, config, skipped=skipped, seconds=seconds,
+        write_summary(out, summary, config, rows=rows, skipped=skipped, seconds=seconds,
                       n_computed=len(pending), n_resumed=len(settings) - len(pending))
     return ProbeResult(config, rows, summary, out, len(pending), len(settings) - len(pending), seconds, skipped)
 

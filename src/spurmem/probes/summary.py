@@ -28,7 +28,7 @@ from spurmem.data.schema import GroupDataset
 from spurmem.probes.verdicts import (
     LABELS, ClaimVerdict, Thresholds, classify, control_position, sensitivity_claim, specificity_claim,
 )
-from spurmem.record import write_json_atomic, write_text_atomic
+from spurmem.record import json_text
 
 SETTING_COLUMNS = ["setting", "scorer", "k", "fraction", "intervention", "sigma", "score_split", "selected_from",
                    "per_layer", "normalise"]
@@ -197,22 +197,27 @@ def _none(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def write_summary(out: Path, s: ProbeSummary, config, *, skipped: list[str], seconds: float,
+def write_summary(out: Path, s: ProbeSummary, config, *, rows: pd.DataFrame, skipped: list[str], seconds: float,
                   n_computed: int, n_resumed: int) -> None:
-    """``summary.csv``, ``control.csv``, ``matrix.csv``, ``verdicts.csv``, ``verdicts.json`` and a
-    readable ``summary.md``, each written atomically."""
+    """``rows.csv``, ``summary.csv``, ``control.csv``, ``matrix.csv``, ``verdicts.csv``,
+    ``verdicts.json`` and a readable ``summary.md``, written as one set (``probe.manifest.json``
+    last, see ``spurmem.fileset``) so a reader never mixes two grids' files."""
+    from spurmem.fileset import write_set
+
+    files = {"rows.csv": rows.to_csv(index=False)}
     for name, table in (("before", s.before), ("summary", s.summary), ("control", s.control),
                         ("matrix", s.matrix), ("verdicts", s.verdicts)):
-        write_text_atomic(out / f"{name}.csv", table.to_csv(index=False))
+        files[f"{name}.csv"] = table.to_csv(index=False)
     counts = s.verdicts["verdict"].value_counts().to_dict() if len(s.verdicts) else {}
-    write_json_atomic(out / "verdicts.json", _json_safe({
+    files["verdicts.json"] = json_text(_json_safe({
         "claims": [c.to_dict() for c in s.claims],
         "setting_verdict_counts": {label: int(counts.get(label, 0)) for label in LABELS},
         "thresholds": config.thresholds.model_dump(), "heldout_split": config.heldout_split,
         "seconds": seconds, "compute_seconds": s.compute_seconds, "settings_computed": n_computed,
         "settings_resumed": n_resumed, "skipped": skipped,
     }))
-    write_text_atomic(out / "summary.md", markdown(s, config, seconds=seconds, skipped=skipped))
+    files["summary.md"] = markdown(s, config, seconds=seconds, skipped=skipped)
+    write_set(out, "probe", files)
 
 
 def _json_safe(obj):

@@ -62,8 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    import sys
+
+    from spurmem.locks import folder_lock
     from spurmem.record import record_command
-    from spurmem.report.build import build_report
+    from spurmem.report.build import build_report, load_runs
+    from spurmem.report.inputs import incomplete_sets
     from spurmem.report.runs import is_run_dir
 
     if args.out is not None:
@@ -72,7 +76,10 @@ def _report(args: argparse.Namespace) -> int:
         out = Path(args.run_dirs[0]) / "report"
     else:
         out = Path("report")
-    with record_command(out, "report", config={"run_dirs": args.run_dirs, "out": str(out), "title": args.title}):
+    with folder_lock(out, "report"), \
+            record_command(out, "report", config={"run_dirs": args.run_dirs, "out": str(out), "title": args.title}):
+        for problem in (p for run in load_runs(args.run_dirs) for p in incomplete_sets(run)):
+            print(f"spurmem: warning: {problem}; left out of the report", file=sys.stderr)
         path = build_report(args.run_dirs, out, title=args.title)
     print(path)
     return 0

@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from spurmem import __version__
-from spurmem.record import utc_now, write_bytes_atomic, write_text_atomic
+from spurmem.record import utc_now
 from spurmem.report.figures import ReportFigure
-from spurmem.report.tables import ReportTable, to_html, to_markdown, write_table
+from spurmem.report.tables import ReportTable, md_text, table_files, to_html, to_markdown
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTED = "supported", "not supported", "inconclusive", "not tested"
 STATUSES = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTED)
@@ -170,34 +170,42 @@ def render_html(report: Report) -> str:
 
 def render_markdown(report: Report) -> str:
     """The report as Markdown: the same text and tables, figures linked from ``figures/``."""
-    lines = [f"# {report.title}", "", f"spurmem {__version__}, written {report.created}; runs: "
-             f"{', '.join(report.runs)}", "", *([report.setting, ""] if report.setting else []),
+    lines = [f"# {md_text(report.title)}", "", f"spurmem {__version__}, written {report.created}; runs: "
+             f"{md_text(', '.join(report.runs))}", "", *([md_text(report.setting), ""] if report.setting else []),
              to_markdown(report.verdict_table(), all_rows=True)]
     for s in report.sections:
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {md_text(s.title)}", ""]
         if s.intro:
-            lines += [s.intro, ""]
-        lines += [f"> {n}\n" for n in s.notes]
+            lines += [md_text(s.intro), ""]
+        lines += [f"> {md_text(n)}\n" for n in s.notes]
         for f in s.figures:
-            lines += [f"![{f.title}](figures/{f.name}.png)", "", f"*{f.title}.* {f.caption}", ""]
+            lines += [f"![{md_text(f.title)}](figures/{f.name}.png)", "", f"*{md_text(f.title)}.* {md_text(f.caption)}",
+                      ""]
         lines += [to_markdown(t) for t in s.tables]
     return "\n".join(lines)
 
 
 def write_report(report: Report, out_dir: str | Path) -> Path:
     """Write ``report.html``, ``report.md``, ``figures/*.png`` and ``tables/*.csv|md``; returns the
-    HTML path. Every file is written atomically, the HTML last."""
+    HTML path. The files are one set (``report.manifest.json`` last, ``spurmem.fileset``), written
+    under the folder's lock, the HTML last of the files."""
+    from spurmem.fileset import write_set
+    from spurmem.locks import folder_lock
+
     out = Path(out_dir)
     names = [f.name for f in report.figures]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"two figures share the file name(s) {sorted(dup)}")
-    written = {write_bytes_atomic(out / "figures" / f"{fig.name}.png", fig.png) for fig in report.figures}
+    files: dict[str, str | bytes] = {f"figures/{fig.name}.png": fig.png for fig in report.figures}
     for table in [report.verdict_table(), *report.tables]:
-        written.update(write_table(table, out / "tables"))
-    # Files of an earlier report in the same folder would be mistaken for this one's.
-    for stale in [*out.glob("figures/*.png"), *out.glob("tables/*.csv"), *out.glob("tables/*.md")]:
-        if stale not in written:
-            stale.unlink()
-    write_text_atomic(out / "report.md", render_markdown(report))
-    return write_text_atomic(out / "report.html", render_html(report))
+        files.update(table_files(table, "tables"))
+    files["report.md"] = render_markdown(report)
+    files["report.html"] = render_html(report)
+    with folder_lock(out, "report"):
+        # Files of an earlier report in the same folder would be mistaken for this one's.
+        for stale in [*out.glob("figures/*.png"), *out.glob("tables/*.csv"), *out.glob("tables/*.md")]:
+            if stale.relative_to(out).as_posix() not in files:
+                stale.unlink()
+        write_set(out, "report", files)
+    return out / "report.html"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spurmem.fileset import check_set
 from spurmem.report.runs import RUN_PARTS, Run, RunDirError, selected_groups
 
 
@@ -149,12 +150,15 @@ def _read_json(path: Path) -> dict:
 
 
 def find_probes(run: Run) -> list[ProbeFiles]:
-    """Every finished probe of a run (a folder under ``probes/`` with ``verdicts.json``), by name."""
+    """Every finished probe of a run (a folder under ``probes/`` with ``verdicts.json`` and a whole
+    file set, see :func:`incomplete_sets`), by name."""
     import yaml
 
     root = run.path / PROBES_DIR
     out = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        if check_set(folder, "probe") is not None:
+            continue
         verdicts = _read_json(folder / PROBE_VERDICTS)
         if not verdicts:
             continue
@@ -248,15 +252,34 @@ class MemorizationFiles:
     examples_summary: dict
 
 
+def incomplete_sets(run: Run, kinds: tuple[str, ...] = ("units", "examples", "probe")) -> list[str]:
+    """Why each multi-file output of ``run`` (sets ``kinds``) that is incomplete (an interrupted
+    command) or mixed (a file rewritten by a later command) cannot be used (``spurmem.fileset``);
+    readers leave those out."""
+    sets = [(run.path / MEMORIZATION_DIR, name) for name in ("units", "examples") if name in kinds]
+    root = run.path / PROBES_DIR
+    if "probe" in kinds and root.is_dir():
+        sets += [(p, "probe") for p in sorted(root.iterdir()) if p.is_dir()]
+    return [problem for folder, name in sets if (problem := check_set(folder, name)) is not None]
+
+
 def find_memorization(run: Run) -> MemorizationFiles | None:
+    """The whole sets of ``RUN_DIR/memorization/`` (an incomplete or mixed set reads as absent)."""
     folder = run.path / MEMORIZATION_DIR
     if not folder.is_dir():
         return None
+    units = check_set(folder, "units") is None
+    examples = check_set(folder, "examples") is None
+
+    def csv(name: str, whole: bool) -> pd.DataFrame:
+        return _read_csv(folder / name) if whole else pd.DataFrame()
+
     files = MemorizationFiles(
-        run=run, path=folder, ranked=_read_csv(folder / "units_ranked.csv"), curve=_read_csv(folder / "units_curve.csv"),
-        layers=_read_csv(folder / "units_layers.csv"), units_summary=_read_json(folder / "units_summary.json"),
-        examples=_read_csv(folder / "examples.csv"), example_groups=_read_csv(folder / "examples_groups.csv"),
-        examples_summary=_read_json(folder / "examples_summary.json"),
+        run=run, path=folder, ranked=csv("units_ranked.csv", units), curve=csv("units_curve.csv", units),
+        layers=csv("units_layers.csv", units),
+        units_summary=_read_json(folder / "units_summary.json") if units else {},
+        examples=csv("examples.csv", examples), example_groups=csv("examples_groups.csv", examples),
+        examples_summary=_read_json(folder / "examples_summary.json") if examples else {},
     )
     if files.ranked.empty and files.examples.empty:
         return None

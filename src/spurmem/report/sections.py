@@ -49,6 +49,7 @@ def probe_section(runs: list[Run]) -> Section:
         "that its same-class majority group shares is class collapse, not forgetting of memorised examples.",
     )
     probes = [p for r in runs for p in inputs.find_probes(r)]
+    section.notes += [f"Left out: {problem}." for r in runs for problem in inputs.incomplete_sets(r, ("probe",))]
     if not probes:
         section.notes.append("No probe results found in these runs: run `spurmem probe RUN_DIR`.")
         return section
@@ -102,6 +103,8 @@ def memorization_section(runs: list[Run]) -> Section:
     )
     found = [m for r in sorted(runs, key=lambda r: (r.algorithm != "erm", str(r.path)))
              if (m := inputs.find_memorization(r)) is not None]
+    section.notes += [f"Left out: {problem}." for r in runs
+                      for problem in inputs.incomplete_sets(r, ("units", "examples"))]
     if not found:
         section.notes.append("No memorisation scan found in these runs: run `spurmem memorization units RUN_DIR` "
                              "(and `spurmem memorization examples RUN_DIR` for example-level scores).")

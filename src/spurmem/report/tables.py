@@ -11,11 +11,9 @@ import html
 import math
 import numbers
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
-from spurmem.record import write_text_atomic
 
 
 @dataclass
@@ -54,15 +52,22 @@ def format_cell(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+def md_text(text: object) -> str:
+    """Text for Markdown with HTML escaped (``<``, ``>``, ``&``): run and group names come from
+    users and datasets, and Markdown renderers pass raw HTML through."""
+    return html.escape(str(text), quote=False)
+
+
 def to_markdown(table: ReportTable, all_rows: bool = False) -> str:
-    """A GitHub-flavoured Markdown table preceded by its title and followed by its caption."""
+    """A GitHub-flavoured Markdown table preceded by its title and followed by its caption (HTML escaped)."""
     frame, more = (table.frame, "") if all_rows else table.shown()
-    head = [str(c) for c in frame.columns]
-    lines = [f"### {table.title}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    head = [md_text(c).replace("|", "\\|") for c in frame.columns]
+    lines = [f"### {md_text(table.title)}", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join("---" for _ in head) + "|"]
     for row in frame.itertuples(index=False):
-        cells = [format_cell(v, table.digits).replace("|", "\\|") for v in row]
+        cells = [md_text(format_cell(v, table.digits)).replace("|", "\\|") for v in row]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", table.caption + more, ""]
+    lines += ["", md_text(table.caption + more), ""]
     return "\n".join(lines)
 
 
@@ -84,9 +89,9 @@ def to_html(table: ReportTable) -> str:
     )
 
 
-def write_table(table: ReportTable, folder: str | Path) -> tuple[Path, Path]:
-    """Write ``<name>.csv`` (full precision) and ``<name>.md`` into ``folder``; returns both paths."""
-    folder = Path(folder)
-    csv_path = write_text_atomic(folder / f"{table.name}.csv", table.frame.to_csv(index=False))
-    md_path = write_text_atomic(folder / f"{table.name}.md", to_markdown(table, all_rows=True))
-    return csv_path, md_path
+def table_files(table: ReportTable, folder: str = "") -> dict[str, str]:
+    """``<folder>/<name>.csv`` (full precision) and ``<folder>/<name>.md``: relative path -> text."""
+    prefix = f"{folder}/" if folder else ""
+    return {f"{prefix}{table.name}.csv": table.frame.to_csv(index=False),
+            f"{prefix}{table.name}.md": to_markdown(table, all_rows=True)}
+

@@ -15,6 +15,7 @@ resumes from its last complete epoch.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -164,13 +165,38 @@ def unpack_training_state(
 
 def save_training_state(run_dir: Path, epoch: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     save_tensors(run_dir / RESUME / f"{epoch_stem(epoch)}.safetensors", tensors)
-    write_json_atomic(run_dir / RESUME / f"{epoch_stem(epoch)}.json", {"epoch": epoch, **meta})
+    write_json_atomic(run_dir / RESUME / f"{epoch_stem(epoch)}.json", {"epoch": epoch, **_tag_nonfinite(meta)})
 
 
 def load_training_state(run_dir: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors = load_tensors(run_dir / RESUME / f"{epoch_stem(epoch)}.safetensors")
     meta = json.loads((run_dir / RESUME / f"{epoch_stem(epoch)}.json").read_text())
-    return tensors, meta
+    return tensors, _untag_nonfinite(meta)
+
+
+_NONFINITE = "__nonfinite__"
+
+
+def _tag_nonfinite(obj: Any) -> Any:
+    """Resume state must survive strict JSON (which writes NaN/inf as null): a plateau schedule's
+    ``best`` starts at inf, so non-finite floats are written as ``{"__nonfinite__": "inf"}``."""
+    if isinstance(obj, dict):
+        return {k: _tag_nonfinite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_tag_nonfinite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {_NONFINITE: str(obj)}
+    return obj
+
+
+def _untag_nonfinite(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {_NONFINITE}:
+            return float(obj[_NONFINITE])
+        return {k: _untag_nonfinite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_untag_nonfinite(v) for v in obj]
+    return obj
 
 
 def resumable_epochs(run_dir: Path) -> list[int]:

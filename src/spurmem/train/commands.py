@@ -43,14 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from spurmem.config import ConfigError, load_config
     from spurmem.train import TrainConfig, train
-    from spurmem.train.run import CONFIG_FILE
+    from spurmem.train.run import CONFIG_FILE, is_half_made, recorded_config
 
     config_path = args.config
+    config = None
     if config_path is None and args.resume:
         if args.run_dir is None:
             raise ConfigError("--resume without --config needs --run-dir (the run to continue)")
         config_path = args.run_dir / CONFIG_FILE
-    config = load_config(TrainConfig, config_path, args.overrides)
+        if not config_path.is_file() and is_half_made(args.run_dir):  # killed before its config.yaml
+            config_path = None
+            config = None if args.overrides else recorded_config(args.run_dir)
+    if config is None:
+        config = load_config(TrainConfig, config_path, args.overrides)
     if args.print_config:
         from spurmem.config import dump_config
 

@@ -2,7 +2,9 @@
 
 Every run goes through the shared trainer into ``<out>/runs/<algorithm>-<config hash>-s<seed>``;
 a finished run is skipped and an interrupted one resumed, so a killed comparison continues where it
-stopped. The protocol is the same for every algorithm:
+stopped. The comparison folder's lock is held while it runs and each run's own lock while it
+trains (``spurmem.locks``): a second ``compare`` on the same folder fails at once with
+``RunLockedError`` naming the first. The protocol is the same for every algorithm:
 
 * from-scratch algorithms (erm, reweight, groupdro, jtt) train for ``epochs`` (``budget:
   as-configured``) or for ``epochs + fine_tune_epochs`` (``budget: matched``, the total of ERM plus
@@ -264,6 +266,15 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
     seed, so an interrupted comparison leaves whole seeds finished rather than whole algorithms.
     """
     check_protocol(cmp)
+    if dry_run:
+        return _run_compare(cmp, progress, log, dry_run)
+    from spurmem.locks import folder_lock
+
+    with folder_lock(cmp.output, f"compare {cmp.name}"):
+        return _run_compare(cmp, progress, log, dry_run)
+
+
+def _run_compare(cmp: CompareConfig, progress: bool, log, dry_run: bool) -> CompareResult:
     dataset = None if dry_run else load_dataset(cmp.dataset, **cmp.dataset_params)
     order = ["erm"] + [a for a in cmp.algorithms if a != "erm"]
     first = cmp.seeds[0]

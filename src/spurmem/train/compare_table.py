@@ -212,7 +212,15 @@ def markdown_table(summary: pd.DataFrame, order: list[str], algorithms: pd.DataF
 
 
 def write_comparison(result: CompareResult) -> tuple[str, dict[str, Path]]:
-    """Build the tables, write the four files into the comparison folder, return (markdown, paths)."""
+    """Build the tables, write the four files into the comparison folder (its lock held), return
+    (markdown, paths)."""
+    from spurmem.locks import folder_lock
+
+    with folder_lock(result.config.output, f"compare {result.config.name}"):
+        return _write_comparison(result)
+
+
+def _write_comparison(result: CompareResult) -> tuple[str, dict[str, Path]]:
     out = result.config.output
     order = [a for a in result.config.algorithms]
     per_run = per_run_table(result)

@@ -18,7 +18,7 @@ HASH_EXCLUDE = ("name", "device", "workers", "threads", "eval_batch_size")
 class TrainConfig(BaseModel):
     """A training run. ``dataset_params``/``model_params``/``algorithm_params`` go to the registries."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # lr=inf is an error
 
     name: str = "erm-fashion-waterbirds"
     dataset: str = "fashion-waterbirds"

@@ -5,11 +5,15 @@
     runs/<name>/
       config.yaml      the resolved TrainConfig (every field)
       run.json         status, selection {rule, epoch, metric, value}, provenance, timings
-      metrics.jsonl    one JSON object per evaluated epoch (epoch 0 = initialisation)
+      metrics.jsonl    one JSON object per evaluated epoch (epoch 0 = initialisation; NaN/inf as null)
       checkpoints/     epoch_EEEE.safetensors + epoch_EEEE.json (see ``checkpoint.py``)
       resume/          optimiser/schedule/RNG/algorithm state of the last complete epoch
       predictions/     <split>.csv of the selected checkpoint
       records/         command records (``spurmem.record``)
+      .lock            while a process writes the run (``spurmem.locks``)
+
+``config.yaml`` is written before the command record and ``run.json`` of a new run; a folder in
+which an earlier version wrote the record first and was killed is recognised by :func:`is_half_made`.
 
 Later stages go through :func:`load_run`, :func:`read_history` and
 :func:`~spurmem.train.checkpoint.list_epochs` only.
@@ -28,7 +32,7 @@ import yaml
 from spurmem.config import ConfigError, validate_config
 from spurmem.data import GroupDataset, load_dataset
 from spurmem.device import resolve_device
-from spurmem.record import write_json_atomic, write_text_atomic
+from spurmem.record import dumps_strict, write_json_atomic, write_text_atomic
 from spurmem.train.checkpoint import list_epochs, load_epoch_weights
 from spurmem.train.config import TrainConfig
 
@@ -50,6 +54,29 @@ class LoadedRun:
     info: dict[str, Any]
     epoch: int
     run_dir: Path
+
+
+def is_half_made(run_dir: str | Path) -> bool:
+    """A folder left by a ``train`` killed after its command record and before ``config.yaml``: it
+    holds nothing but ``records/``, ``run.json`` and lock/temporary files, so there is nothing to
+    resume and nothing of value to lose by starting it afresh."""
+    from spurmem.locks import LOCK_FILE
+    from spurmem.record import RECORDS_DIR, TEMP_SUFFIX
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / CONFIG_FILE).exists():
+        return False
+    names = {p.name for p in run_dir.iterdir() if not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX))}
+    return bool(names & {RECORDS_DIR, RUN_FILE}) and names <= {RECORDS_DIR, RUN_FILE, LOCK_FILE}
+
+
+def recorded_config(run_dir: str | Path) -> TrainConfig | None:
+    """The config of the newest ``train`` command record of a run (what a half-made folder still
+    holds of its config), or None without one."""
+    from spurmem.record import read_records
+
+    configs = [r["config"] for r in read_records(run_dir) if r.get("command") == "train" and r.get("config")]
+    return validate_config(TrainConfig, configs[-1], source=f"{run_dir}/records") if configs else None
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
@@ -83,7 +110,7 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite metrics.jsonl atomically (it is small; appends could be torn by a kill)."""
-    text = "".join(json.dumps(r, sort_keys=False) + "\n" for r in sorted(rows, key=lambda r: r["epoch"]))
+    text = "".join(dumps_strict(r) + "\n" for r in sorted(rows, key=lambda r: r["epoch"]))
     write_text_atomic(run_dir / METRICS_FILE, text)
 
 

@@ -2,7 +2,8 @@
 
 ``val_wga`` (default, needs group labels on val), ``val_worst_class`` (no group labels),
 ``val_average`` (plain validation accuracy) or ``last``. Ties go to the earliest epoch. Epoch 0
-(the initialisation) is a candidate only when it is the only evaluated epoch.
+(the initialisation) is a candidate only when it is the only evaluated epoch. An epoch whose training
+loss is NaN or infinite is never a candidate.
 """
 
 from __future__ import annotations
@@ -38,16 +39,24 @@ def select_epoch(history: Sequence[dict[str, Any]], rule: str = "val_wga") -> Se
         raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(SELECTION_METRICS)}")
     if not history:
         raise ValueError("cannot select an epoch from an empty metrics history")
+    history = [row for row in history if _finite(row.get("train_loss"))]  # a diverged epoch is never picked
+    if not history:
+        raise ValueError("cannot select an epoch: every epoch of the metrics history has a non-finite training loss")
     trained = [row for row in history if row["epoch"] > 0] or list(history)
     metric = SELECTION_METRICS[rule]
     if metric is None:
         row = max(trained, key=lambda r: r["epoch"])
         return Selection(rule, int(row["epoch"]), None, None)
     scored = [(row[metric], row["epoch"]) for row in trained
-              if row.get(metric) is not None and not math.isnan(row[metric])]
+              if row.get(metric) is not None and math.isfinite(row[metric])]
     if not scored:
         raise ValueError(f"selection rule {rule!r} needs {metric!r} in the metrics history "
                          f"(evaluate the val split: eval_splits must include 'val')")
     best_value = max(v for v, _ in scored)
     best_epoch = min(e for v, e in scored if v == best_value)
     return Selection(rule, int(best_epoch), metric, float(best_value))
+
+
+def _finite(value: Any) -> bool:
+    """None (not trained, e.g. epoch 0) counts as finite; NaN and infinities do not."""
+    return value is None or math.isfinite(float(value))

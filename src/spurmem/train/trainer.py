@@ -11,17 +11,20 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from spurmem.config import ConfigError, config_hash, dump_config
 from spurmem.data import GroupDataset, iterate_batches
 from spurmem.device import resolve_device
+from spurmem.errors import NumericalFaultError
+from spurmem.locks import LOCK_FILE, folder_lock
 from spurmem.metrics import evaluate, predict, summarize
 from spurmem.record import environment, record_command, utc_now, write_text_atomic
 from spurmem.train import checkpoint as ckpt
@@ -29,8 +32,8 @@ from spurmem.train.algorithm import Algorithm, selection_group_labels
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
 from spurmem.train.progress import EpochProgress
 from spurmem.train.run import (
-    CONFIG_FILE, PREDICTIONS, RUN_FILE, build_dataset, build_run_model, load_run, read_config, read_history,
-    read_info, write_history, write_info,
+    CONFIG_FILE, PREDICTIONS, RUN_FILE, build_dataset, build_run_model, is_half_made, load_run, read_config,
+    read_history, read_info, write_history, write_info,
 )
 from spurmem.train.selection import Selection, select_epoch
 
@@ -71,22 +74,29 @@ def train(
     """Train ``config`` into ``run_dir`` (default ``runs/<name>``).
 
     An existing run directory is refused unless ``resume`` (continue from its last complete epoch;
-    a complete run is returned as it is) or ``overwrite`` (delete it and start over).
+    a complete run is returned as it is) or ``overwrite`` (delete it and start over). The run
+    directory's lock (``spurmem.locks``) is held throughout: a second process training into it
+    fails at once with :class:`~spurmem.errors.RunLockedError`. A non-finite loss or non-finite
+    weights stop the run with :class:`~spurmem.errors.NumericalFaultError` (run marked ``failed``,
+    the last good epoch kept).
     """
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
     _check_config(config)  # before touching the run directory (--overwrite deletes it)
-    start = _prepare_run_dir(run_dir, config, resume, overwrite)
-    if start is not None and read_info(run_dir).get("status") == "complete":
-        return _finished_result(run_dir, config)
-    threads_before = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
-        loop = _Loop(config, run_dir, dataset if dataset is not None else build_dataset(config))
-        with record_command(run_dir, "train", config=config.model_dump(mode="json"), seeds=[config.seed]):
-            return loop.run(start, progress)
-    finally:
-        torch.set_num_threads(threads_before)
+    with folder_lock(run_dir, f"train {config.name}"):
+        start = _prepare_run_dir(run_dir, config, resume, overwrite)
+        if start is not None and read_info(run_dir).get("status") == "complete":
+            return _finished_result(run_dir, config)
+        threads_before = torch.get_num_threads()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        try:
+            loop = _Loop(config, run_dir, dataset if dataset is not None else build_dataset(config))
+            if start is None:  # the config first: whatever a kill leaves behind can be resumed or overwritten
+                write_text_atomic(run_dir / CONFIG_FILE, dump_config(config))
+            with record_command(run_dir, "train", config=config.model_dump(mode="json"), seeds=[config.seed]):
+                return loop.run(start, progress)
+        finally:
+            torch.set_num_threads(threads_before)
 
 
 class _Loop:
@@ -155,14 +165,13 @@ class _Loop:
         self._t0 = time.perf_counter()
         info = self.info = self._initial_info(start)
         write_info(self.run_dir, info)
-        if start is None:
-            write_text_atomic(self.run_dir / CONFIG_FILE, dump_config(self.config))
-            self._finish_epoch(0, None)
-            first = 1
-        else:
-            self._restore(start)
-            first = start + 1
         try:
+            if start is None:
+                self._finish_epoch(0, None)
+                first = 1
+            else:
+                self._restore(start)
+                first = start + 1
             with EpochProgress(enabled=progress, total_epochs=self.config.epochs) as bar:
                 for epoch in range(first, self.config.epochs + 1):
                     stats = self._train_epoch(epoch, bar)
@@ -198,19 +207,24 @@ class _Loop:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         loss_sum, batch_loss_sum, n_seen, terms = 0.0, 0.0, 0, {}
         bar.start_epoch(epoch, self.steps_per_epoch)
-        for batch in batches:
+        for step, batch in enumerate(batches, 1):
             batch = batch.to(self.device, non_blocking=True)
             if c.channels_last:
                 batch.x = batch.x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 loss, batch_terms = algorithm.loss(model, batch)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise self._fault(epoch, step, f"the training loss is {value}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            bad = _nonfinite_tensor(model.named_parameters())
+            if bad is not None:
+                raise self._fault(epoch, step, f"weight {bad!r} is not finite after the optimiser step")
             if c.schedule == "cosine":
                 self.scheduler.step()
             n = len(batch.y)
-            value = float(loss.detach())
             loss_sum, batch_loss_sum, n_seen = loss_sum + value * n, batch_loss_sum + value, n_seen + n
             for k, v in batch_terms.items():
                 terms[k] = terms.get(k, 0.0) + float(v) * n
@@ -252,6 +266,14 @@ class _Loop:
         write_info(self.run_dir, self.info)  # so that a killed run still says how far it got and how long it took
 
     # -- helpers ------------------------------------------------------------------------------
+    def _fault(self, epoch: int, step: int, what: str) -> NumericalFaultError:
+        good = ckpt.list_epochs(self.run_dir)
+        kept = f"the last good checkpoint is epoch {good[-1]}" if good else "no checkpoint was saved"
+        return NumericalFaultError(
+            f"{self.run_dir}: numerical fault at epoch {epoch}, step {step}/{self.steps_per_epoch}: {what} "
+            f"(optimizer={self.config.optimizer}, lr={self.config.lr:g}); training stopped, {kept}. Lower lr "
+            f"(or add warm-up/clipping in the algorithm) and start again with --overwrite")
+
     def _checkpoint_info(self, row: dict | None, stats: dict | None) -> dict[str, Any]:
         return {"config_hash": self.hash, "seed": self.config.seed, "metrics": row, "train": stats}
 
@@ -293,6 +315,8 @@ class _Loop:
             rows.append(marker)  # killed between the checkpoint marker and metrics.jsonl
         self.history = sorted(rows, key=lambda r: r["epoch"])
         write_history(self.run_dir, self.history)
+        ckpt.prune_training_state(self.run_dir, keep=epoch)  # a kill before the epoch's own pruning
+        self.info["epochs_completed"] = epoch  # so a resume at the final epoch still says it
 
     def _write_predictions(self, epoch: int) -> None:
         """Per-example predictions of the selected checkpoint on every evaluated split."""
@@ -328,6 +352,17 @@ class _Loop:
         }
 
 
+def _nonfinite_tensor(named: Iterator[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, else None (one sync)."""
+    named = [(k, t) for k, t in named if t.is_floating_point()]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in named])
+    if bool(finite.all()):
+        return None
+    return named[int((~finite).nonzero()[0])][0]
+
+
 def _check_config(config: TrainConfig) -> None:
     """Checks that need no data: the algorithm exists, selection has its split, augmentation exists."""
     from spurmem.config import nearest_key
@@ -346,17 +381,23 @@ def _check_config(config: TrainConfig) -> None:
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> int | None:
-    """Check the run directory; return the epoch to resume from, or None to start afresh."""
-    has_content = run_dir.is_dir() and any(run_dir.iterdir())
-    if has_content and overwrite:
-        if not ((run_dir / RUN_FILE).exists() or (run_dir / CONFIG_FILE).exists()):
+    """Check the run directory (its lock held); return the epoch to resume from, or None to start
+    afresh. A half-made folder (:func:`~spurmem.train.run.is_half_made`) is started afresh."""
+    contents = [p for p in run_dir.iterdir() if p.name != LOCK_FILE] if run_dir.is_dir() else []
+    if contents and is_half_made(run_dir):
+        print(f"note: {run_dir} was left half-made by a killed `train` (command records, no {CONFIG_FILE}); "
+              f"starting it afresh", file=sys.stderr)
+        overwrite = True
+    if contents and overwrite:
+        if not ((run_dir / RUN_FILE).exists() or (run_dir / CONFIG_FILE).exists() or is_half_made(run_dir)):
             raise FileExistsError(f"{run_dir} exists and is not a run directory; refusing to delete it")
-        shutil.rmtree(run_dir)
-        has_content = False
-    if has_content and not resume:
+        for p in contents:  # not the folder itself: its lock is ours
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        contents = []
+    if contents and not resume:
         raise FileExistsError(f"run directory {run_dir} exists; pass --resume to continue it or --overwrite to replace it")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not has_content or not (run_dir / CONFIG_FILE).is_file():
+    if not contents or not (run_dir / CONFIG_FILE).is_file():
         return None
     saved = read_config(run_dir)
     if config_hash(saved, HASH_EXCLUDE) != config_hash(config, HASH_EXCLUDE):
