@@ -54,7 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  spurmem demo erm_epochs=2 n_train=160 n_eval_per_group=10 fine_tune_epochs=1 example_models=0   # a smoke test",
     )
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo settings (listed below)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     demo.add_argument("--fresh", action="store_true",
                       help="delete the demo folder first (by default finished stages are reused; a folder made "
                       "with other settings is refused)")
@@ -117,6 +116,6 @@ def _demo(args: argparse.Namespace) -> int:
     from spurmem.report.console import print_demo_summary
 
     config = load_config(DemoConfig, None, args.overrides)
-    result = run_demo(config, progress=not args.no_progress, fresh=args.fresh)
+    result = run_demo(config, progress=True, fresh=args.fresh)
     print_demo_summary(result)
     return 0
