@@ -144,3 +144,19 @@ def test_an_unknown_layer_pattern_is_an_error_naming_the_layers(shapes):
     model = build_model("small-cnn", n_classes=shapes.n_classes, widths=[4, 8, 8, 8])
     with pytest.raises(ConfigError, match="'nope' match.*stages.0.conv"):
         unit_memorization(model, shapes, device="cpu", layers=["nope"], null_draws=5)
+
+
+def test_the_report_says_beside_the_concentration_figures_that_the_scan_was_limited(tmp_path):
+    from runs_fixture import make_memorization, make_run
+    from spurmem.report.runs import read_run
+    from spurmem.report.sections import memorization_section
+
+    run = make_run(tmp_path, "erm-s0")
+    path = make_memorization(run) / "units_summary.json"
+    summary = json.loads(path.read_text())
+    assert all("LIMITED" not in f.caption for f in memorization_section([read_run(run)]).figures)
+    summary["limits"] = {"limited": True, "statement": "LIMITED scan: 20 of 40 candidate units in 2 layers"}
+    path.write_text(json.dumps(summary))
+    captions = {f.name: f.caption for f in memorization_section([read_run(run)]).figures}
+    for name in ("cumulative_memorization_share", "layer_memorization"):
+        assert "LIMITED scan: 20 of 40 candidate units" in captions[name]

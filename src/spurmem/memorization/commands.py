@@ -199,7 +199,8 @@ def _examples(args: argparse.Namespace) -> int:
         ranked_path = out / "units_ranked.csv"
         if ranked_path.exists():
             ranked = pd.read_csv(ranked_path).unit.tolist()
-            flips = flip_order(loaded.model, loaded.dataset, ranked, k_max=args.flip_k, device=args.device)
+            flips = flip_order(loaded.model, loaded.dataset, ranked, k_max=args.flip_k, device=args.device,
+                               progress=True)
             write_text_atomic(out / "examples_flips.csv", flips.to_csv(index=False))
             summary["flips"] = flips_vs_memorization(flips, result.examples)
             summary["flip_units"] = ranked[: args.flip_k]

@@ -115,6 +115,8 @@ def unit_memorization(
         "examples_scanned": sizes, "examples_in_split": {split: len(dataset[split]) for split in splits},
         "example_indices": {split: ix.tolist() for split, ix in indices.items() if ix is not None},
     }
+    if result.summary["limits"]["limited"]:
+        result.summary["limits"]["statement"] = limits_statement(result.summary["limits"])
     result.summary["statement"] = _statement(result.summary)
     return result
 
@@ -310,7 +312,7 @@ def _layer_totals(ranked: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 def _statement(summary: dict[str, Any]) -> str:
     text = _concentration_statement(summary)
     limits = summary.get("limits") or {}
-    return f"{text}; {limits_statement(limits)}" if limits.get("limited") else text
+    return f"{text}; {limits['statement']}" if limits.get("statement") else text
 
 
 def _concentration_statement(summary: dict[str, Any]) -> str:

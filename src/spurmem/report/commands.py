@@ -72,7 +72,7 @@ def _report(args: argparse.Namespace) -> int:
     else:
         out = Path("report")
     with record_command(out, "report", config={"run_dirs": args.run_dirs, "out": str(out), "title": args.title}):
-        path = build_report(args.run_dirs, out, title=args.title)
+        path = build_report(args.run_dirs, out, title=args.title, progress=True)
     print(path)
     return 0
 

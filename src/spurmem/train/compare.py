@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spurmem.config import ConfigError, config_hash, nearest_key, validate_config
 from spurmem.data import GroupDataset, load_dataset
+from spurmem.progress import Progress
 from spurmem.train import hparams as registry
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
 
@@ -256,11 +257,16 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
         algorithm = cmp.base_algorithm(label)
         return erm_dirs[seed] if algorithm in registry.FINE_TUNES or algorithm in registry.NEEDS_STAGE1 else None
 
+    bar = Progress(f"compare {cmp.name}", len(cmp.seeds) * len(order), unit="runs", enabled=progress and not dry_run,
+                   cost=f"{len(order)} algorithms x {len(cmp.seeds)} seeds x {cmp.epochs} epochs "
+                        f"(+ search trials), finished runs skipped")
+
     def do(p: PlannedRun) -> float | None:
         if dry_run:
             return None
         value = execute(p, dataset, progress, log)
         executed.add(p.run_dir)
+        bar.advance(1, info=f"{p.algorithm} seed {p.seed} done")
         return value
 
     for algorithm in order:  # phase 1
@@ -271,6 +277,7 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
             if base(algorithm, first) is not None and erm_dirs[first] not in executed:
                 do(plan_run(cmp, "erm", first, chosen["erm"], None))
             candidates = [h] + [hparams_for(cmp, algorithm, d) for d in draws]
+            bar.set_total(bar.total + len(candidates) - 1)  # the chosen trial is phase 2's run of this seed
             scores = []
             for t, cand in enumerate(candidates):
                 trial = plan_run(cmp, algorithm, first, cand, base(algorithm, first), t)
@@ -290,6 +297,7 @@ def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: b
             runs.append(p)
             if p.run_dir not in executed:
                 do(p)
+    bar.close()
     if "erm" not in cmp.algorithms:  # trained as the base of the others, not reported
         runs = [r for r in runs if r.algorithm != "erm"]
         chosen.pop("erm", None)
