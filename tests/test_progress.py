@@ -87,6 +87,19 @@ def test_terminal_bars_nest_in_one_display():
     assert "[outer] cost: two jobs" in text and "inner" in text
 
 
+def test_the_options_are_taken_before_or_after_any_command_and_last_only_for_the_command():
+    from spurmem.cli import build_parser
+
+    parser = build_parser()
+    before = parser.parse_args(["--no-progress", "--progress-every", "3", "memorization", "units", "RUN"])
+    after = parser.parse_args(["train", "--progress-every", "0"])
+    assert (before.no_progress, before.progress_every, after.progress_every) == (True, 3.0, 0.0)
+    assert not hasattr(after, "no_progress")  # not given: the environment's setting stands
+    with progress.options(before):
+        assert progress.settings() == (False, 3.0)
+    assert progress.settings() == (True, progress.DEFAULT_EVERY)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, shapes):
     cfg = TrainConfig(name="tiny", seed=0, epochs=1, **TINY)
