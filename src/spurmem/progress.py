@@ -232,11 +232,15 @@ def _live_add(reporter: Progress):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
+        from rich.table import Column
+
+        def text(fmt: str, width: int) -> TextColumn:
+            return TextColumn(fmt, table_column=Column(max_width=width, no_wrap=True, overflow="ellipsis"))
 
         _LIVE["bar"] = RichProgress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            text("[bold]{task.description}", 36), BarColumn(bar_width=16), MofNCompleteColumn(),
             TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"), console=Console(file=reporter.stream, force_terminal=True))
+            text("{task.fields[info]}", 32), console=Console(file=reporter.stream, force_terminal=True))
         _LIVE["bar"].start()
     _LIVE["users"] += 1
     return _LIVE["bar"].add_task(reporter.stage, total=reporter.total, unit=reporter.unit, info="")
