@@ -227,8 +227,10 @@ class ScanEngine:
             if base:
                 stack.enter_context(intervene(self.model, base, intervention, inplace=True, **params))
             if baseline:
-                for batch, offset in self._batches(data, idx):
-                    base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
+                with Progress(f"{stage}: baseline", len(idx), unit="examples", enabled=progress) as base_bar:
+                    for batch, offset in self._batches(data, idx):
+                        base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
+                        base_bar.advance(len(batch.y))
             row_of = {label: i for i, label in enumerate(labels[:len(units)])}
             report = None
             if screened:

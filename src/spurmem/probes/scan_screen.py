@@ -335,12 +335,16 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
     report = ScreenReport(factor=screen.factor)
     weight_space = spec.space == "weight"
     layers = {layer: [Unit(layer, i) for i in ix] for layer, ix in units_by_layer(units).items()}
-    ctx = {layer: _LayerContext(
-        units=us, rows=np.array([row_of[u.id] for u in us]),
-        site=layer if weight_space else output_site(engine.model, layer),
-        edit=(_edited_rows(engine.model, us, spec.name, params) if weight_space
-              else _activation_values(us, spec.name, params)),
-        slack=torch.zeros(len(us))) for layer, us in layers.items()}
+    ctx = {}
+    with Progress(f"{stage}: edits", len(units), unit="units", enabled=stage is not None) as preparing:
+        for layer, us in layers.items():
+            ctx[layer] = _LayerContext(
+                units=us, rows=np.array([row_of[u.id] for u in us]),
+                site=layer if weight_space else output_site(engine.model, layer),
+                edit=(_edited_rows(engine.model, us, spec.name, params) if weight_space
+                      else _activation_values(us, spec.name, params)),
+                slack=torch.zeros(len(us)))
+            preparing.advance(len(us), info=layer)
     for layer, c in ctx.items():
         c.runner = engine._site(c.site, layer if weight_space else None)
         c.axis = unit_axis(get_module(engine.model, c.site))
