@@ -10,6 +10,13 @@ done/total, rate, elapsed time and ETA::
     [scan train] 1,234/17,056 units (7.2%), 3.10 units/s, elapsed 6m40s, ETA 1h25m
     [scan train] done: 17,056/17,056 units in 1h31m40s (3.10 units/s)
 
+A sweep counts jobs the same way (``info`` names the job; the ETA is the measured time per job)::
+
+    with Progress("sweep", len(jobs), unit="jobs", cost=f"{len(jobs)} runs x 30 epochs") as bar:
+        for job in jobs:
+            run(job)
+            bar.advance(1, info=job.name)     # [sweep] 3/10 jobs (30.0%), 2.10 jobs/min, ..., ETA 3m20s - ...
+
 Settings, process-wide: ``SPURMEM_NO_PROGRESS=1`` silences every reporter and
 ``SPURMEM_PROGRESS_EVERY=S`` sets the interval; :func:`configure` (the CLI's ``--no-progress`` and
 ``--progress-every S``) overrides both. A stage called with ``progress=False`` stays silent too.
