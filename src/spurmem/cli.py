@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from spurmem import __version__
+from spurmem import __version__, progress
 
 # Modules that define ``register(subparsers)``; each adds its own sub-commands.
 COMMAND_MODULES = [
@@ -29,7 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for leaf in [parser, *_leaves(sub)]:
+        progress.add_options(leaf)
     return parser
+
+
+def _leaves(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
+    out = []
+    for child in dict.fromkeys(sub.choices.values()):
+        nested = [a for a in child._actions if isinstance(a, argparse._SubParsersAction)]
+        out += _leaves(nested[0]) if nested else [child]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_with_overrides(parser, argv)
     try:
-        return int(args.func(args) or 0)
+        with progress.options(args):
+            return int(args.func(args) or 0)
     except (SpurmemError, FileExistsError, FileNotFoundError) as exc:
         print(f"spurmem: error: {exc}", file=sys.stderr)
         return 2

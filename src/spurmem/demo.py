@@ -29,6 +29,7 @@ from rich.console import Console
 
 from spurmem.config import ConfigError
 from spurmem.locks import LOCK_FILE, folder_lock
+from spurmem.progress import Progress
 from spurmem.record import record_command, write_json_atomic
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ def _memorization_command(demo: _Demo, argv: list[str]) -> None:
     """The memorisation stage through its CLI (its command writes the files the report reads)."""
     from spurmem.cli import main
 
-    code = main(["memorization", *argv])
+    code = main(["memorization", *argv, *([] if demo.progress else ["--no-progress"])])
     if code != 0:
         raise RuntimeError(f"`spurmem memorization {' '.join(argv)}` failed with exit code {code}")
 
@@ -219,7 +220,7 @@ def _write_report(demo: _Demo) -> None:
     from spurmem.report.html import write_report
 
     demo.report = assemble_report([demo.config.out], title="spurmem demo: spurious memorisation on "
-                                  f"{demo.config.dataset}")
+                                  f"{demo.config.dataset}", progress=demo.progress)
     demo.report_path = write_report(demo.report, demo.config.out / "report")
 
 
@@ -263,18 +264,23 @@ def _run_demo(config: DemoConfig, console: Console | None, progress: bool, fresh
     stages = _stages()
     t_all = time.perf_counter()
     results: list[StageResult] = []
-    with record_command(config.out, "demo", config=config.model_dump(mode="json"), seeds=config.seeds) as rec:
+    bar = Progress("demo", len(stages), unit="stages", enabled=progress,
+                   cost=f"{len(stages)} stages ({', '.join(s.name for s in stages)}), finished ones reused")
+    with record_command(config.out, "demo", config=config.model_dump(mode="json"), seeds=config.seeds) as rec, bar:
         for i, stage in enumerate(stages, 1):
             console.rule(f"[bold]{i}/{len(stages)} {stage.title}")
             t0 = time.perf_counter()
             if stage.done(demo):
                 console.print("    finished by an earlier demo: reused")
                 results.append(StageResult(stage.name, "reused", 0.0))
+                bar.advance(1, info=f"{stage.name} reused")
                 continue
+            bar.advance(0, info=stage.name)
             with rec.timed(stage.name):
                 note = stage.run(demo) or ""
             seconds = time.perf_counter() - t0
             console.print(f"    done in {seconds:.0f} s (total {time.perf_counter() - t_all:.0f} s)")
             results.append(StageResult(stage.name, "ran", seconds, note))
+            bar.advance(1, info=f"{stage.name} done")
         rec.outputs.append(str(demo.report_path))
     return DemoResult(report_path=demo.report_path, report=demo.report, stages=results, seconds=time.perf_counter() - t_all)

@@ -23,6 +23,7 @@ import torch
 
 from spurmem.record import write_json_atomic
 from spurmem.data.schema import DataError
+from spurmem.progress import Progress
 
 CACHE_VERSION = 1
 RESIZE_RULES = ("center-crop", "stretch")
@@ -110,17 +111,10 @@ def _build(
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         results = pool.map(work, range(len(paths)))
-        if progress and len(paths) >= PROGRESS_MIN:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            with Progress(console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task(description, total=len(paths))
-                for _ in results:
-                    bar.advance(task)
-        else:
+        with Progress(description, len(paths), unit="images", enabled=progress and len(paths) >= PROGRESS_MIN,
+                      cost=f"{len(paths):,} images decoded by {workers} threads, once (cached)") as bar:
             for _ in results:
-                pass
+                bar.advance(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error, do not decode the rest
     out.flush()

@@ -33,8 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "expectation (uniform, and a sign-flip null over units), and says whether memorisation is "
                     "concentrated.",
         epilog="outputs (RUN_DIR/memorization/): units_ranked.csv, units_groups.csv (unit x group), "
-               "units_curve.csv + units_curve.png, units_layers.csv, units_summary.json\n\n"
-               "example:\n  spurmem memorization units runs/erm-fashion-waterbirds --heldout test")
+               "units_curve.csv + units_curve.png, units_layers.csv, units_summary.json (with what --layers and "
+               "--examples-per-group limited)\n\n"
+               "examples:\n  spurmem memorization units runs/erm-fashion-waterbirds --heldout test\n"
+               "  spurmem memorization units runs/mnv2 --screen --layers 'features.1[4-8].*' --examples-per-group 50 "
+               "--out /tmp/mnv2-units")
     u.add_argument("run_dir", type=Path)
     u.add_argument("--heldout", default="test", choices=("test", "val"), help="held-out split (default test)")
     u.add_argument("--intervention", default="zero", help="edit applied to each unit (default zero, SPEC 5.3)")
@@ -52,6 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="examples per split run exactly for every unit to set its slack (default 16)")
     u.add_argument("--audit-units", type=int, default=16,
                    help="random units run exactly on every example to count the screen's misses (default 16)")
+    u.add_argument("--layers", nargs="+", metavar="LAYER", default=None,
+                   help="scan only these layers: names or glob patterns, e.g. 'features.1*' classifier.1 "
+                        "(recorded in the summary)")
+    u.add_argument("--examples-per-group", type=int, metavar="N", default=None,
+                   help="scan at most N random examples of each group of each split (seeded by --seed, "
+                        "recorded in the summary)")
+    u.add_argument("--out", type=Path, default=None,
+                   help="write the outputs here instead of RUN_DIR/memorization (e.g. for a limited scan)")
     u.set_defaults(func=_units)
 
     e = actions.add_parser(
@@ -108,16 +119,17 @@ def _units(args: argparse.Namespace) -> int:
     from spurmem.train import load_run
 
     loaded = load_run(args.run_dir, epoch=_epoch(args.epoch), device=args.device)
-    out = args.run_dir / OUT_DIR
+    out = args.out or args.run_dir / OUT_DIR
     n_units = len(enumerate_units(loaded.model))
-    if n_units > SCREEN_HINT_UNITS and not args.screen:
+    if n_units > SCREEN_HINT_UNITS and not (args.screen or args.layers):
         print(f"note: {n_units} units, each run exactly on every example of three splits; on a CPU this can take "
-              f"hours. --screen runs exactly only the pairs a first-order screen cannot clear "
-              f"(docs/memorization.md)", file=sys.stderr)
+              f"hours. --screen runs exactly only the pairs a first-order screen cannot clear, --layers and "
+              f"--examples-per-group narrow the scan (docs/memorization.md)", file=sys.stderr)
     screen = Screen(factor=args.screen_factor, calibration=args.calibration, audit_units=args.audit_units,
                     seed=args.seed) if args.screen else None
     config = {"heldout": args.heldout, "intervention": args.intervention, "epoch": loaded.epoch,
-              "null_draws": args.null_draws, "seed": args.seed,
+              "null_draws": args.null_draws, "seed": args.seed, "layers": args.layers,
+              "examples_per_group": args.examples_per_group,
               "screen": None if screen is None else {"factor": screen.factor, "calibration": screen.calibration,
                                                      "audit_units": screen.audit_units}}
     with folder_lock(out, "memorization units"), \
@@ -125,7 +137,8 @@ def _units(args: argparse.Namespace) -> int:
         with rec.timed("scan"):
             result = unit_memorization(loaded.model, loaded.dataset, heldout=args.heldout,
                                        intervention=args.intervention, null_draws=args.null_draws, seed=args.seed,
-                                       device=args.device, progress=True, screen=screen)
+                                       device=args.device, progress=True, screen=screen, layers=args.layers,
+                                       examples_per_group=args.examples_per_group)
         result.summary.update({"run_dir": str(args.run_dir), "epoch": loaded.epoch})
         files: dict[str, str | bytes] = {
             f"{name}.csv": table.to_csv(index=False)
@@ -196,7 +209,8 @@ def _examples(args: argparse.Namespace) -> int:
         units_problem = check_set(out, "units")
         if ranked_path.exists() and units_problem is None:
             ranked = pd.read_csv(ranked_path).unit.tolist()
-            flips = flip_order(loaded.model, loaded.dataset, ranked, k_max=args.flip_k, device=args.device)
+            flips = flip_order(loaded.model, loaded.dataset, ranked, k_max=args.flip_k, device=args.device,
+                               progress=True)
             files["examples_flips.csv"] = flips.to_csv(index=False)
             summary["flips"] = flips_vs_memorization(flips, result.examples)
             summary["flip_units"] = ranked[: args.flip_k]

@@ -24,6 +24,7 @@ import pandas as pd
 from torch import nn
 
 from spurmem.data.schema import GroupDataset
+from spurmem.progress import Progress
 
 HALVES_DIR = "halves"
 
@@ -104,18 +105,24 @@ def example_memorization(config, dataset: GroupDataset, out_dir: str | Path, *, 
     correct = np.zeros((models, n), dtype=bool)
     p_true = np.zeros((models, n))
     included = np.zeros((models, n), dtype=bool)
-    for m, idx in enumerate(subsets):
-        run_dir = out_dir / HALVES_DIR / f"model_{m:02d}"
-        cfg = validate_config(type(config), {**config.model_dump(), "name": f"{config.name}-half{m:02d}",
-                                             "seed": config.seed + m, **overrides}, source="half-model overrides")
-        write_json_atomic(run_dir.parent / f"model_{m:02d}.subset.json",
-                          {"model": m, "seed": seed, "pair": m // 2, "complement_of": m ^ 1, "train_indices": idx.tolist()})
-        if progress:
-            print(f"  half-data model {m + 1}/{models} -> {run_dir}")
-        train(cfg, run_dir=run_dir, resume=run_dir.exists(), dataset=_half_dataset(dataset, idx), progress=progress)
-        loaded = load_run(run_dir, epoch=epoch, device=device, dataset=dataset)
-        pred = predict(loaded.model, dataset, "train", device=device)
-        correct[m], p_true[m], included[m, idx] = pred.correct, pred.p_true, True
+    epochs = overrides.get("epochs", config.epochs)
+    with Progress("memorization examples", models, unit="models", enabled=progress,
+                  cost=f"{models} half-data models x {epochs} epochs on {n // 2:,} of {n:,} training examples "
+                       "each") as bar:
+        for m, idx in enumerate(subsets):
+            run_dir = out_dir / HALVES_DIR / f"model_{m:02d}"
+            cfg = validate_config(type(config), {**config.model_dump(), "name": f"{config.name}-half{m:02d}",
+                                                 "seed": config.seed + m, **overrides}, source="half-model overrides")
+            write_json_atomic(run_dir.parent / f"model_{m:02d}.subset.json",
+                              {"model": m, "seed": seed, "pair": m // 2, "complement_of": m ^ 1,
+                               "train_indices": idx.tolist()})
+            bar.log(f"half-data model {m + 1}/{models} -> {run_dir}")
+            train(cfg, run_dir=run_dir, resume=run_dir.exists(), dataset=_half_dataset(dataset, idx),
+                  progress=progress)
+            loaded = load_run(run_dir, epoch=epoch, device=device, dataset=dataset)
+            pred = predict(loaded.model, dataset, "train", device=device)
+            correct[m], p_true[m], included[m, idx] = pred.correct, pred.p_true, True
+            bar.advance(1, info=f"model {m + 1} done")
     table = estimate(correct, p_true, included)
     data = dataset["train"]
     table.insert(0, "index", np.arange(n))
@@ -130,7 +137,8 @@ def example_memorization(config, dataset: GroupDataset, out_dir: str | Path, *, 
 
 
 def flip_order(model: nn.Module, dataset: GroupDataset, ranked_units: Sequence[str], *, k_max: int = 10,
-               intervention: str = "zero", device: str = "auto", **params: Any) -> pd.DataFrame:
+               intervention: str = "zero", device: str = "auto", progress: bool = False,
+               **params: Any) -> pd.DataFrame:
     """For every training example, the smallest k at which zeroing the top-k units (together) makes a
     correct prediction wrong (NaN: it never flips up to ``k_max``; examples wrong already are marked)."""
     from spurmem.probes.scan import ScanEngine
@@ -138,7 +146,7 @@ def flip_order(model: nn.Module, dataset: GroupDataset, ranked_units: Sequence[s
     units = list(ranked_units)[:k_max]
     engine = ScanEngine(model, dataset, device=device)
     res = engine.scan([], intervention, "train", sets=[units[:k] for k in range(1, len(units) + 1)],
-                      per_example=True, **params)
+                      per_example=True, progress=progress, **params)
     base = res.base_example_correct
     flipped = base[None, :] & ~res.example_correct
     first = np.where(flipped.any(0), flipped.argmax(0) + 1, np.nan).astype(float)

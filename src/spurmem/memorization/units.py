@@ -32,7 +32,8 @@ from torch import nn
 
 from spurmem.data.schema import GroupDataset
 from spurmem.probes.scan import ScanEngine, ScanResult, Screen
-from spurmem.probes.units import Unit, enumerate_units
+from spurmem.probes.units import Unit, enumerate_units, match_layers
+from spurmem.progress import Progress, human
 
 TOP_FRACTIONS = (0.01, 0.10)
 
@@ -55,6 +56,8 @@ def unit_memorization(
     heldout: str = "test",
     intervention: str = "zero",
     units: Sequence[Unit | str] | None = None,
+    layers: Sequence[str] | None = None,
+    examples_per_group: int | None = None,
     null_draws: int = 1000,
     seed: int = 0,
     device: str = "auto",
@@ -66,17 +69,65 @@ def unit_memorization(
     """Scan every unit on the training and held-out splits and summarise how concentrated the
     unit-level memorisation score is (see the module docstring). With ``screen`` the scans are
     screened (:mod:`spurmem.probes.scan_screen`): only the pairs the first-order screen cannot clear
-    run exactly, and the summary says how many did and what the audit found."""
+    run exactly, and the summary says how many did and what the audit found.
+
+    Limits, recorded in ``summary["limits"]``: ``layers`` (names or glob patterns) keeps the units
+    of the matching layers; ``examples_per_group`` scans at most that many examples of each group
+    of each split (a random sample drawn with ``seed``; groups with fewer keep all). A limited
+    result describes the units and examples scanned, not the whole model and splits."""
     if heldout not in dataset.splits or heldout == "train":
         raise ValueError(f"held-out split {heldout!r} must be a non-train split of {dataset.name!r} "
                          f"({sorted(dataset.splits)})")
+    if examples_per_group is not None and examples_per_group < 1:
+        raise ValueError(f"examples_per_group must be >= 1, got {examples_per_group}")
     engine = ScanEngine(model, dataset, batch_size=batch_size, device=device)
-    units = list(units) if units is not None else enumerate_units(engine.model)
-    train = engine.scan(units, intervention, "train", progress=progress, screen=screen, **params)
-    held = engine.scan(units, intervention, heldout, progress=progress, screen=screen, **params)
+    units = [u if isinstance(u, Unit) else Unit.parse(u)
+             for u in (units if units is not None else enumerate_units(engine.model))]
+    n_all = len(units)
+    if layers:
+        keep = set(match_layers(dict.fromkeys(u.layer for u in units), layers))
+        units = [u for u in units if u.layer in keep]
     other = next((s for s in ("val", "test") if s in dataset.splits and s != heldout), None)
-    second = engine.scan(units, intervention, other, progress=progress, screen=screen, **params) if other else None
-    return summarize_scans(train, held, dataset, null_draws=null_draws, seed=seed, second_heldout=second)
+    splits = ["train", heldout] + ([other] if other else [])
+    indices = {split: None if examples_per_group is None else
+               sample_per_group(dataset[split].group.numpy(), examples_per_group, seed=[seed, i])
+               for i, split in enumerate(splits)}
+    sizes = {split: len(dataset[split]) if indices[split] is None else len(indices[split]) for split in splits}
+    n_layers = len(dict.fromkeys(u.layer for u in units))
+    pairs = len(units) * sum(sizes.values())
+    cost = (f"{len(units):,} units in {n_layers} layers x ("
+            + " + ".join(f"{n:,} {split}" for split, n in sizes.items())
+            + f") examples = {human(pairs)} unit-example pairs" + (", screened" if screen is not None else ""))
+    scans = {}
+    with Progress("memorization units", len(splits), unit="scans", enabled=progress, cost=cost) as jobs:
+        for split in splits:
+            jobs.advance(0, info=f"scanning {split}")
+            scans[split] = engine.scan(units, intervention, split, indices=indices[split], progress=progress,
+                                       screen=screen, **params)
+            jobs.advance(1, info=f"{split} scanned")
+    result = summarize_scans(scans["train"], scans[heldout], dataset, null_draws=null_draws, seed=seed,
+                             second_heldout=scans.get(other))
+    result.summary["limits"] = {
+        "limited": bool(layers) or examples_per_group is not None,
+        "layers": list(layers) if layers else None, "layers_scanned": n_layers,
+        "units_scanned": len(units), "units_candidate": n_all,
+        "examples_per_group": examples_per_group, "sample_seed": seed,
+        "examples_scanned": sizes, "examples_in_split": {split: len(dataset[split]) for split in splits},
+        "example_indices": {split: ix.tolist() for split, ix in indices.items() if ix is not None},
+    }
+    if result.summary["limits"]["limited"]:
+        result.summary["limits"]["statement"] = limits_statement(result.summary["limits"])
+    result.summary["statement"] = _statement(result.summary)
+    return result
+
+
+def sample_per_group(groups: np.ndarray, per_group: int, seed: Any = 0) -> np.ndarray:
+    """Sorted positions of at most ``per_group`` random examples of each group (all of a smaller
+    group), drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(where, min(per_group, len(where)), replace=False)
+              for g in np.unique(groups) for where in [np.flatnonzero(groups == g)]]
+    return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=int)
 
 
 def _pooled(res: ScanResult, groups: list[int]) -> tuple[np.ndarray, float]:
@@ -259,6 +310,12 @@ def _layer_totals(ranked: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 
 def _statement(summary: dict[str, Any]) -> str:
+    text = _concentration_statement(summary)
+    limits = summary.get("limits") or {}
+    return f"{text}; {limits['statement']}" if limits.get("statement") else text
+
+
+def _concentration_statement(summary: dict[str, Any]) -> str:
     if summary["total_positive_score"] <= 0:
         return ("no unit has a positive memorisation score: zeroing any single unit costs held-out accuracy at "
                 "least as much as training accuracy, so no memorisation is held by single units")
@@ -279,6 +336,17 @@ def _statement(summary: dict[str, Any]) -> str:
     if summary.get("screen"):
         parts.append(_screen_statement(summary["screen"]))
     return f"{verdict}: " + "; ".join(parts)
+
+
+def limits_statement(limits: dict[str, Any]) -> str:
+    """What a limited scan covered (``summary["limits"]``), in one clause."""
+    scanned = ", ".join(f"{n:,} of {limits['examples_in_split'][s]:,} {s}" for s, n in limits["examples_scanned"].items())
+    layers = f" (layers {', '.join(limits['layers'])})" if limits.get("layers") else ""
+    per_group = limits.get("examples_per_group")
+    return (f"LIMITED scan: {limits['units_scanned']:,} of {limits['units_candidate']:,} candidate units in "
+            f"{limits['layers_scanned']} layers{layers}, examples {scanned}"
+            + (f" (at most {per_group} per group, seed {limits['sample_seed']})" if per_group else "")
+            + "; the shares are of the units and examples scanned")
 
 
 def _screen_statement(screen: dict[str, dict[str, Any]]) -> str:

@@ -12,6 +12,8 @@ import importlib
 import textwrap
 from pathlib import Path
 
+from spurmem import progress
+
 # Sub-actions of ``spurmem probe``: name -> module with add_arguments(parser) and run(args) -> int.
 PROBE_ACTIONS: dict[str, str] = {
     "localize": "spurmem.probes.localize_commands",
@@ -49,7 +51,7 @@ def grid_parser(prog: str = "spurmem probe") -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, help="a run directory written by `spurmem train`")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. k=[1,5] repeats=20")
     p.add_argument("--config", type=Path, help="YAML ProbeConfig (defaults: the grid described below)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    progress.add_options(p)
     return p
 
 
@@ -95,9 +97,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         module = importlib.import_module(PROBE_ACTIONS[args.target])
         sub = argparse.ArgumentParser(prog=f"spurmem probe {args.target}")
         module.add_arguments(sub)
-        return int(module.run(parse_with_overrides(sub, args.rest)) or 0)
+        progress.add_options(sub)
+        parsed = parse_with_overrides(sub, args.rest)
+        with progress.options(parsed):
+            return int(module.run(parsed) or 0)
     parsed = parse_with_overrides(grid_parser(), [args.target, *args.rest])
-    return _grid(parsed)
+    with progress.options(parsed):
+        return _grid(parsed)
 
 
 def _grid(args: argparse.Namespace) -> int:
@@ -108,7 +114,7 @@ def _grid(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise FileNotFoundError(f"run directory {args.run_dir} does not exist")
     config = load_config(ProbeConfig, args.config, args.overrides)
-    result = probe_run(args.run_dir, config, progress=not args.no_progress)
+    result = probe_run(args.run_dir, config, progress=True)
     print(f"probe {config.name}: {result.n_computed} settings computed, {result.n_resumed} resumed, "
           f"{result.seconds:.1f} s -> {result.out_dir}")
     for claim in result.summary.claims:

@@ -38,6 +38,7 @@ from spurmem.data.schema import GroupDataset
 from spurmem.probes.interventions import activation_means, get_intervention
 from spurmem.probes.scan import PREFIX_CACHE_MB, ScanEngine
 from spurmem.probes.units import Unit, enumerate_units
+from spurmem.progress import Progress
 
 UNCONSTRAINED_CAVEAT = (
     "unconstrained search: it cannot tell memorised examples from the group's decision rule "
@@ -199,6 +200,9 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
               **{what: acc_of(split, idx, [])[0] for split, idx, what, _ in limits}, "seconds": 0.0}]
     seconds: list[float] = []
     current, reason = start_acc, "max_steps"
+    bar = Progress(f"localize {target_name}", max_steps, unit="steps", enabled=progress,
+                   cost=f"up to {max_steps} steps, each scanning up to {len(units):,} candidates x {len(target):,} "
+                        f"examples, then checking {len(constraints)} constraints")
     for step in range(1, max_steps + 1):
         if start_acc == 0:
             reason = "target accuracy is already 0: nothing to remove"
@@ -221,8 +225,9 @@ def _greedy(engine: ScanEngine, units: list[Unit], intervention: str, params: di
         current = float(accs[pick])
         steps.append({"step": step, "unit": unit.id, "target_acc": current, **checks, "seconds": seconds[-1]})
         trajectory.append(_snapshot(engine, intervention, params, chosen, step, unit.id))
-        if progress:
-            print(f"  [{target_name}] step {step}: {unit.id} -> target acc {current:.3f}")
+        bar.advance(1, info=f"step {step}: {unit.id} -> target acc {current:.3f}")
+        bar.log(f"step {step}: {unit.id} -> target acc {current:.3f}")
+    bar.close()
     halved = bool(start_acc > 0 and current <= start_acc / 2)
     if halved:
         reason = "target accuracy halved"

@@ -48,6 +48,7 @@ from spurmem.probes.scan import PREFIX_CACHE_MB, ScanEngine, ScanResult
 from spurmem.probes.scorers import SCORERS, ScoreContext, score_units, select_weights, top_units
 from spurmem.probes.summary import ProbeSummary, summarise, write_summary
 from spurmem.probes.units import Unit, WeightSelection, candidate_layers
+from spurmem.progress import Progress
 from spurmem.record import write_json_atomic, write_text_atomic
 
 SETTINGS_DIR = "settings"
@@ -153,7 +154,10 @@ def run_probe(
     evaluated: dict[tuple, dict[str, pd.DataFrame]] = {}  # the same edit of the same units is evaluated once
     engine = (ScanEngine(work, dataset, batch_size=config.batch_size, device=device, cache_mb=PREFIX_CACHE_MB)
               if use_engine else None)
-    with _progress(progress, len(pending)) as advance:
+    cost = (f"{len(pending)} settings ({len(settings) - len(pending)} resumed) x "
+            + " + ".join(f"{len(dataset[s]):,} {s}" for s in config.eval_splits) + " examples")
+    with Progress(f"probe {config.name}", len(pending), unit="settings", enabled=progress and bool(pending),
+                  cost=cost) as bar:
         for setting, sid in pending:
             target = _select(setting, config, score_ctx, layers, rankings)
             edit = (_signature(target), setting.intervention, setting.sigma, setting.intervention_seed)
@@ -174,7 +178,7 @@ def run_probe(
             if out is not None:
                 write_text_atomic(out / SETTINGS_DIR / f"{sid}.csv", text)
             parts.append(_read_part(io.StringIO(text)))  # fresh and resumed rows get identical types
-            advance(setting.label)
+            bar.advance(1, info=setting.label)
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     order = {sid: i for i, sid in enumerate(s.setting_id(context) for s in settings)}
     if len(rows):
@@ -274,26 +278,3 @@ def _prepare_folder(out: Path, config: ProbeConfig, fingerprint: str, source: di
 
 def _read_part(source) -> pd.DataFrame:
     return pd.read_csv(source, dtype={"setting_id": str, "setting": str, "units": str, "score_split": str})
-
-
-class _progress:
-    """A rich progress bar over settings (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled and total > 0, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda label: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("probe"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             TextColumn("{task.description}"), transient=False)
-        self._bar.__enter__()
-        task = self._bar.add_task("", total=self.total)
-        return lambda label: self._bar.update(task, advance=1, description=label)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self._bar.__exit__(*exc)
-        return False

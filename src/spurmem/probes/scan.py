@@ -43,6 +43,7 @@ from spurmem.probes.interventions import get_intervention, intervene
 from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, trace
 from spurmem.probes.scan_screen import Screen, ScreenReport, screened_scan
 from spurmem.probes.units import Unit, enumerate_units, get_module, output_site, unit_axis, units_by_layer
+from spurmem.progress import Progress, human
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -215,28 +216,34 @@ class ScanEngine:
         base_acc = _Accumulator(1, n_groups, len(idx) if per_example else 0, n_classes)
         labels = [u.id for u in units] + ["+".join(u.id for u in s) for s in sets]
         layers = [u.layer for u in units] + ["+".join(dict.fromkeys(u.layer for u in s)) for s in sets]
-        bar = _Progress(progress, total=len(units) + len(sets) + 1, what=f"scan {split} ({intervention})")
+        stage = f"scan {split} ({intervention})"
+        screened = screen is not None and bool(units) and self.graph is not None
+        exact = len(sets) + (0 if screened else len(units))  # a screened scan reports its own phases
+        bar = Progress(stage, exact, unit="variants", enabled=progress and exact > 0,
+                       cost=f"{exact:,} variants x {len(idx):,} examples = {human(exact * len(idx))} passes")
         self._base = (base, spec, params)
         with ExitStack() as stack:
+            stack.enter_context(bar)
             if base:
                 stack.enter_context(intervene(self.model, base, intervention, inplace=True, **params))
             if baseline:
-                for batch, offset in self._batches(data, idx):
-                    base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
-            bar.advance(1)
+                with Progress(f"{stage}: baseline", len(idx), unit="examples", enabled=progress) as base_bar:
+                    for batch, offset in self._batches(data, idx):
+                        base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
+                        base_bar.advance(len(batch.y))
             row_of = {label: i for i, label in enumerate(labels[:len(units)])}
             report = None
-            if screen is not None and units and self.graph is not None:
-                report = screened_scan(self, units, spec, params, data, idx, acc, row_of, screen, bar)
+            if screened:
+                report = screened_scan(self, units, spec, params, data, idx, acc, row_of, screen,
+                                       stage if progress else None)
             else:
                 for layer, indices_ in units_by_layer(units).items():
                     order = [Unit(layer, i) for i in indices_]
                     self._scan_layer(order, spec, params, split, data, idx, acc, [row_of[u.id] for u in order])
-                    bar.advance(len(order))
+                    bar.advance(len(order), info=layer)
             for j, s in enumerate(sets):
                 self._scan_set(s, spec, params, split, data, idx, acc, len(units) + j)
                 bar.advance(1)
-        bar.close()
         count = np.bincount(data.group[idx].numpy(), minlength=n_groups)
         return ScanResult(
             split=split, intervention=intervention, params=_describe(params), labels=labels, layers=layers,
@@ -511,25 +518,6 @@ def _outcomes(logits: torch.Tensor, y: torch.Tensor):
     pred = logits.argmax(dim=-1)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").reshape(y.shape)
     return pred, pred == y, true - other, loss
-
-
-class _Progress:
-    def __init__(self, enabled: bool, total: int, what: str) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(what, total=total)
-
-    def advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def scan_units(model: nn.Module, dataset: GroupDataset, units: Sequence[Unit | str] | None = None,

@@ -44,6 +44,7 @@ from torch import fx, nn
 from spurmem.data.batches import iterate_batches
 from spurmem.probes.scan_graph import FxSite
 from spurmem.probes.units import Unit, get_module, output_site, unit_axis, units_by_layer
+from spurmem.progress import Progress, human
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU,
                         nn.Hardswish, nn.Identity, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d)
@@ -324,21 +325,26 @@ class _LayerContext:
 
 
 def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tensor, acc,
-                  row_of: dict[str, int], screen: Screen, bar) -> ScreenReport:
+                  row_of: dict[str, int], screen: Screen, stage: str | None = None) -> ScreenReport:
     """Calibrate the screen on a few examples run exactly for every unit, then screen every other
     (unit, example) pair batch by batch, count the cleared ones and run the rest exactly. The
-    exact pairs take their prefix values from the screen's own forward pass."""
+    exact pairs take their prefix values from the screen's own forward pass. With ``stage`` (a
+    name), both phases report their progress (:mod:`spurmem.progress`)."""
     from spurmem.probes.scan import _activation_values, _edited_rows  # the engine's own edits (scan imports us)
 
     report = ScreenReport(factor=screen.factor)
     weight_space = spec.space == "weight"
     layers = {layer: [Unit(layer, i) for i in ix] for layer, ix in units_by_layer(units).items()}
-    ctx = {layer: _LayerContext(
-        units=us, rows=np.array([row_of[u.id] for u in us]),
-        site=layer if weight_space else output_site(engine.model, layer),
-        edit=(_edited_rows(engine.model, us, spec.name, params) if weight_space
-              else _activation_values(us, spec.name, params)),
-        slack=torch.zeros(len(us))) for layer, us in layers.items()}
+    ctx = {}
+    with Progress(f"{stage}: edits", len(units), unit="units", enabled=stage is not None) as preparing:
+        for layer, us in layers.items():
+            ctx[layer] = _LayerContext(
+                units=us, rows=np.array([row_of[u.id] for u in us]),
+                site=layer if weight_space else output_site(engine.model, layer),
+                edit=(_edited_rows(engine.model, us, spec.name, params) if weight_space
+                      else _activation_values(us, spec.name, params)),
+                slack=torch.zeros(len(us)))
+            preparing.advance(len(us), info=layer)
     for layer, c in ctx.items():
         c.runner = engine._site(c.site, layer if weight_space else None)
         c.axis = unit_axis(get_module(engine.model, c.site))
@@ -352,6 +358,9 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
     report.calibration_examples = len(calibration)
     screen_pass = ScreenPass(engine.graph, {layer: (c.site, weight_space) for layer, c in ctx.items()})
 
+    n_batches = -(-len(calibration) // screen.batch_size)
+    calibrating = Progress(f"{stage}: calibration", len(units) * n_batches, unit="units", enabled=stage is not None,
+                           cost=f"{len(units):,} units x {len(calibration)} examples run exactly")
     started = time.process_time()
     for batch, positions in _screen_batches(engine, data, idx, calibration, screen.batch_size):
         sb = screen_pass.run(batch.x.to(engine.device))
@@ -366,9 +375,14 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
                 if est is not None:
                     err = ((logits - logits[:, :1]) - clean_diff[loc] - est[loc, k]).abs().amax(1)
                     c.slack.scatter_reduce_(0, torch.as_tensor(k), err.float(), "amax")
+            calibrating.advance(len(c.units), info=layer)
+    calibrating.close()
     report.seconds_calibration = time.process_time() - started
 
     rest = np.setdiff1d(np.arange(n), calibration)
+    bar = Progress(f"{stage}: screen", len(rest), unit="examples", enabled=stage is not None,
+                   cost=f"{len(units):,} units x {len(rest):,} examples = {human(len(units) * len(rest))} pairs "
+                        f"screened; the pairs it cannot clear and {len(audit_rows)} audit units run exactly")
     for batch, positions in _screen_batches(engine, data, idx, rest, screen.batch_size):
         t0 = time.process_time()
         sb = screen_pass.run(batch.x.to(engine.device))
@@ -403,7 +417,9 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
                     report.audit_flips += int(flipped.sum())
                     report.audit_missed += int((flipped & cleared_audit[loc[mine], k[mine]].numpy()).sum())
         report.seconds_exact += time.process_time() - t1
-        bar.advance(len(units) * len(positions) / max(len(rest), 1))
+        done = sum(report.exact_by_layer.values())
+        bar.advance(len(positions), info=f"{done:,} pairs run exactly so far")
+    bar.close()
     report.unscreened_layers = [layer for layer, plan in screen_pass.plans.items() if plan is None]
     report.pairs = len(units) * n
     report.exact_pairs = sum(report.exact_by_layer.values())

@@ -100,6 +100,21 @@ def _layer_of(name: str, module: nn.Module, vit_mlp: bool = False) -> Layer:
     raise TypeError(f"layer {name!r} is a {type(module).__name__}; units live in Conv2d or Linear layers")
 
 
+def match_layers(names: Iterable[str], patterns: Iterable[str]) -> list[str]:
+    """The ``names`` (in their order) equal to or matching (``fnmatch`` glob) any of ``patterns``;
+    a pattern that matches none is an error naming a few of the layers there are."""
+    from fnmatch import fnmatchcase
+
+    from spurmem.config import ConfigError
+
+    names, patterns = list(names), list(patterns)
+    unmatched = [p for p in patterns if not any(n == p or fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        raise ConfigError(f"layers: {', '.join(map(repr, unmatched))} match(es) no candidate layer ({shown})")
+    return [n for n in names if any(n == p or fnmatchcase(n, p) for p in patterns)]
+
+
 def enumerate_units(model: nn.Module, **rule) -> list[Unit]:
     """Every candidate unit, in module order then index order."""
     return [Unit(layer.name, i) for layer in candidate_layers(model, **rule) for i in range(layer.n_units)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spurmem.progress import Progress
 from spurmem.report import inputs
 from spurmem.report.figures import (
     Provenance,
@@ -143,22 +144,24 @@ def gap_section(runs: list[Run]) -> Section:
     return section
 
 
-def build_report(paths: list[str | Path], out_dir: str | Path, title: str = "spurmem report") -> Path:
+def build_report(paths: list[str | Path], out_dir: str | Path, title: str = "spurmem report",
+                 progress: bool = False) -> Path:
     """Read the runs at or below ``paths`` and write the report into ``out_dir``; returns report.html."""
-    return write_report(assemble_report(paths, title), out_dir)
+    return write_report(assemble_report(paths, title, progress), out_dir)
 
 
-def assemble_report(paths: list[str | Path], title: str = "spurmem report") -> Report:
+def assemble_report(paths: list[str | Path], title: str = "spurmem report", progress: bool = False) -> Report:
     """The report of the runs at or below ``paths`` (verdicts, sections, figures, tables), unwritten."""
     runs = load_runs(paths)
     train_runs = [r for r in runs if r.info.get("kind", "train") == "train"]
-    sections = [
-        training_section(train_runs),
-        gap_section(train_runs),
-        probe_section(runs),
-        memorization_section(runs),
-        comparison_section(paths, runs),
-    ]
+    builders = [(training_section, train_runs), (gap_section, train_runs), (probe_section, runs),
+                (memorization_section, runs), (lambda rs: comparison_section(paths, rs), runs)]
+    sections = []
+    with Progress("report", len(builders), unit="sections", enabled=progress,
+                  cost=f"{len(builders)} sections from {len(runs)} runs") as bar:
+        for build, these in builders:
+            sections.append(build(these))
+            bar.advance(1, info=sections[-1].title)
     return Report(title=title, verdicts=claim_verdicts(paths, runs), sections=sections, runs=[r.name for r in runs],
                   setting=describe_setting(runs))
 

@@ -54,7 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  spurmem demo erm_epochs=2 n_train=160 n_eval_per_group=10 fine_tune_epochs=1 example_models=0   # a smoke test",
     )
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo settings (listed below)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     demo.add_argument("--fresh", action="store_true",
                       help="delete the demo folder first (by default finished stages are reused; a folder made "
                       "with other settings is refused)")
@@ -80,7 +79,7 @@ def _report(args: argparse.Namespace) -> int:
             record_command(out, "report", config={"run_dirs": args.run_dirs, "out": str(out), "title": args.title}):
         for problem in (p for run in load_runs(args.run_dirs) for p in incomplete_sets(run)):
             print(f"spurmem: warning: {problem}; left out of the report", file=sys.stderr)
-        path = build_report(args.run_dirs, out, title=args.title)
+        path = build_report(args.run_dirs, out, title=args.title, progress=True)
     print(path)
     return 0
 
@@ -124,6 +123,6 @@ def _demo(args: argparse.Namespace) -> int:
     from spurmem.report.console import print_demo_summary
 
     config = load_config(DemoConfig, None, args.overrides)
-    result = run_demo(config, progress=not args.no_progress, fresh=args.fresh)
+    result = run_demo(config, progress=True, fresh=args.fresh)
     print_demo_summary(result)
     return 0

@@ -113,7 +113,9 @@ def memorization_section(runs: list[Run]) -> Section:
         tag = "" if i == 0 else f"_{_slug(mem.run.name)}"
         label = f" ({mem.run.name})" if len(found) > 1 else ""
         s = mem.units_summary
-        prov = Provenance(f"train vs {s.get('heldout_split', 'held-out')}", [mem.run.seed],
+        limited = (s.get("limits") or {}).get("statement")  # a scan narrowed by --layers / --examples-per-group
+        prov = Provenance(f"train vs {s.get('heldout_split', 'held-out')}" + (f" ({limited})" if limited else ""),
+                          [mem.run.seed],
                           f"scanned checkpoint: epoch {s.get('epoch', '?')}; the run's selection: "
                           f"{mem.run.describe_selection()}", "pooled accuracy of the minority groups")
         if not mem.ranked.empty:

@@ -22,7 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="continue an existing run from its last complete epoch (config from its config.yaml "
                            "when --config is not given)")
     mode.add_argument("--overwrite", action="store_true", help="delete an existing run directory and start over")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=_train)
 
@@ -62,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
         print(dump_config(config), end="")
         return 0
     result = train(config, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+                   progress=True)
     row = result.row()
     sel = result.selection
     value = "" if sel.value is None else f" ({sel.metric} = {100 * sel.value:.1f})"

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spurmem.config import ConfigError, config_hash, nearest_key, validate_config
 from spurmem.data import GroupDataset, load_dataset
+from spurmem.progress import Progress
 from spurmem.train import hparams as registry
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
 
@@ -288,11 +289,16 @@ def _run_compare(cmp: CompareConfig, progress: bool, log, dry_run: bool) -> Comp
         algorithm = cmp.base_algorithm(label)
         return erm_dirs[seed] if algorithm in registry.FINE_TUNES or algorithm in registry.NEEDS_STAGE1 else None
 
+    bar = Progress(f"compare {cmp.name}", len(cmp.seeds) * len(order), unit="runs", enabled=progress and not dry_run,
+                   cost=f"{len(order)} algorithms x {len(cmp.seeds)} seeds x {cmp.epochs} epochs "
+                        f"(+ search trials), finished runs skipped")
+
     def do(p: PlannedRun) -> float | None:
         if dry_run:
             return None
         value = execute(p, dataset, progress, log)
         executed.add(p.run_dir)
+        bar.advance(1, info=f"{p.algorithm} seed {p.seed} done")
         return value
 
     for algorithm in order:  # phase 1
@@ -303,6 +309,7 @@ def _run_compare(cmp: CompareConfig, progress: bool, log, dry_run: bool) -> Comp
             if base(algorithm, first) is not None and erm_dirs[first] not in executed:
                 do(plan_run(cmp, "erm", first, chosen["erm"], None, base=True))
             candidates = [h] + [hparams_for(cmp, algorithm, d) for d in draws]
+            bar.set_total(bar.total + len(candidates) - 1)  # the chosen trial is phase 2's run of this seed
             scores = []
             for t, cand in enumerate(candidates):
                 trial = plan_run(cmp, algorithm, first, cand, base(algorithm, first), t)
@@ -333,6 +340,7 @@ def _run_compare(cmp: CompareConfig, progress: bool, log, dry_run: bool) -> Comp
             runs.append(p)
             if p.run_dir not in executed:
                 do(p)
+    bar.close()
     if "erm" not in cmp.algorithms:
         chosen.pop("erm", None)
     return CompareResult(cmp, runs, chosen, search_log, dataset.group_names if dataset is not None else [], dataset,

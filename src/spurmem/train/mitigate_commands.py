@@ -30,7 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode = m.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue an interrupted mitigation run")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    m.add_argument("--no-progress", action="store_true", help="no progress bars")
     m.set_defaults(func=_mitigate)
 
     c = sub.add_parser(
@@ -55,7 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--config", type=Path, help="YAML CompareConfig")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
     c.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without training")
-    c.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     c.set_defaults(func=_compare)
 
 
@@ -66,7 +64,7 @@ def _mitigate(args: argparse.Namespace) -> int:
     epoch = int(args.epoch) if str(args.epoch).isdigit() else args.epoch
     config = mitigation_config(args.run_dir, args.overrides, init_epoch=epoch, name=args.name)
     result = train(config, run_dir=args.out, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+                   progress=True)
     start, row = result.history[0], result.row()
     sel = result.selection
     print(f"run: {result.run_dir}   {config.algorithm} from {args.run_dir} (epoch {epoch})   "
@@ -95,7 +93,7 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"{r.label:<{width}}  seed {r.seed}  epochs {r.config.epochs:>3}  "
                   f"{run_status(r.run_dir):<8} {r.run_dir}")
         return 0
-    result = run_compare(config, progress=not args.no_progress, log=lambda msg: print(f"[compare] {msg}", flush=True))
+    result = run_compare(config, progress=True, log=lambda msg: print(f"[compare] {msg}", flush=True))
     text, paths = write_comparison(result)
     print(text)
     print("written: " + ", ".join(str(p) for p in paths.values()))

@@ -26,11 +26,11 @@ from spurmem.device import resolve_device
 from spurmem.errors import NumericalFaultError
 from spurmem.locks import LOCK_FILE, folder_lock
 from spurmem.metrics import evaluate, predict, summarize
+from spurmem.progress import Progress
 from spurmem.record import environment, record_command, utc_now, write_text_atomic
 from spurmem.train import checkpoint as ckpt
 from spurmem.train.algorithm import Algorithm, selection_group_labels
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
-from spurmem.train.progress import EpochProgress
 from spurmem.train.run import (
     CONFIG_FILE, PREDICTIONS, RUN_FILE, build_dataset, build_run_model, is_half_made, load_run, read_config,
     read_history, read_info, write_history, write_info,
@@ -172,11 +172,17 @@ class _Loop:
             else:
                 self._restore(start)
                 first = start + 1
-            with EpochProgress(enabled=progress, total_epochs=self.config.epochs) as bar:
-                for epoch in range(first, self.config.epochs + 1):
+            c = self.config
+            epochs = c.epochs - first + 1
+            with Progress(f"train {c.name}", epochs * self.steps_per_epoch, unit="steps", enabled=progress,
+                          cost=f"{epochs} epochs x {self.steps_per_epoch} steps of {c.batch_size} examples "
+                               f"({c.algorithm}, {c.model})") as bar:
+                for epoch in range(first, c.epochs + 1):
                     stats = self._train_epoch(epoch, bar)
                     self._finish_epoch(epoch, stats)
-                    bar.epoch_done(self._last_val_wga())
+                    wga = self._last_val_wga()
+                    bar.log(f"epoch {epoch}/{c.epochs}  loss {stats['train_loss']:.4f}  val WGA "
+                            f"{'-' if wga is None else f'{100 * wga:.1f}'}  {stats['seconds']:.1f} s")
         except BaseException as exc:
             info.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished=utc_now())
             write_info(self.run_dir, info)
@@ -189,7 +195,7 @@ class _Loop:
         return TrainResult(self.run_dir, self.config, selection, self.history, self.config.epochs,
                            info["seconds"], start, self.model)
 
-    def _train_epoch(self, epoch: int, bar: "EpochProgress") -> dict[str, Any]:
+    def _train_epoch(self, epoch: int, bar: Progress) -> dict[str, Any]:
         t0 = time.perf_counter()
         model, algorithm, c = self.model, self.algorithm, self.config
         algorithm.on_epoch_start(epoch, model)
@@ -206,7 +212,6 @@ class _Loop:
             batches = prefetch(batches, depth=2 * c.workers)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         loss_sum, batch_loss_sum, n_seen, terms = 0.0, 0.0, 0, {}
-        bar.start_epoch(epoch, self.steps_per_epoch)
         for step, batch in enumerate(batches, 1):
             batch = batch.to(self.device, non_blocking=True)
             if c.channels_last:
@@ -228,7 +233,7 @@ class _Loop:
             loss_sum, batch_loss_sum, n_seen = loss_sum + value * n, batch_loss_sum + value, n_seen + n
             for k, v in batch_terms.items():
                 terms[k] = terms.get(k, 0.0) + float(v) * n
-            bar.step(value)
+            bar.advance(1, info=f"epoch {epoch}/{c.epochs} loss {loss_sum / n_seen:.4f}")
         if c.schedule == "plateau":
             self.scheduler.step(batch_loss_sum)  # the epoch's summed (per-batch) training loss
         seconds = time.perf_counter() - t0
