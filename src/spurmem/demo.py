@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
-from rich.console import Console
-
 from spurmem.config import ConfigError
 from spurmem.record import record_command, write_json_atomic
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from spurmem.report.html import Report
 
 
@@ -249,6 +249,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, progress: bool 
              fresh: bool = False) -> DemoResult:
     """Run every stage (reusing finished ones), write the report and return its path and timings.
     ``fresh`` deletes the demo folder first."""
+    from rich.console import Console
+
     console = console or Console()
     demo = _Demo(config, console, progress)
     prepare_folder(config, fresh)
