@@ -14,6 +14,7 @@ _EXPORTS = {
     "iterate_batches": "spurmem.data.batches",
     "to_float": "spurmem.data.batches",
     "DATASETS": "spurmem.data.datasets",
+    "check_dataset_params": "spurmem.data.datasets",
     "dataset_parameters": "spurmem.data.datasets",
     "load_dataset": "spurmem.data.datasets",
     "SPLITS": "spurmem.data.schema",

@@ -31,12 +31,17 @@ def dataset_parameters(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in inspect.signature(loader).parameters.items()}
 
 
-def load_dataset(name: str, **params: Any) -> GroupDataset:
-    """Build the dataset registered as ``name`` with keyword ``params`` (unknown keys are errors)."""
+def check_dataset_params(name: str, params: dict[str, Any]) -> None:
+    """DataError naming the first key of ``params`` that dataset ``name`` does not take, and the nearest one."""
     accepted = dataset_parameters(name)
     for key in params:
         if key not in accepted:
             near = difflib.get_close_matches(key, accepted, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise DataError(f"dataset {name!r} has no parameter {key!r}{hint}. Parameters: {', '.join(accepted)}")
+
+
+def load_dataset(name: str, **params: Any) -> GroupDataset:
+    """Build the dataset registered as ``name`` with keyword ``params`` (unknown keys are errors)."""
+    check_dataset_params(name, params)
     return DATASETS[name](**params)

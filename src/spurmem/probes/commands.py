@@ -12,6 +12,8 @@ import importlib
 import textwrap
 from pathlib import Path
 
+from spurmem.cli_options import add_common_options, apply_common_options
+
 # Sub-actions of ``spurmem probe``: name -> module with add_arguments(parser) and run(args) -> int.
 PROBE_ACTIONS: dict[str, str] = {
     "localize": "spurmem.probes.localize_commands",
@@ -50,6 +52,7 @@ def grid_parser(prog: str = "spurmem probe") -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. k=[1,5] repeats=20")
     p.add_argument("--config", type=Path, help="YAML ProbeConfig (defaults: the grid described below)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_options(p, {"threads": 0}, config_keys={"epoch": "epoch", "device": "device", "seed": "seed"})
     return p
 
 
@@ -74,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "probe", help="probe critical units: scorers x k x interventions, every group, verdicts",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="spurmem probe RUN_DIR [--config FILE] [--no-progress] [KEY=VALUE ...]"
+        usage="spurmem probe RUN_DIR [--config FILE] [--no-progress] [--epoch EPOCH] [--device DEVICE] [--seed N] "
+              "[--threads N] [KEY=VALUE ...]"
               + (f"\n       spurmem probe {{{','.join(actions_available)}}} ..." if actions_available else ""),
         description=grid.description + (f"\n\nSub-actions: {actions}." if actions_available else ""),
         epilog=grid.epilog,
@@ -95,8 +99,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         module = importlib.import_module(PROBE_ACTIONS[args.target])
         sub = argparse.ArgumentParser(prog=f"spurmem probe {args.target}")
         module.add_arguments(sub)
-        return int(module.run(parse_with_overrides(sub, args.rest)) or 0)
+        parsed = parse_with_overrides(sub, args.rest)
+        apply_common_options(parsed)
+        return int(module.run(parsed) or 0)
     parsed = parse_with_overrides(grid_parser(), [args.target, *args.rest])
+    apply_common_options(parsed)
     return _grid(parsed)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spurmem.cli_options import add_common_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser(
@@ -55,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo settings (listed below)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    add_common_options(demo, {}, config_keys={"device": "device", "threads": "threads"})
     demo.add_argument("--fresh", action="store_true",
                       help="delete the demo folder first (by default finished stages are reused; a folder made "
                       "with other settings is refused)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spurmem.cli_options import add_common_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser(
@@ -24,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("run_dir", type=Path, help="an ERM run directory written by `spurmem train`")
     m.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="framework parameters or TrainConfig fields")
-    m.add_argument("--epoch", default="last", help="checkpoint of RUN_DIR to start from: last (default), selected or N")
+    add_common_options(m, {"epoch": "last"}, config_keys={"device": "device", "seed": "seed", "threads": "threads"},
+                       helps={"epoch": "checkpoint of RUN_DIR to start from: last, selected or an epoch number"})
     m.add_argument("--name", help="name of the new run (default <source name>-<algorithm>)")
     m.add_argument("--out", type=Path, help="run directory of the new run (default runs/<name>)")
     mode = m.add_mutually_exclusive_group()
@@ -51,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--config", type=Path, help="YAML CompareConfig")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
+    add_common_options(c, {}, config_keys={"device": "train.device", "threads": "train.threads"})
     c.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without training")
     c.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     c.set_defaults(func=_compare)
@@ -60,7 +64,7 @@ def _mitigate(args: argparse.Namespace) -> int:
     from spurmem.train import train
     from spurmem.train.mitigate import mitigation_config
 
-    epoch = int(args.epoch) if str(args.epoch).isdigit() else args.epoch
+    epoch = args.epoch
     config = mitigation_config(args.run_dir, args.overrides, init_epoch=epoch, name=args.name)
     result = train(config, run_dir=args.out, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress)

@@ -74,7 +74,8 @@ def train(
     a complete run is returned as it is) or ``overwrite`` (delete it and start over).
     """
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
-    _check_config(config)  # before touching the run directory (--overwrite deletes it)
+    check_config(config)  # before touching the run directory (--overwrite deletes it)
+    resolve_device(config.device)
     start = _prepare_run_dir(run_dir, config, resume, overwrite)
     if start is not None and read_info(run_dir).get("status") == "complete":
         return _finished_result(run_dir, config)
@@ -326,15 +327,22 @@ class _Loop:
         }
 
 
-def _check_config(config: TrainConfig) -> None:
-    """Checks that need no data: the algorithm exists, selection has its split, augmentation exists."""
+def check_config(config: TrainConfig) -> None:
+    """Checks that need no data (``train`` and ``--print-config`` run them): the algorithm, dataset and model
+    exist and take the given ``*_params``, selection has its split, augmentation exists."""
     from spurmem.config import nearest_key
+    from spurmem.data import check_dataset_params
+    from spurmem.models import check_model_params
     from spurmem.train.algorithms import ALGORITHMS
+    from spurmem.train.algorithms.params import parse_params
 
     if config.algorithm not in ALGORITHMS:
         near = nearest_key(config.algorithm, ALGORITHMS)
         raise ConfigError(f"unknown algorithm {config.algorithm!r}" + (f"; did you mean {near!r}?" if near else "")
                           + f" Known: {', '.join(ALGORITHMS)}")
+    parse_params(ALGORITHMS[config.algorithm].Params, config.algorithm_params, config.algorithm)
+    check_dataset_params(config.dataset, config.dataset_params)
+    check_model_params(config.model, config.model_params)
     if config.selection != "last" and "val" not in config.eval_splits:
         raise ConfigError(f"selection={config.selection!r} needs 'val' in eval_splits (got {config.eval_splits})")
     _resolve_augment(config.augment, config.augment_params)
