@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: spurmem compare seeds=[0,1,2] epochs=30 'algorithms=[erm,erm-continue,spurmem]' "
                "hparams.spurmem.params.fraction=0.05 train.device=cpu",
     )
-    c.add_argument("--config", type=Path, help="YAML CompareConfig")
+    c.add_argument("--config", type=Path, help="YAML CompareConfig, or the name of a config shipped with spurmem such as "
+                   "compare_fashion_waterbirds")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
     add_common_options(c, {}, config_keys={"device": "train.device", "threads": "train.threads"})
     c.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without training")
