@@ -27,9 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list run directories with their headline metrics",
         description="List every run directory at or below DIR with its status, algorithm, seed, selection rule "
         "and the metrics at the selected epoch (validation and test worst-group accuracy, test average and "
-        "adjusted average, largest memorisation gap).",
+        "adjusted average, largest memorisation gap). A run whose run.json says running but whose process "
+        "(its pid on this host, or the owner of its lock) is gone shows as killed; one on another host, or "
+        "written before pids were recorded, as unknown.",
     )
     runs.add_argument("dirs", nargs="*", default=["runs"], metavar="DIR", help="folders to search (default: runs)")
+    runs.add_argument("--status", default=None, metavar="STATUS",
+                      help="only runs with this status: running, killed (its process is gone), unknown (on another "
+                      "host, or no pid recorded), complete or failed")
+    runs.add_argument("--algorithm", default=None, metavar="NAME", help="only runs of this algorithm")
+    runs.add_argument("--sort", default=None, metavar="COLUMN",
+                      help="sort by a column of the table, e.g. test_wga, name, seed, started (default: by path)")
+    runs.add_argument("--reverse", action="store_true", help="sort in descending order")
     runs.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV to FILE")
     runs.add_argument("--tensorboard", default=None, metavar="LOGDIR",
                       help="also export every run's per-epoch metrics to TensorBoard under LOGDIR (needs tensorboard)")
@@ -83,9 +92,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from spurmem.report.console import print_runs_table
-    from spurmem.report.runs import runs_table
+    from spurmem.report.runs import runs_table, select_runs
 
-    table = runs_table(args.dirs)
+    table = select_runs(runs_table(args.dirs), status=args.status, algorithm=args.algorithm, sort=args.sort,
+                        reverse=args.reverse)
     if args.csv:
         from spurmem.record import write_text_atomic
 

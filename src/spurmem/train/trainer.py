@@ -318,6 +318,7 @@ class _Loop:
             "dataset": c.dataset, "model": c.model, "seed": c.seed, "config_hash": self.hash,
             "selection": None, "selection_rule": c.selection, "epochs": c.epochs,
             "spurmem_version": env["spurmem_version"], "git_commit": env["git_commit"], "host": env["host"],
+            "pid": env["pid"],
             "torch_version": env["torch_version"], "device": str(self.device), "amp": self.amp,
             "threads": torch.get_num_threads(), "n_parameters": sum(p.numel() for p in self.model.parameters()),
             "weights": None if self.weights_report is None else self.weights_report.summary(),
