@@ -18,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them")
     report.add_argument("--out", "-o", default=None,
-                        help="output folder (default: RUN_DIR/report for one run, else ./report)")
+                        help="output folder (default: RUN_DIR/report for one folder given; for several, "
+                        "report-<names> in the folder that holds them all). A default folder that already holds a "
+                        "report gets a new timestamped sibling, report-<UTC time>; an --out folder that holds one "
+                        "is refused")
+    report.add_argument("--overwrite", action="store_true",
+                        help="replace the report already in the output folder instead")
     report.add_argument("--title", default="spurmem report", help="title at the top of the report")
     report.set_defaults(func=_report)
 
@@ -73,17 +78,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_demo)
 
 
+REPORT_FILE = "report.html"
+
+
+def report_folder(paths: list[str], out: str | None = None, overwrite: bool = False) -> Path:
+    """Where ``spurmem report`` writes: ``out``; else ``PATH/report`` for one path, and for several
+    ``report-<names>`` in the folder holding them all. An earlier report there is never replaced silently:
+    a default folder moves to a timestamped sibling, an explicit ``out`` is an error (unless ``overwrite``)."""
+    from datetime import datetime, timezone
+
+    from spurmem.config import ConfigError
+
+    if out is not None:
+        folder = Path(out)
+        if (folder / REPORT_FILE).exists() and not overwrite:
+            raise ConfigError(f"{folder} already holds a report; pass --overwrite to replace it, or another --out")
+        return folder
+    if len(paths) == 1:
+        folder = Path(paths[0]) / "report"
+    else:
+        import os
+
+        common = Path(os.path.commonpath([Path(p).resolve() for p in paths]))
+        names = "+".join(Path(p).resolve().name for p in paths)
+        folder = common / f"report-{names[:80]}"
+    if overwrite or not (folder / REPORT_FILE).exists():
+        return folder
+    stamped = folder.with_name(f"{folder.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    n = 1
+    while stamped.exists():
+        n += 1
+        stamped = stamped.with_name(f"{folder.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{n}")
+    return stamped
+
+
 def _report(args: argparse.Namespace) -> int:
     from spurmem.record import record_command
     from spurmem.report.build import build_report
-    from spurmem.report.runs import is_run_dir
 
-    if args.out is not None:
-        out = Path(args.out)
-    elif len(args.run_dirs) == 1 and is_run_dir(args.run_dirs[0]):
-        out = Path(args.run_dirs[0]) / "report"
-    else:
-        out = Path("report")
+    for path in args.run_dirs:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such directory")
+    out = report_folder(args.run_dirs, args.out, args.overwrite)
     with record_command(out, "report", config={"run_dirs": args.run_dirs, "out": str(out), "title": args.title}):
         path = build_report(args.run_dirs, out, title=args.title)
     print(path)
