@@ -21,6 +21,7 @@ from spurmem.report.figures import (
     plot_memorization_gap,
 )
 from spurmem.report.html import Report, Section, write_report
+from spurmem.report.reproducibility import reproducibility_section
 from spurmem.report.runs import Run, find_runs, group_history, headline, read_run, rule_text
 from spurmem.report.sections import comparison_section, memorization_section, probe_section
 from spurmem.report.tables import ReportTable
@@ -158,6 +159,7 @@ def assemble_report(paths: list[str | Path], title: str = "spurmem report") -> R
         probe_section(runs),
         memorization_section(runs),
         comparison_section(paths, runs),
+        reproducibility_section(paths, runs),
     ]
     return Report(title=title, verdicts=claim_verdicts(paths, runs), sections=sections, runs=[r.name for r in runs],
                   setting=describe_setting(runs))
