@@ -124,13 +124,14 @@ def test_wide_and_long_tables_fold_and_every_table_scrolls_in_its_box(seven_repo
     narrow = pd.DataFrame({"a": [1], "b": [2]})
     section = Section("S", tables=[ReportTable(n, n, "", f) for n, f in (("wide", wide), ("long", long),
                                                                        ("narrow", narrow))])
+    section.tables.append(ReportTable("headline", "headline", "", wide, fold=False))  # e.g. the comparison
     html = render_html(Report("r", [], [section]))
 
     def folded(name: str) -> bool:
         before = html[: html.index(f'id="table-{name}"')]
         return before.rfind("<details") > before.rfind("</details>")
 
-    assert folded("wide") and folded("long") and not folded("narrow")
+    assert folded("wide") and folded("long") and not folded("narrow") and not folded("headline")
     assert "test/<wbr>metric_<wbr>0" in html  # long headers may wrap after / and _
     assert html.count("<table") == html.count('<div class="table-wrap"><table')
 

@@ -208,7 +208,7 @@ def comparison_section(paths: list[str | Path], runs: list[Run]) -> Section:
             "comparison" + suffix, "Algorithm comparison" + (f" ({cmp.path.name})" if suffix else ""),
             f"Mean and sample sd over seeds {cmp.seeds} at each run's selected epoch ({rule_text(cmp.selection_rule)}); "
             "gap g = train - test accuracy of group g. From " + str(cmp.path / inputs.COMPARISON_FILE) + ".",
-            wide, display=comparison_display(wide)))
+            wide, display=comparison_display(wide), fold=False))  # the headline result: always shown
         first = ["algorithm", "seed", "selected_epoch", "selection_value", *inputs.METRIC_LABELS]
         lead = [c for c in first if c in cmp.per_run]
         order = lead + sorted(c for c in cmp.per_run if c not in lead and c != "run_dir") + \

@@ -31,6 +31,7 @@ class ReportTable:
     max_rows: int | None = None  # HTML and report.md show this many rows; the CSV and <name>.md hold all
     columns: list[str] | None = None  # HTML and report.md show these columns; the CSV holds all
     display: pd.DataFrame | None = None  # a reshaped view (e.g. wide) shown instead of the tidy frame
+    fold: bool | None = None  # HTML: inside a closed <details>; None: when wider or longer than the limits
 
     def shown(self) -> tuple[pd.DataFrame, str]:
         """The rows and columns to display and, when some are left out, a sentence saying where they are."""
@@ -93,7 +94,8 @@ def to_html(table: ReportTable) -> str:
         f"<caption><b>{html.escape(table.title)}.</b> {html.escape(table.caption + more)}</caption>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
-    if not wide and len(frame) <= LONG_ROWS:
+    fold = table.fold if table.fold is not None else (wide or len(frame) > LONG_ROWS)
+    if not fold:
         return block
     return (f'<details class="table-fold"><summary><b>{html.escape(table.title)}</b> ({len(frame)} rows x '
             f"{len(frame.columns)} columns; click to show)</summary>{block}</details>")
