@@ -33,14 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spurmem.errors import SpurmemError
-
     from spurmem.cli_options import apply_common_options
+    from spurmem.errors import SpurmemError
 
     parser = build_parser()
     args = parse_with_overrides(parser, argv)
+    apply_common_options(args)  # --threads
     try:
-        apply_common_options(args)
         return int(args.func(args) or 0)
     except (SpurmemError, FileExistsError, FileNotFoundError) as exc:
         print(f"spurmem: error: {exc}", file=sys.stderr)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import matplotlib
-
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
