@@ -339,7 +339,7 @@ def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance, null: pd.DataF
                         color="grey", alpha=0.25, label="sign-flip null, 95%")
         ax.plot(100 * null["fraction_of_units"], 100 * null["null_mean"], color="grey", lw=1, ls="--",
                 label="sign-flip null, mean")
-    ax.plot(100 * frac, 100 * share, color="#d95f02", lw=2, label="observed, largest score first")
+    ax.plot(100 * frac, 100 * share, color=_PALETTE[1], lw=2, label="observed, largest score first")
     ax.plot(100 * frac, 100 * frac, "k:", lw=1, label="evenly spread")
     for pct in (1, 10):
         n = max(1, int(np.ceil(len(s) * pct / 100)))
@@ -374,7 +374,7 @@ def plot_layer_memorization(layers: pd.DataFrame, prov: Provenance) -> ReportFig
     ax = fig.subplots()
     y = np.arange(len(layers))[::-1]
     h = 0.38
-    ax.barh(y + h / 2, 100 * layers["share"].fillna(0).to_numpy(dtype=float), h, color="#7570b3",
+    ax.barh(y + h / 2, 100 * layers["share"].fillna(0).to_numpy(dtype=float), h, color=_PALETTE[0],
             label="share of positive score")
     ax.barh(y - h / 2, 100 * layers["uniform_share"].to_numpy(dtype=float), h, color="#cccccc",
             label="share of units")
