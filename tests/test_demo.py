@@ -65,3 +65,25 @@ def test_demo_fresh_refuses_a_folder_that_is_not_a_demo(tmp_path, capsys):
 def test_demo_rejects_unknown_setting_with_a_hint(capsys):
     assert main(["demo", "erm_epoch=3"]) == 2
     assert "did you mean 'erm_epochs'" in capsys.readouterr().err
+
+
+def test_a_stage_left_out_by_a_setting_says_skipped_and_threads_apply(tmp_path, monkeypatch):
+    import torch
+
+    from spurmem import demo as demo_module
+    from spurmem.demo import DemoConfig, run_demo
+
+    seen = {}
+
+    def fake_report(d):
+        seen["threads"] = torch.get_num_threads()
+        d.report, d.report_path = None, tmp_path / "report.html"
+
+    real = {s.name: s for s in demo_module._stages()}
+    monkeypatch.setattr(demo_module, "_stages", lambda: [
+        real["examples"], demo_module._Stage("report", "write the report", lambda d: False, fake_report)])
+    before = torch.get_num_threads()
+    result = run_demo(DemoConfig(out_dir=str(tmp_path / "demo"), example_models=0, threads=1), progress=False)
+    status = {s.name: (s.status, s.note) for s in result.stages}
+    assert status["examples"] == ("skipped", "example_models=0")
+    assert seen["threads"] == 1 and torch.get_num_threads() == before

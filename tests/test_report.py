@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -135,3 +136,28 @@ def test_runs_of_different_datasets_are_never_pooled(tmp_path):
     captions = [f.caption for f in report.figures if f.name.startswith("group_accuracy_over_epochs")]
     assert all("(n=1)" in c for c in captions)  # one seed each, not two pooled
     assert "colored-digits" in report.setting and "fashion-waterbirds" in report.setting
+
+
+def test_report_goes_into_the_folder_given_and_never_replaces_one(tmp_path, monkeypatch, capsys):
+    from runs_fixture import make_run
+
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    a, b = make_run(tmp_path / "runs", "erm-s0"), make_run(tmp_path / "runs", "erm-s1", seed=1)
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    first = tmp_path / "runs" / "report" / "report.html"
+    assert capsys.readouterr().out.strip() == str(first) and first.is_file()
+    assert not (elsewhere / "report").exists(), "nothing is written into the current directory"
+    before = first.read_bytes()
+    assert main(["report", str(tmp_path / "runs")]) == 0  # a second report: a new folder beside the first
+    second = Path(capsys.readouterr().out.strip())
+    assert second.parent.name.startswith("report-") and second.parent.parent == tmp_path / "runs"
+    assert first.read_bytes() == before
+    assert main(["report", str(a), str(b)]) == 0  # several runs: a named folder where they live
+    assert Path(capsys.readouterr().out.strip()).parent == tmp_path / "runs" / "report-erm-s0+erm-s1"
+    out = tmp_path / "mine"
+    assert main(["report", str(a), "--out", str(out)]) == 0
+    assert main(["report", str(a), "--out", str(out)]) == 2  # an explicit folder is not replaced silently
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["report", str(a), "--out", str(out), "--overwrite"]) == 0

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -38,9 +42,44 @@ def test_headline_reads_the_selected_epoch(runs_root):
     assert head["max_memorization_gap"] == pytest.approx(max(gaps))
 
 
+def _record_process(run_dir, pid, host):
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "pid": pid, "host": host}))
+
+
 def test_running_run_shows_its_last_epoch(runs_root):
-    head = headline(read_run(runs_root / "compare" / "framework-s0"))
-    assert head["status"] == "running (epoch 2)"
+    run = runs_root / "compare" / "framework-s0"
+    _record_process(run, os.getpid(), socket.gethostname())  # this process is alive
+    assert headline(read_run(run))["status"] == "running (epoch 2)"
+
+
+def test_a_killed_run_is_not_shown_as_running(runs_root):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run = runs_root / "compare" / "framework-s0"
+    _record_process(run, gone.pid, socket.gethostname())
+    assert headline(read_run(run))["status"] == "killed (epoch 2)"
+    _record_process(run, gone.pid, "another-host")  # cannot be checked from here
+    assert headline(read_run(run))["status"] == "unknown (epoch 2, on host another-host)"
+
+
+def test_a_running_run_without_a_pid_is_unknown(runs_root):
+    assert headline(read_run(runs_root / "compare" / "framework-s0"))["status"] == "unknown (epoch 2, no pid recorded)"
+
+
+def test_runs_filter_and_sort(runs_root, capsys):
+    from spurmem.report.runs import select_runs
+
+    table = runs_table([runs_root])
+    by_wga = select_runs(table, sort="test_wga", reverse=True)
+    assert list(by_wga["test_wga"]) == sorted(table["test_wga"], reverse=True)
+    assert list(select_runs(table, status="complete")["name"]) == ["erm-s0", "erm-s1"]
+    assert list(select_runs(table, algorithm="framework")["name"]) == ["framework-s0"]
+    assert main(["runs", str(runs_root), "--status", "unknown", "--sort", "name"]) == 0
+    out = capsys.readouterr().out
+    assert "framework-s0" in out and "erm-s0" not in out
+    assert main(["runs", str(runs_root), "--sort", "test_wgaa"]) == 2
+    assert "did you mean 'test_wga'" in capsys.readouterr().err
 
 
 def test_group_history_is_tidy(runs_root):
@@ -96,6 +135,7 @@ def test_record_command_writes_start_and_end(tmp_path):
     assert records[1]["status"] == "complete" and records[1]["outputs"] == ["report.html"]
     env = records[1]["environment"]
     assert env["spurmem_version"] and env["host"] and env["torch_version"]
+    assert env["pid"] == os.getpid()  # lets `spurmem runs` tell a killed command from a running one
     assert json.loads(json.dumps(records[1]))  # plain JSON all the way down
 
 
@@ -124,3 +164,14 @@ def test_tensorboard_export_when_installed(runs_root, tmp_path):
 
     export_tensorboard([read_run(runs_root / "erm-s0")], tmp_path / "tb")
     assert list((tmp_path / "tb" / "erm-s0").glob("events.out.tfevents.*"))
+
+
+def test_the_lock_owner_decides_when_spurmem_locks_is_there(runs_root, monkeypatch):
+    import types
+
+    run = runs_root / "compare" / "framework-s0"
+    _record_process(run, 2 ** 22 + 12345, socket.gethostname())  # no such process
+    fake = types.ModuleType("spurmem.locks")
+    fake.lock_owner = lambda folder: {"pid": os.getpid(), "host": socket.gethostname(), "command": "train"}
+    monkeypatch.setitem(sys.modules, "spurmem.locks", fake)
+    assert headline(read_run(run))["status"] == "running (epoch 2)"

@@ -43,10 +43,12 @@ def _leaves(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spurmem.cli_options import apply_common_options
     from spurmem.errors import SpurmemError
 
     parser = build_parser()
     args = parse_with_overrides(parser, argv)
+    apply_common_options(args)  # --threads
     try:
         with progress.options(args):
             return int(args.func(args) or 0)
@@ -56,14 +58,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse, letting KEY=VALUE overrides follow options too (``RUN --models 2 epochs=3``)."""
-    args, extra = parser.parse_known_args(argv)
+    """Parse, letting KEY=VALUE overrides follow options too (``RUN --models 2 epochs=3``), and routing the
+    common options (``spurmem.cli_options``): ``epoch=last`` sets ``--epoch`` where that is the command's
+    own option, and ``--device cpu`` becomes the override ``device=cpu`` where the device is a config key."""
+    from spurmem.cli_options import as_options, common_overrides
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first, _ = parser.parse_known_args(argv)  # which command, hence which options are its own
+    args, extra = parser.parse_known_args(as_options(first, argv))
+    target = next((name for name in ("overrides", "params") if isinstance(getattr(args, name, None), list)), None)
     if extra:
-        target = next((name for name in ("overrides", "params") if isinstance(getattr(args, name, None), list)), None)
         stray = [e for e in extra if e.startswith("-") or "=" not in e]
         if target is None or stray:
             parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
         getattr(args, target).extend(extra)
+    if target is not None:
+        getattr(args, target).extend(common_overrides(args))
     return args
 
 

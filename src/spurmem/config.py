@@ -35,7 +35,7 @@ def load_config(model_cls: type[M], path: str | Path | None = None, overrides: S
     lines: dict[tuple[str, ...], int] = {}
     source = "<defaults>"
     if path is not None:
-        path = Path(path)
+        path = find_config(path)
         source = str(path)
         data, lines = _read_yaml(path)
     origins: dict[tuple[str, ...], str] = {}
@@ -59,6 +59,31 @@ def validate_config(
     except ValidationError as exc:
         problems = [_describe(model_cls, err, source, lines or {}, origins or {}) for err in exc.errors()]
         raise ConfigError(f"invalid {model_cls.__name__} config:\n  " + "\n  ".join(problems)) from None
+
+
+PACKAGED_CONFIGS = "configs"  # folder of YAML configs inside the spurmem package (the repo's configs/ mirrors it)
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The configs shipped with spurmem: name (file stem) -> path, so an installed wheel has them too."""
+    from importlib.resources import files
+
+    folder = Path(str(files("spurmem") / PACKAGED_CONFIGS))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` if it exists, else the shipped config of that name (``erm_fashion_waterbirds``,
+    ``erm_fashion_waterbirds.yaml`` or ``configs/erm_fashion_waterbirds.yaml`` all name it)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = packaged_configs()
+    name = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if name in shipped and (path.parent == Path(".") or path.parent.name == PACKAGED_CONFIGS):
+        return shipped[name]
+    raise ConfigError(f"config file {path} does not exist (configs shipped with spurmem, usable by name: "
+                      f"{', '.join(shipped) or 'none'})")
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -20,19 +20,20 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
-from rich.console import Console
-
 from spurmem.config import ConfigError
 from spurmem.locks import LOCK_FILE, folder_lock
 from spurmem.progress import Progress
 from spurmem.record import record_command, write_json_atomic
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from spurmem.report.html import Report
 
 
@@ -54,6 +55,8 @@ class DemoConfig(BaseModel):
     baseline: str = Field("dfr", description="the robust-training baseline next to the framework")
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (curves get coarser, runs faster)")
     device: str = Field("auto", description="auto, cpu or cuda")
+    threads: int = Field(0, ge=0, description="torch CPU threads for every stage (0: torch's default; on a busy "
+                         "machine 1 is often fastest)")
     probe: dict[str, Any] = Field(default_factory=dict, description="overrides of the probe grid (ProbeConfig)")
     example_models: int = Field(2, ge=0, description="half-data models for example-level memorisation "
                                 "(even; 0 skips it and the grid of the most memorised images)")
@@ -103,7 +106,7 @@ class DemoConfig(BaseModel):
 @dataclass
 class StageResult:
     name: str
-    status: str  # "ran", "reused" or "skipped"
+    status: str  # "ran", "reused" (finished by an earlier demo) or "skipped" (by a setting)
     seconds: float
     note: str = ""
 
@@ -122,6 +125,7 @@ class _Stage:
     title: str
     done: Callable[["_Demo"], bool]
     run: Callable[["_Demo"], str | None]
+    skip: Callable[["_Demo"], str] = lambda demo: ""  # the setting that leaves this stage out, if any
 
 
 class _Demo:
@@ -169,8 +173,8 @@ def _stages() -> list[_Stage]:
                lambda d: (d.erm_dir / "memorization" / "units_summary.json").is_file(),
                _scan_units),
         _Stage("examples", "example-level memorisation (models on random halves)",
-               lambda d: d.config.example_models == 0 or (d.erm_dir / "memorization" / "examples.csv").is_file(),
-               _scan_examples),
+               lambda d: (d.erm_dir / "memorization" / "examples.csv").is_file(),
+               _scan_examples, skip=lambda d: "example_models=0" if d.config.example_models == 0 else ""),
         _Stage("compare", "framework, ERM, erm-continue control and baseline",
                lambda d: _comparison_done(d),
                lambda d: d.run_compare(d.config.algorithms)),
@@ -225,7 +229,7 @@ def _write_report(demo: _Demo) -> None:
 
 
 CONFIG_FILE = "demo_config.json"
-NEUTRAL_SETTINGS = ("out_dir", "device")  # settings that do not change what is computed
+NEUTRAL_SETTINGS = ("out_dir", "device", "threads")  # settings that do not change what is computed
 
 
 def prepare_folder(config: DemoConfig, fresh: bool = False) -> None:
@@ -249,6 +253,20 @@ def prepare_folder(config: DemoConfig, fresh: bool = False) -> None:
     write_json_atomic(path, now)
 
 
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch uses ``threads`` CPU threads inside the block (0: leave it as it is), then as many as before."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_demo(config: DemoConfig, console: Console | None = None, progress: bool = True,
              fresh: bool = False) -> DemoResult:
     """Run every stage (reusing finished ones), write the report and return its path and timings.
@@ -258,6 +276,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, progress: bool 
 
 
 def _run_demo(config: DemoConfig, console: Console | None, progress: bool, fresh: bool) -> DemoResult:
+    from rich.console import Console
+
     console = console or Console()
     demo = _Demo(config, console, progress)
     prepare_folder(config, fresh)
@@ -266,10 +286,16 @@ def _run_demo(config: DemoConfig, console: Console | None, progress: bool, fresh
     results: list[StageResult] = []
     bar = Progress("demo", len(stages), unit="stages", enabled=progress,
                    cost=f"{len(stages)} stages ({', '.join(s.name for s in stages)}), finished ones reused")
-    with record_command(config.out, "demo", config=config.model_dump(mode="json"), seeds=config.seeds) as rec, bar:
+    with _torch_threads(config.threads), \
+            record_command(config.out, "demo", config=config.model_dump(mode="json"), seeds=config.seeds) as rec, bar:
         for i, stage in enumerate(stages, 1):
             console.rule(f"[bold]{i}/{len(stages)} {stage.title}")
             t0 = time.perf_counter()
+            reason = stage.skip(demo)
+            if reason:
+                console.print(f"    skipped ({reason})")
+                results.append(StageResult(stage.name, "skipped", 0.0, reason))
+                continue
             if stage.done(demo):
                 console.print("    finished by an earlier demo: reused")
                 results.append(StageResult(stage.name, "reused", 0.0))

@@ -153,7 +153,7 @@ def git_commit(start: str | Path | None = None) -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    """Provenance fields shared by every record: versions, commit, host, platform."""
+    """Provenance fields shared by every record: versions, commit, host, process id, platform."""
     try:
         import torch
 
@@ -164,6 +164,7 @@ def environment() -> dict[str, Any]:
         "spurmem_version": __version__,
         "git_commit": git_commit(),
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "platform": platform.platform(),
         "python_version": platform.python_version(),
         "torch_version": torch_version,

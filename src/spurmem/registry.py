@@ -24,3 +24,26 @@ def lookup(registry: Mapping[str, V], name: str, kind: str, error: type[Exceptio
     if name not in registry:
         raise error(unknown_name(kind, name, registry))
     return registry[name]
+
+
+class RegistryNames:
+    """The sorted names of registry ``module.attr``, imported only when first iterated or searched, so
+    that an argparse ``choices=RegistryNames(...)`` (and ``%(choices)s`` in its help) costs nothing
+    until that command's help or parse needs it."""
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module, self.attr = module, attr
+
+    def _names(self) -> list[str]:
+        import importlib
+
+        return sorted(getattr(importlib.import_module(self.module), self.attr))
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __len__(self) -> int:
+        return len(self._names())

@@ -1,50 +1,27 @@
-"""Group-labelled data: one schema, one registry of loaders (``DATASETS``)."""
+"""Group-labelled data: one schema, one registry of loaders (``DATASETS``, in ``spurmem.data.datasets``).
+
+Names are imported on first use, so importing a submodule (``spurmem.data.schema``) stays light.
+"""
 
 from __future__ import annotations
 
-import difflib
-import inspect
-from typing import Any, Callable
+from spurmem.lazy import lazy_exports
 
-from spurmem.registry import lookup
-from spurmem.data.augment import AUGMENTATIONS, build_augment
-from spurmem.data.batches import Batch, iterate_batches, to_float
-from spurmem.data.celeba import load_celeba
-from spurmem.data.colored_digits import load_colored_digits
-from spurmem.data.fashion_waterbirds import load_fashion_waterbirds
-from spurmem.data.metadata_csv import load_metadata_csv
-from spurmem.data.schema import SPLITS, DataError, GroupDataset, SplitData, group_index
-from spurmem.data.synthetic_shapes import load_synthetic_shapes
-from spurmem.data.waterbirds import load_waterbirds
-
-DATASETS: dict[str, Callable[..., GroupDataset]] = {
-    "fashion-waterbirds": load_fashion_waterbirds,
-    "synthetic-shapes": load_synthetic_shapes,
-    "colored-digits": load_colored_digits,
-    "waterbirds": load_waterbirds,
-    "celeba": load_celeba,
-    "metadata-csv": load_metadata_csv,
+_EXPORTS = {
+    "AUGMENTATIONS": "spurmem.data.augment",
+    "build_augment": "spurmem.data.augment",
+    "Batch": "spurmem.data.batches",
+    "iterate_batches": "spurmem.data.batches",
+    "to_float": "spurmem.data.batches",
+    "DATASETS": "spurmem.data.datasets",
+    "check_dataset_params": "spurmem.data.datasets",
+    "dataset_parameters": "spurmem.data.datasets",
+    "load_dataset": "spurmem.data.datasets",
+    "SPLITS": "spurmem.data.schema",
+    "DataError": "spurmem.data.schema",
+    "GroupDataset": "spurmem.data.schema",
+    "SplitData": "spurmem.data.schema",
+    "group_index": "spurmem.data.schema",
 }
-
-
-def dataset_parameters(name: str) -> dict[str, Any]:
-    """The parameters of dataset ``name`` and their defaults (``inspect.Parameter.empty`` when none)."""
-    loader = lookup(DATASETS, name, "dataset", error=DataError)
-    return {k: p.default for k, p in inspect.signature(loader).parameters.items()}
-
-
-def load_dataset(name: str, **params: Any) -> GroupDataset:
-    """Build the dataset registered as ``name`` with keyword ``params`` (unknown keys are errors)."""
-    accepted = dataset_parameters(name)
-    for key in params:
-        if key not in accepted:
-            near = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise DataError(f"dataset {name!r} has no parameter {key!r}{hint}. Parameters: {', '.join(accepted)}")
-    return DATASETS[name](**params)
-
-
-__all__ = [
-    "AUGMENTATIONS", "DATASETS", "SPLITS", "Batch", "DataError", "GroupDataset", "SplitData", "build_augment",
-    "dataset_parameters", "group_index", "iterate_batches", "load_dataset", "to_float",
-]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -7,7 +7,7 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from spurmem.data import DATASETS
+    from spurmem.registry import RegistryNames
 
     data = sub.add_parser("data", help="inspect the group-labelled datasets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  spurmem data summary metadata-csv csv=my/meta.csv class_names=cat,dog attr_names=indoor,outdoor",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    summary.add_argument("name", choices=sorted(DATASETS), metavar="NAME",
-                         help=f"dataset: {', '.join(sorted(DATASETS))}")
+    summary.add_argument("name", choices=RegistryNames("spurmem.data.datasets", "DATASETS"), metavar="NAME",
+                         help="dataset: %(choices)s")
     summary.add_argument("params", nargs="*", metavar="KEY=VALUE",
                          help="dataset parameters (values parsed as YAML: 0.9, true, [a, b])")
     summary.add_argument("--json", action="store_true", help="print the description as JSON instead of a table")

@@ -3,11 +3,18 @@ Feldman-style with models on random halves) and per group (:func:`gap_report`)."
 
 from __future__ import annotations
 
-from spurmem.memorization.examples import ExampleMemorization, example_memorization, flip_order
-from spurmem.memorization.gap import GapReport, gap_report
-from spurmem.memorization.units import UnitMemorization, concentration, top_share, unit_memorization
+from spurmem.lazy import lazy_exports
 
-__all__ = [
-    "ExampleMemorization", "GapReport", "UnitMemorization", "concentration", "example_memorization",
-    "flip_order", "gap_report", "top_share", "unit_memorization",
-]
+_EXPORTS = {
+    'ExampleMemorization': 'spurmem.memorization.examples',
+    'example_memorization': 'spurmem.memorization.examples',
+    'flip_order': 'spurmem.memorization.examples',
+    'GapReport': 'spurmem.memorization.gap',
+    'gap_report': 'spurmem.memorization.gap',
+    'UnitMemorization': 'spurmem.memorization.units',
+    'concentration': 'spurmem.memorization.units',
+    'top_share': 'spurmem.memorization.units',
+    'unit_memorization': 'spurmem.memorization.units',
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

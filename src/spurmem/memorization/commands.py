@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from spurmem.cli_options import add_common_options
+
 OUT_DIR = "memorization"
 SCREEN_HINT_UNITS = 1000  # above this many units an exact scan of three splits takes hours on a CPU
 
@@ -28,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score every unit: minority train drop minus held-out drop when it alone is zeroed",
         description="Zero every candidate unit alone (fast scan engine) and score it by the drop in pooled "
                     "minority-group training accuracy minus the drop in held-out accuracy (per minority group as "
-                    "well). Reports the ranked table, the share of the total positive score held by the top 1%% "
-                    "and 10%% of units, the cumulative-share curve and per-layer totals, each against the random "
+                    "well). Reports the ranked table, the share of the total positive score held by the top 1% "
+                    "and 10% of units, the cumulative-share curve and per-layer totals, each against the random "
                     "expectation (uniform, and a sign-flip null over units), and says whether memorisation is "
                     "concentrated.",
         epilog="outputs (RUN_DIR/memorization/): units_ranked.csv, units_groups.csv (unit x group), "
@@ -41,11 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("run_dir", type=Path)
     u.add_argument("--heldout", default="test", choices=("test", "val"), help="held-out split (default test)")
     u.add_argument("--intervention", default="zero", help="edit applied to each unit (default zero, SPEC 5.3)")
-    u.add_argument("--epoch", default="selected", help="checkpoint: selected, last or an epoch number")
     u.add_argument("--null-draws", type=int, default=1000, help="sign-flip null draws (default 1000)")
-    u.add_argument("--seed", type=int, default=0)
-    u.add_argument("--device", default="auto")
-    u.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_common_options(u, {"epoch": "selected", "seed": 0, "device": "auto", "threads": 0})
     u.add_argument("--screen", action="store_true",
                    help="screened scan: run exactly only the unit-example pairs a first-order screen cannot "
                         "clear (much faster on wide models; the summary reports its audit)")
@@ -78,38 +77,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("run_dir", type=Path)
     e.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training-config overrides for the half models")
     e.add_argument("--models", type=int, default=8, help="number of half-data models, even (default 8)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the random halves")
-    e.add_argument("--epoch", default="last", help="checkpoint of each half model to evaluate (default last)")
     e.add_argument("--flip-k", type=int, default=10, help="top-k units zeroed together for the flip order")
-    e.add_argument("--device", default="auto")
+    add_common_options(e, {"epoch": "last", "seed": 0, "device": "auto", "threads": 0},
+                       helps={"epoch": "checkpoint of each half model to evaluate", "seed": "seed of the random halves"})
     e.set_defaults(func=_examples)
 
     g = actions.add_parser(
         "gap", help="train vs held-out accuracy per group, with CIs over runs",
         description="The memorisation gap acc_g(train) - acc_g(held-out) per group at the chosen epoch; one run "
-                    "gives binomial 95%% intervals, several runs (seeds) a t-interval over runs.",
+                    "gives binomial 95% intervals, several runs (seeds) a t-interval over runs.",
         epilog="outputs: RUN_DIR/memorization/gap_runs.csv and gap_summary.csv for every RUN_DIR given "
                "(or --out DIR)\n\nexample:\n  spurmem memorization gap runs/erm-seed0 runs/erm-seed1")
     g.add_argument("run_dirs", type=Path, nargs="+")
     g.add_argument("--heldout", default="test", choices=("test", "val"))
-    g.add_argument("--epoch", default="selected", help="selected, last or an epoch number")
     g.add_argument("--out", type=Path, default=None, help="write the tables here instead of each run's folder")
+    add_common_options(g, {"epoch": "selected"})
     g.set_defaults(func=_gap)
 
 
-def _epoch(text: str):
-    return int(text) if str(text).isdigit() else text
-
-
-def _set_threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 def _units(args: argparse.Namespace) -> int:
-    _set_threads(args)
     from spurmem.memorization.units import unit_memorization
     from spurmem.probes.scan import Screen
     from spurmem.probes.units import enumerate_units
@@ -118,7 +104,7 @@ def _units(args: argparse.Namespace) -> int:
     from spurmem.record import json_text, record_command
     from spurmem.train import load_run
 
-    loaded = load_run(args.run_dir, epoch=_epoch(args.epoch), device=args.device)
+    loaded = load_run(args.run_dir, epoch=args.epoch, device=args.device)
     out = args.out or args.run_dir / OUT_DIR
     n_units = len(enumerate_units(loaded.model))
     if n_units > SCREEN_HINT_UNITS and not (args.screen or args.layers):
@@ -201,7 +187,7 @@ def _examples(args: argparse.Namespace) -> int:
                            config={"models": args.models, "epoch": args.epoch, "overrides": overrides},
                            seeds=[args.seed]) as rec:
         result = example_memorization(loaded.config, loaded.dataset, out, models=args.models, seed=args.seed,
-                                      epoch=_epoch(args.epoch), device=args.device, progress=True, **overrides)
+                                      epoch=args.epoch, device=args.device, progress=True, **overrides)
         files = {"examples.csv": result.examples.to_csv(index=False),
                  "examples_groups.csv": result.groups.to_csv(index=False)}
         summary = {**result.info, "run_dir": str(args.run_dir)}
@@ -232,7 +218,7 @@ def _gap(args: argparse.Namespace) -> int:
     from spurmem.memorization.gap import gap_report
     from spurmem.record import write_text_atomic
 
-    report = gap_report(args.run_dirs, heldout=args.heldout, epoch=_epoch(args.epoch))
+    report = gap_report(args.run_dirs, heldout=args.heldout, epoch=args.epoch)
     targets = [args.out] if args.out else [d / OUT_DIR for d in args.run_dirs]
     for folder in targets:
         with folder_lock(folder, "memorization gap"):

@@ -6,6 +6,7 @@ declares its classifier head's module name in ``model.head_name``.
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Any, Callable
 
@@ -20,8 +21,9 @@ from spurmem.models.weights import (
 )
 
 
-def _small_cnn(n_classes: int, in_channels: int = 3, img_size: int = 32, **params: Any) -> nn.Module:
-    return SmallCNN(n_classes, in_channels, **params)
+def _small_cnn(n_classes: int, in_channels: int = 3, img_size: int = 32, width: float = 1.0,
+               widths: list[int] | None = None) -> nn.Module:
+    return SmallCNN(n_classes, in_channels, width=width, widths=widths)
 
 
 # Each builder takes (n_classes, in_channels, img_size, **params).
@@ -39,14 +41,38 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def build_model(name: str, n_classes: int, in_channels: int = 3, img_size: int = 32, **params: Any) -> nn.Module:
     """A freshly initialised model from the registry (seed the global RNG first for reproducibility)."""
-    if name not in MODELS:
-        near = nearest_key(name, MODELS)
-        hint = f"; did you mean {near!r}?" if near else ""
-        raise ConfigError(f"unknown model {name!r}{hint} Known: {', '.join(MODELS)}")
+    check_model_params(name, params)
     try:
         return MODELS[name](n_classes, in_channels=in_channels, img_size=img_size, **params)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: bad model_params {params}: {exc}") from None
+
+
+BUILDER_ARGUMENTS = ("arch", "n_classes", "in_channels", "img_size")  # set by build_model, not model_params
+
+
+def check_model_params(name: str, params: dict[str, Any]) -> None:
+    """ConfigError naming the first key of ``params`` that model ``name`` does not take, and the nearest one
+    (models whose builder passes unknown keywords on, the timm ViTs, accept any key here)."""
+    accepted = model_parameters(name)
+    unknown = [] if accepted is None else [k for k in params if k not in accepted]
+    if unknown:
+        near = nearest_key(unknown[0], accepted)
+        raise ConfigError(f"model {name!r}: bad model_params: no parameter {unknown[0]!r}"
+                          + (f" (did you mean {near!r}?)" if near else "") + f". Parameters: {', '.join(accepted) or 'none'}")
+
+
+def model_parameters(name: str) -> dict[str, Any] | None:
+    """The ``model_params`` that model ``name`` takes and their defaults, or None when its builder passes
+    unknown keywords on (the timm ViTs), so that any key may be valid."""
+    if name not in MODELS:
+        near = nearest_key(name, MODELS)
+        raise ConfigError(f"unknown model {name!r}" + (f"; did you mean {near!r}?" if near else "")
+                          + f" Known: {', '.join(MODELS)}")
+    params = inspect.signature(MODELS[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {k: p.default for k, p in params.items() if k not in BUILDER_ARGUMENTS}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -54,6 +80,6 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "MLP", "MODELS", "SmallCNN", "WeightsReport", "build_model", "count_parameters", "load_weights",
-    "pretrained_mobilenet_v2_available", "pretrained_mobilenet_v2_path", "read_state_dict",
+    "MLP", "MODELS", "SmallCNN", "WeightsReport", "build_model", "check_model_params", "count_parameters", "load_weights",
+    "model_parameters", "pretrained_mobilenet_v2_available", "pretrained_mobilenet_v2_path", "read_state_dict",
 ]

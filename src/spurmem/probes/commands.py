@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 from spurmem import progress
+from spurmem.cli_options import add_common_options, apply_common_options
 
 # Sub-actions of ``spurmem probe``: name -> module with add_arguments(parser) and run(args) -> int.
 PROBE_ACTIONS: dict[str, str] = {
@@ -52,6 +53,7 @@ def grid_parser(prog: str = "spurmem probe") -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. k=[1,5] repeats=20")
     p.add_argument("--config", type=Path, help="YAML ProbeConfig (defaults: the grid described below)")
     progress.add_options(p)
+    add_common_options(p, {"threads": 0}, config_keys={"epoch": "epoch", "device": "device", "seed": "seed"})
     return p
 
 
@@ -76,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "probe", help="probe critical units: scorers x k x interventions, every group, verdicts",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="spurmem probe RUN_DIR [--config FILE] [--no-progress] [KEY=VALUE ...]"
+        usage="spurmem probe RUN_DIR [--config FILE] [--no-progress] [--epoch EPOCH] [--device DEVICE] [--seed N] "
+              "[--threads N] [KEY=VALUE ...]"
               + (f"\n       spurmem probe {{{','.join(actions_available)}}} ..." if actions_available else ""),
         description=grid.description + (f"\n\nSub-actions: {actions}." if actions_available else ""),
         epilog=grid.epilog,
@@ -99,9 +102,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         module.add_arguments(sub)
         progress.add_options(sub)
         parsed = parse_with_overrides(sub, args.rest)
+        apply_common_options(parsed)
         with progress.options(parsed):
             return int(module.run(parsed) or 0)
     parsed = parse_with_overrides(grid_parser(), [args.target, *args.rest])
+    apply_common_options(parsed)
     with progress.options(parsed):
         return _grid(parsed)
 

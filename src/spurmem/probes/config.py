@@ -13,9 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spurmem.registry import lookup
-from spurmem.probes.interventions import INTERVENTIONS
-from spurmem.probes.scorers import CONTRASTS, SCORERS
 from spurmem.probes.verdicts import Thresholds
+
+# The registries are imported inside the validators: they need torch, and `spurmem probe --help`
+# (which lists this config's keys) should not.
 
 
 class ProbeConfig(BaseModel):
@@ -58,11 +59,15 @@ class ProbeConfig(BaseModel):
     @field_validator("scorers")
     @classmethod
     def _scorers(cls, v: list[str]) -> list[str]:
+        from spurmem.probes.scorers import SCORERS
+
         return [_known(s, SCORERS, "scorer") for s in v]
 
     @field_validator("interventions")
     @classmethod
     def _interventions(cls, v: list[str]) -> list[str]:
+        from spurmem.probes.interventions import INTERVENTIONS
+
         return [_known(s, INTERVENTIONS, "intervention") for s in v]
 
     @field_validator("k")
@@ -99,6 +104,8 @@ class ProbeConfig(BaseModel):
             raise ValueError("eval_splits must include train (every verdict compares train with held-out)")
         if self.heldout_split not in self.eval_splits:
             raise ValueError(f"heldout_split {self.heldout_split!r} must be one of eval_splits {self.eval_splits}")
+        from spurmem.probes.scorers import CONTRASTS
+
         if self.contrast not in CONTRASTS:
             raise ValueError(f"contrast must be one of {CONTRASTS}")
         return self

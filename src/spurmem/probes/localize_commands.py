@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spurmem.cli_options import add_common_options
+
 EPILOG = """examples:
   spurmem probe localize runs/erm-fashion-waterbirds --group 2
   spurmem probe localize runs/erm-fashion-waterbirds --group coat/land --epsilon 0.03 --max-steps 40
@@ -36,12 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unconstrained", action="store_true",
                    help="drop both constraints (cannot tell memorised examples from the group's decision rule)")
     p.add_argument("--no-control", action="store_true", help="skip the random-majority control search")
-    p.add_argument("--epoch", default="selected", help="checkpoint: selected, last or an epoch number")
-    p.add_argument("--seed", type=int, default=0, help="seed of the control's random subset")
     p.add_argument("--out", default=None, help="output folder name under RUN_DIR/localize/ (default: group-G[-unconstrained])")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; on a busy machine 1 is often fastest)")
+    add_common_options(p, {"epoch": "selected", "seed": 0, "device": "auto", "threads": 0},
+                       helps={"seed": "seed of the control's random subset"})
 
 
 def _group_index(text: str, names: list[str]) -> int:
@@ -61,14 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from spurmem.record import json_text, record_command
     from spurmem.train import load_run
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     if not args.run_dir.is_dir():
         raise FileNotFoundError(f"run directory {args.run_dir} does not exist")
-    epoch = int(args.epoch) if str(args.epoch).isdigit() else args.epoch
-    loaded = load_run(args.run_dir, epoch=epoch, device=args.device)
+    loaded = load_run(args.run_dir, epoch=args.epoch, device=args.device)
     group = _group_index(args.group, loaded.dataset.group_names)
     label = args.out or f"group-{group}" + ("-unconstrained" if args.unconstrained else "")
     out = args.run_dir / "localize" / label

@@ -1,7 +1,16 @@
-"""Reports: figures (matplotlib Agg, PNG), a self-contained HTML report with CSV and Markdown tables,
-the verdicts on the claims, and the listing of runs (``spurmem runs``)."""
+"""Reports: figures (matplotlib Agg, PNG/PDF/SVG), a self-contained HTML report with CSV, Markdown and
+LaTeX tables, the verdicts on the claims, and the listing of runs (``spurmem runs``)."""
 
-from spurmem.report.build import build_report, load_runs
-from spurmem.report.runs import Run, find_runs, group_history, read_run, runs_table
+from spurmem.lazy import lazy_exports
 
-__all__ = ["Run", "build_report", "find_runs", "group_history", "load_runs", "read_run", "runs_table"]
+_EXPORTS = {
+    "build_report": "spurmem.report.build",
+    "load_runs": "spurmem.report.build",
+    "Run": "spurmem.report.runs",
+    "find_runs": "spurmem.report.runs",
+    "group_history": "spurmem.report.runs",
+    "read_run": "spurmem.report.runs",
+    "runs_table": "spurmem.report.runs",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

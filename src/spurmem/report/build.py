@@ -22,6 +22,7 @@ from spurmem.report.figures import (
     plot_memorization_gap,
 )
 from spurmem.report.html import Report, Section, write_report
+from spurmem.report.reproducibility import reproducibility_section
 from spurmem.report.runs import Run, find_runs, group_history, headline, read_run, rule_text
 from spurmem.report.sections import comparison_section, memorization_section, probe_section
 from spurmem.report.tables import ReportTable
@@ -155,7 +156,8 @@ def assemble_report(paths: list[str | Path], title: str = "spurmem report", prog
     runs = load_runs(paths)
     train_runs = [r for r in runs if r.info.get("kind", "train") == "train"]
     builders = [(training_section, train_runs), (gap_section, train_runs), (probe_section, runs),
-                (memorization_section, runs), (lambda rs: comparison_section(paths, rs), runs)]
+                (memorization_section, runs), (lambda rs: comparison_section(paths, rs), runs),
+                (lambda rs: reproducibility_section(paths, rs), runs)]
     sections = []
     with Progress("report", len(builders), unit="sections", enabled=progress,
                   cost=f"{len(builders)} sections from {len(runs)} runs") as bar:

@@ -21,6 +21,24 @@ HEADER = """# Command-line reference
 
 Every `spurmem` command with its complete `--help`. This file is generated from the parser by
 `python -m spurmem.report.cli_reference docs/cli.md`; a test checks that it is current.
+
+## Conventions
+
+- **One spelling for the shared options.** `--epoch`, `--device`, `--seed` and `--threads` mean the
+  same in every command that has them, and each may equally be written `KEY=VALUE`:
+  `spurmem probe RUN --epoch last` and `spurmem probe RUN epoch=last` are the same command, as are
+  `spurmem memorization units RUN --epoch last` and `... epoch=last`. Where the setting lives in a
+  config (`train`, `probe`, `mitigate`, `compare`, `demo`) the option is passed on as that config's
+  override (`--device cpu` is `device=cpu`; in `compare` it is `train.device=cpu`) and wins over a
+  `KEY=VALUE` of the same key.
+- `--epoch`: `selected` (the epoch the run's selection rule chose), `last`, or an epoch number.
+- `--device`: `auto` (CUDA when present, else the CPU), `cpu` or `cuda[:N]`; asking for CUDA on a
+  machine without it is a one-line error.
+- `--threads N`: torch CPU threads (0 leaves torch's default); on a busy machine `--threads 1` is
+  often fastest.
+- `KEY=VALUE` overrides may come before or after the options; values are parsed as YAML
+  (`k=[1,3]`, `weights=null`). Unknown keys are errors that name the nearest valid key.
+- Every error spurmem raises on purpose is one line on stderr and exit status 2.
 """
 
 

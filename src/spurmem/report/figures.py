@@ -1,26 +1,39 @@
-"""Report figures (matplotlib Agg, PNG), each drawn from a tidy pandas table.
+"""Report figures (matplotlib Agg; PNG for the HTML, PDF and SVG for papers), each drawn from a tidy
+pandas table.
 
 Every function returns a :class:`ReportFigure` whose caption states the split, the seeds, the
 selection rule and which average the figure shows (:class:`Provenance`). Figures are drawn on
 ``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot, so no global state or
-display is involved. Groups keep one colour in every figure (``group_color``).
+display is involved. Groups keep one colour in every figure (``group_color``); colours come from the
+Okabe-Ito palette (distinct, colour-blind safe, up to eight series). Figures are sized for the
+report's ~1100-px column and drawn with :data:`STYLE`, so text stays readable there
+(``ReportFigure.min_text_px``); epoch axes have integer ticks; error bars appear only with two or more seeds.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter
+from matplotlib.text import Text
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-_PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+# Okabe & Ito (2008): eight colours told apart by everyone; yellow last (weak on white).
+_PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 RANDOM_CONTROL = "random"
+DPI = 110
+DISPLAY_PX = 1100  # width of the report's figure column (HTML max-width 1180 px less padding)
+VECTOR_FORMATS = ("pdf", "svg")
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9.5,
+         "ytick.labelsize": 9.5, "legend.fontsize": 9, "svg.hashsalt": "spurmem", "pdf.compression": 6}
 
 
 def group_color(group: int) -> str:
@@ -47,20 +60,59 @@ class Provenance:
 
 @dataclass
 class ReportFigure:
-    """A rendered figure: ``name`` is the PNG file stem; ``caption`` ends with the provenance."""
+    """A rendered figure: ``name`` is the file stem; ``caption`` ends with the provenance. ``vector``
+    holds the same figure as PDF and SVG; ``min_text_px`` is the height of its smallest text in pixels
+    once the PNG is shown in the report's column (scaled down when wider than :data:`DISPLAY_PX`)."""
 
     name: str
     title: str
     caption: str
     png: bytes
+    vector: dict[str, bytes] = field(default_factory=dict)
+    min_text_px: float | None = None
+
+
+def _styled(fn: Callable[..., ReportFigure]) -> Callable[..., ReportFigure]:
+    """Draw inside the report's style (font sizes) whatever the caller's matplotlib settings."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> ReportFigure:
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _render(fig: Figure, name: str, title: str, what: str, prov: Provenance) -> ReportFigure:
     FigureCanvasAgg(fig)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # keeps legends placed outside the axes
-    return ReportFigure(name=name, title=title, caption=f"{what} {prov.text()}", png=buf.getvalue())
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")  # keeps legends placed outside the axes
+    width_px = _png_width(buf.getvalue())
+    vector = {}
+    for fmt in VECTOR_FORMATS:
+        out = io.BytesIO()
+        fig.savefig(out, format=fmt, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else
+                    {"CreationDate": None})
+        vector[fmt] = out.getvalue()
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    min_px = min(sizes) * DPI / 72 * min(1.0, DISPLAY_PX / width_px) if sizes else None
+    return ReportFigure(name=name, title=title, caption=f"{what} {prov.text()}", png=buf.getvalue(), vector=vector,
+                        min_text_px=min_px)
+
+
+def _png_width(png: bytes) -> int:
+    return int.from_bytes(png[16:20], "big")  # the IHDR chunk: width, then height
+
+
+def _error_bars(std: pd.Series) -> np.ndarray | None:
+    """sd in points for ``yerr``, or None (no bars, no caps) when no value has one (one seed)."""
+    values = 100 * std.to_numpy(dtype=float)
+    return values if np.isfinite(values).any() else None
+
+
+def _integer_epochs(ax) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _group_label(frame: pd.DataFrame, group: int) -> str:
@@ -77,6 +129,7 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise ValueError(f"{what}: table is empty")
 
 
+@_styled
 def plot_group_accuracy_over_epochs(
     history: pd.DataFrame, prov: Provenance, selected_epochs: Sequence[int] = (), title_suffix: str = ""
 ) -> ReportFigure:
@@ -86,7 +139,7 @@ def plot_group_accuracy_over_epochs(
     mean with the min-max range shaded; ``selected_epochs`` are marked with dashed lines."""
     _require(history, ["epoch", "split", "group", "group_name", "accuracy"], "group accuracy over epochs")
     splits = [s for s in ("train", "val", "test") if s in set(history["split"])]
-    fig = Figure(figsize=(4.2 * len(splits), 3.4))
+    fig = Figure(figsize=(3.6 * len(splits), 3.4))
     axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
     for ax, split in zip(axes, splits):
         part = history[history["split"] == split]
@@ -100,10 +153,11 @@ def plot_group_accuracy_over_epochs(
             ax.axvline(e, color="k", ls="--", lw=0.8)
         ax.set_title(split)
         ax.set_xlabel("epoch")
+        _integer_epochs(ax)
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("group accuracy (%)")
-    axes[-1].legend(fontsize=7, loc="lower right")
+    axes[-1].legend(loc="lower right")
     what = (
         f"Accuracy of each group over training epochs{title_suffix}; line = mean over seeds, shaded = "
         "range over seeds; dashed line = selected epoch."
@@ -112,6 +166,7 @@ def plot_group_accuracy_over_epochs(
     return _render(fig, "group_accuracy_over_epochs", "Per-group accuracy over epochs", what, prov)
 
 
+@_styled
 def plot_group_accuracy_by_algorithm(history: pd.DataFrame, prov: Provenance, split: str = "test",
                                      selected: dict[str, Sequence[int]] | None = None) -> ReportFigure:
     """Per-group accuracy over epochs on one split, one panel per algorithm (e.g. the fine-tuning runs).
@@ -120,8 +175,12 @@ def plot_group_accuracy_by_algorithm(history: pd.DataFrame, prov: Provenance, sp
     _require(history, ["algorithm", "epoch", "split", "group", "group_name", "accuracy"], "accuracy by algorithm")
     part = history[history["split"] == split]
     algorithms = list(dict.fromkeys(part["algorithm"]))
-    fig = Figure(figsize=(max(4.2 * len(algorithms), 5.0), 3.4))
-    axes = fig.subplots(1, max(1, len(algorithms)), sharey=True, squeeze=False)[0]
+    ncol = max(1, min(3, len(algorithms)))
+    nrow = int(np.ceil(max(1, len(algorithms)) / ncol))
+    fig = Figure(figsize=(max(3.6 * ncol, 5.0), 3.1 * nrow))
+    axes = fig.subplots(nrow, ncol, sharey=True, squeeze=False).ravel()
+    for ax in axes[len(algorithms):]:
+        ax.set_visible(False)
     for ax, alg in zip(axes, algorithms):
         rows_a = part[part["algorithm"] == alg]
         for group, rows in rows_a.groupby("group"):
@@ -135,10 +194,12 @@ def plot_group_accuracy_by_algorithm(history: pd.DataFrame, prov: Provenance, sp
             ax.axvline(e, color="k", ls="--", lw=0.8)
         ax.set_title(alg)
         ax.set_xlabel("epoch (0 = starting checkpoint)")
+        _integer_epochs(ax)
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{split} group accuracy (%)")
-    axes[-1].legend(fontsize=7, loc="lower right")
+    for ax in axes[::ncol]:
+        ax.set_ylabel(f"{split} group accuracy (%)")
+    axes[len(algorithms) - 1].legend(loc="lower right")
     what = (f"{split.capitalize()} accuracy of each group over the epochs of each algorithm; line = mean over seeds, "
             "shaded = range over seeds; dashed line = selected epoch.")
     prov = Provenance(split, prov.seeds, prov.selection, prov.average)
@@ -146,6 +207,7 @@ def plot_group_accuracy_by_algorithm(history: pd.DataFrame, prov: Provenance, sp
                    what, prov)
 
 
+@_styled
 def plot_memorization_gap(gaps: pd.DataFrame, prov: Provenance) -> ReportFigure:
     """Memorisation gap acc_g(train) - acc_g(held-out) per group, mean +- sd over seeds; with an
     ``algorithm`` column, one bar per algorithm within each group.
@@ -157,29 +219,32 @@ def plot_memorization_gap(gaps: pd.DataFrame, prov: Provenance) -> ReportFigure:
     stats = gaps.groupby(["algorithm", "group", "group_name", "role"], sort=False)["gap"].agg(["mean", "std"])
     stats = stats.reset_index()
     groups = stats.drop_duplicates("group").sort_values("group")
-    fig = Figure(figsize=(max(5.5, 0.5 * len(groups) * len(algorithms) + 3.0), 3.6))
+    fig = Figure(figsize=(min(8.2, max(5.5, 0.3 * len(groups) * len(algorithms) + 3.5)), 3.8))
     ax = fig.subplots()
     width = 0.8 / len(algorithms)
+    n_seeds = int(gaps.groupby("algorithm")["seed"].nunique().max()) if "seed" in gaps else 1
     for a_i, alg in enumerate(algorithms):
         part = stats[stats["algorithm"] == alg].set_index("group").reindex(groups["group"])
         x = np.arange(len(groups)) + (a_i - (len(algorithms) - 1) / 2) * width
         colors = [group_color(g) for g in groups["group"]] if len(algorithms) == 1 else _PALETTE[a_i % len(_PALETTE)]
-        bars = ax.bar(x, 100 * part["mean"], width, yerr=100 * part["std"].fillna(0), color=colors, capsize=3,
+        bars = ax.bar(x, 100 * part["mean"], width, yerr=_error_bars(part["std"]), color=colors, capsize=3,
                       edgecolor="black", linewidth=0.6, label=alg or None)
         for bar, role in zip(bars, part["role"]):
             bar.set_hatch("" if role == "majority" else "//")
     ax.set_xticks(np.arange(len(groups)), [f"g{g} {n}\n({r})" for g, n, r in
-                                             zip(groups["group"], groups["group_name"], groups["role"])], fontsize=8)
+                                             zip(groups["group"], groups["group_name"], groups["role"])])
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylabel("train acc - held-out acc (points)")
     ax.grid(axis="y", alpha=0.3)
     if len(algorithms) > 1:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    spread = "one seed, so no error bars" if n_seeds < 2 else f"error bar = sd over {n_seeds} seeds"
     what = "Memorisation gap per group (training accuracy minus held-out accuracy of the same model); " \
-           "hatched = minority group; bar = mean, error bar = sd over seeds."
+           f"hatched = minority group; bar = mean, {spread}."
     return _render(fig, "memorization_gap", "Memorisation gap per group", what, prov)
 
 
+@_styled
 def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
     """Change in accuracy per group vs k, one panel per scorer, with the random control.
 
@@ -191,7 +256,7 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
     control = rows[rows["scorer"] == RANDOM_CONTROL]
     ncol = min(3, len(scorers))
     nrow = int(np.ceil(len(scorers) / ncol))
-    fig = Figure(figsize=(4.3 * ncol, 3.3 * nrow))
+    fig = Figure(figsize=(3.6 * ncol, 3.3 * nrow))
     axes = fig.subplots(nrow, ncol, sharey=True, squeeze=False).ravel()
     for ax, scorer in zip(axes, scorers):
         part = rows[rows["scorer"] == scorer]
@@ -221,7 +286,7 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
     if not control.empty and scorers != [RANDOM_CONTROL]:
         handles += [Line2D([], [], color="k", ls="-", marker="o", ms=3), Line2D([], [], color="k", ls="--")]
         labels += ["scorer's top-k units", "k random units (control)"]
-    fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(labels)),
+    fig.legend(handles, labels, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(labels)),
                frameon=False)
     what = (
         "Drop in each group's accuracy (original minus modified) after modifying the top-k units of each "
@@ -230,6 +295,7 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
     return _render(fig, "probe_accuracy_change_vs_k", "Accuracy change per group vs k", what, prov)
 
 
+@_styled
 def plot_group_matrix(matrix: pd.DataFrame, prov: Provenance, value_label: str = "accuracy drop (points)",
                       name: str = "group_matrix", title: str = "Group-by-group matrix") -> ReportFigure:
     """Heatmap: units selected from group i (rows) vs accuracy change on group j (columns).
@@ -244,10 +310,10 @@ def plot_group_matrix(matrix: pd.DataFrame, prov: Provenance, value_label: str =
     lim = max(1.0, float(np.nanmax(np.abs(data)))) if np.isfinite(data).any() else 1.0
     im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim)
     for (i, j), v in np.ndenumerate(data):
-        ax.text(j, i, "" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=8,
+        ax.text(j, i, "" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=9,
                 color="white" if abs(v) > 0.6 * lim else "black")
-    ax.set_xticks(range(data.shape[1]), [f"g{g} {n}" for g, n in pivot.columns], rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(data.shape[0]), [f"g{g} {n}" for g, n in pivot.index], fontsize=8)
+    ax.set_xticks(range(data.shape[1]), [f"g{g} {n}" for g, n in pivot.columns], rotation=30, ha="right")
+    ax.set_yticks(range(data.shape[0]), [f"g{g} {n}" for g, n in pivot.index])
     ax.set_xlabel("accuracy measured on group")
     ax.set_ylabel("units selected from group")
     fig.colorbar(im, ax=ax, label=value_label, shrink=0.8)
@@ -255,6 +321,7 @@ def plot_group_matrix(matrix: pd.DataFrame, prov: Provenance, value_label: str =
     return _render(fig, name, title, what, prov)
 
 
+@_styled
 def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance, null: pd.DataFrame | None = None) -> ReportFigure:
     """Cumulative share of the total unit-level memorisation held by the top units (log x axis).
 
@@ -265,21 +332,21 @@ def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance, null: pd.DataF
     total = s.sum()
     share = np.cumsum(s) / total if total > 0 else np.zeros_like(s)
     frac = np.arange(1, len(s) + 1) / len(s)
-    fig = Figure(figsize=(7.4, 3.8))
+    fig = Figure(figsize=(6.4, 3.8))
     ax = fig.subplots()
     if null is not None and not null.empty:
         ax.fill_between(100 * null["fraction_of_units"], 100 * null["null_lo"], 100 * null["null_hi"],
                         color="grey", alpha=0.25, label="sign-flip null, 95%")
         ax.plot(100 * null["fraction_of_units"], 100 * null["null_mean"], color="grey", lw=1, ls="--",
                 label="sign-flip null, mean")
-    ax.plot(100 * frac, 100 * share, color="#d95f02", lw=2, label="observed, largest score first")
+    ax.plot(100 * frac, 100 * share, color=_PALETTE[1], lw=2, label="observed, largest score first")
     ax.plot(100 * frac, 100 * frac, "k:", lw=1, label="evenly spread")
     for pct in (1, 10):
         n = max(1, int(np.ceil(len(s) * pct / 100)))
         val = 100 * share[n - 1] if total > 0 else 0.0
         ax.plot([100 * n / len(s)], [val], "ko", ms=4)
         ax.annotate(f"top {pct}%: {val:.0f}%", (100 * n / len(s), val), textcoords="offset points",
-                    xytext=(6, -14 if pct == 10 else 6), fontsize=8)
+                    xytext=(6, -14 if pct == 10 else 6), fontsize=9)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlim(100 / len(s) if len(s) else 0.1, 100)
@@ -287,7 +354,7 @@ def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance, null: pd.DataF
     ax.set_ylabel("share of total positive score (%)")
     ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
     what = (
         f"Cumulative share of the unit-level memorisation score (pooled minority train-accuracy drop minus "
         f"held-out drop when the unit alone is zeroed) over {len(s)} units; positive scores only."
@@ -297,6 +364,7 @@ def plot_cumulative_share(scores: pd.DataFrame, prov: Provenance, null: pd.DataF
     return _render(fig, "cumulative_memorization_share", "Cumulative memorisation share over units", what, prov)
 
 
+@_styled
 def plot_layer_memorization(layers: pd.DataFrame, prov: Provenance) -> ReportFigure:
     """Each layer's share of the total positive memorisation score next to its share of the units.
 
@@ -306,22 +374,22 @@ def plot_layer_memorization(layers: pd.DataFrame, prov: Provenance) -> ReportFig
     ax = fig.subplots()
     y = np.arange(len(layers))[::-1]
     h = 0.38
-    ax.barh(y + h / 2, 100 * layers["share"].fillna(0).to_numpy(dtype=float), h, color="#7570b3",
+    ax.barh(y + h / 2, 100 * layers["share"].fillna(0).to_numpy(dtype=float), h, color=_PALETTE[0],
             label="share of positive score")
     ax.barh(y - h / 2, 100 * layers["uniform_share"].to_numpy(dtype=float), h, color="#cccccc",
             label="share of units")
     units = layers["units"] if "units" in layers else [None] * len(layers)
-    ax.set_yticks(y, [f"{l} ({int(n)})" if n is not None else str(l) for l, n in zip(layers["layer"], units)],
-                  fontsize=8)
+    ax.set_yticks(y, [f"{l} ({int(n)})" if n is not None else str(l) for l, n in zip(layers["layer"], units)])
     ax.set_xlabel("%")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
     what = ("Each layer's share of the total positive unit-level memorisation score next to its share of the units "
             "(number of units in brackets), input first. A layer holding far more than its share of units "
             "concentrates memorisation.")
     return _render(fig, "layer_memorization", "Per-layer memorisation", what, prov)
 
 
+@_styled
 def plot_algorithm_comparison(comparison: pd.DataFrame, prov: Provenance) -> ReportFigure:
     """Algorithms side by side, mean +- sd over seeds, one bar group per metric.
 
@@ -329,20 +397,21 @@ def plot_algorithm_comparison(comparison: pd.DataFrame, prov: Provenance) -> Rep
     _require(comparison, ["algorithm", "metric", "mean", "std"], "algorithm comparison")
     algorithms = list(dict.fromkeys(comparison["algorithm"]))
     metrics = list(dict.fromkeys(comparison["metric"]))
-    fig = Figure(figsize=(min(9.5, max(5.0, 0.75 * len(algorithms) * len(metrics) + 2.5)), 3.8))
+    fig = Figure(figsize=(min(8.0, max(5.0, 0.45 * len(algorithms) * len(metrics) + 2.0)), 3.9))
     ax = fig.subplots()
     width = 0.8 / len(metrics)
     for m_i, metric in enumerate(metrics):
         part = comparison[comparison["metric"] == metric].set_index("algorithm").reindex(algorithms)
         x = np.arange(len(algorithms)) + (m_i - (len(metrics) - 1) / 2) * width
-        bars = ax.bar(x, 100 * part["mean"], width, yerr=100 * part["std"].fillna(0), capsize=3,
+        bars = ax.bar(x, 100 * part["mean"], width, yerr=_error_bars(part["std"]), capsize=3,
                       color=_PALETTE[m_i % len(_PALETTE)], label=metric)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2, label_type="center")
-    ax.set_xticks(np.arange(len(algorithms)), algorithms, rotation=15, fontsize=8)
+        ax.bar_label(bars, fmt="%.1f", fontsize=9, padding=2, label_type="center", rotation=90,
+                     color="white" if m_i % len(_PALETTE) in (0, 1, 6) else "black")
+    ax.set_xticks(np.arange(len(algorithms)), algorithms, rotation=20, ha="right")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     n = comparison["n_seeds"].max() if "n_seeds" in comparison else None
     spread = ("one seed, so no error bars" if n == 1 else
               f"error bar = sd over {int(n)} seeds" if n is not None else "error bar = sd over seeds")
@@ -350,6 +419,7 @@ def plot_algorithm_comparison(comparison: pd.DataFrame, prov: Provenance) -> Rep
     return _render(fig, "algorithm_comparison", "Algorithm comparison", what, prov)
 
 
+@_styled
 def plot_example_grid(images: np.ndarray, labels: Sequence[str], prov: Provenance, title: str,
                       name: str = "most_memorized_examples", what: str = "") -> ReportFigure:
     """A grid of images (uint8 N x C x H x W or N x H x W) with a label under each."""
@@ -361,7 +431,7 @@ def plot_example_grid(images: np.ndarray, labels: Sequence[str], prov: Provenanc
     n = len(images)
     ncol = min(8, n)
     nrow = int(np.ceil(n / ncol))
-    fig = Figure(figsize=(1.35 * ncol, 1.55 * nrow + 0.3))
+    fig = Figure(figsize=(1.3 * ncol, 1.75 * nrow + 0.3))
     axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
@@ -369,5 +439,5 @@ def plot_example_grid(images: np.ndarray, labels: Sequence[str], prov: Provenanc
         chw = img.transpose(1, 2, 0)
         ax.imshow(chw[..., 0] if chw.shape[2] == 1 else chw, cmap="gray" if chw.shape[2] == 1 else None,
                   interpolation="nearest")
-        ax.set_title(label, fontsize=6.5)
+        ax.set_title(label, fontsize=9)
     return _render(fig, name, title, what or title + ".", prov)

@@ -1,6 +1,6 @@
 """The self-contained report: one HTML file (figures embedded as base64 PNG, inline CSS, no scripts,
-opens from disk with no server) plus the same figures as PNG files and the same tables as CSV and
-Markdown, and ``report.md`` tying them together.
+opens from disk with no server) plus the same figures as PNG, PDF and SVG files and the same tables as
+CSV, Markdown and LaTeX, and ``report.md`` tying them together.
 
 The report opens with the verdicts on the claims (SPEC 5 and 6), whatever their outcome, then one
 section per kind of evidence. A section whose inputs do not exist says so and how to produce them.
@@ -92,10 +92,15 @@ h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bo
 .meta{color:#666;font-size:.9em}
 .table-wrap{overflow-x:auto;max-width:100%;margin:1em 0}
 table.data{border-collapse:collapse;font-size:.86em}
+table.data.wide{font-size:.78em}
+details.table-fold{margin:1em 0;border:1px solid #e3e3e3;padding:.3em .6em;background:#fafafa}
+details.table-fold summary{cursor:pointer;color:#333}
 table.data th,table.data td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-table.data td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.data td{overflow-wrap:anywhere}
+table.data td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;overflow-wrap:normal}
 table.data caption{caption-side:bottom;text-align:left;color:#555;font-size:.92em;padding-top:.4em}
 table.data thead{background:#f3f3f3}
+.verdicts td[class^="v-"]{white-space:nowrap;overflow-wrap:normal}
 .verdicts td.v-supported{background:#d9f2d9;font-weight:600}
 .verdicts td.v-not-supported{background:#f8d7d7;font-weight:600}
 .verdicts td.v-inconclusive{background:#fff3cd;font-weight:600}
@@ -123,13 +128,13 @@ def _verdicts_html(report: Report) -> str:
             f"<td>{_esc(v.statistic)}</td><td>{_esc(v.source)}</td></tr>"
         )
     return (
-        '<section id="verdicts"><h2>Verdicts on the claims</h2>'
+        '<section id="verdicts"><h2>Verdicts on the claims</h2><div class="table-wrap">'
         '<table id="table-verdicts" class="data verdicts"><thead><tr><th>claim</th><th>verdict</th>'
         "<th>outcome</th><th>statistic</th><th>source</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody><caption>Each claim of SPEC 5 (sensitivity, group specificity, localisation) and SPEC 6 "
         "(the framework) as tested on these runs, whatever the outcome. A claim can fail on a given model "
-        "and dataset; 'not tested' names the command that would test it.</caption></table></section>"
+        "and dataset; 'not tested' names the command that would test it.</caption></table></div></section>"
     )
 
 
@@ -179,16 +184,17 @@ def render_markdown(report: Report) -> str:
             lines += [md_text(s.intro), ""]
         lines += [f"> {md_text(n)}\n" for n in s.notes]
         for f in s.figures:
-            lines += [f"![{md_text(f.title)}](figures/{f.name}.png)", "", f"*{md_text(f.title)}.* {md_text(f.caption)}",
-                      ""]
+            vector = ", ".join(f"[{fmt.upper()}](figures/{f.name}.{fmt})" for fmt in f.vector)
+            lines += [f"![{md_text(f.title)}](figures/{f.name}.png)", "", f"*{md_text(f.title)}.* {md_text(f.caption)}"
+                      + (f" ({vector})" if vector else ""), ""]
         lines += [to_markdown(t) for t in s.tables]
     return "\n".join(lines)
 
 
 def write_report(report: Report, out_dir: str | Path) -> Path:
-    """Write ``report.html``, ``report.md``, ``figures/*.png`` and ``tables/*.csv|md``; returns the
-    HTML path. The files are one set (``report.manifest.json`` last, ``spurmem.fileset``), written
-    under the folder's lock, the HTML last of the files."""
+    """Write ``report.html``, ``report.md``, ``figures/*.png|pdf|svg`` and ``tables/*.csv|md|tex``;
+    returns the HTML path. The files are one set (``report.manifest.json`` last, ``spurmem.fileset``),
+    written under the folder's lock, the HTML last of the files."""
     from spurmem.fileset import write_set
     from spurmem.locks import folder_lock
 
@@ -198,13 +204,15 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     if dup:
         raise ValueError(f"two figures share the file name(s) {sorted(dup)}")
     files: dict[str, str | bytes] = {f"figures/{fig.name}.png": fig.png for fig in report.figures}
+    files.update({f"figures/{fig.name}.{fmt}": data for fig in report.figures for fmt, data in fig.vector.items()})
     for table in [report.verdict_table(), *report.tables]:
         files.update(table_files(table, "tables"))
     files["report.md"] = render_markdown(report)
     files["report.html"] = render_html(report)
     with folder_lock(out, "report"):
         # Files of an earlier report in the same folder would be mistaken for this one's.
-        for stale in [*out.glob("figures/*.png"), *out.glob("tables/*.csv"), *out.glob("tables/*.md")]:
+        for stale in [p for pattern in ("figures/*.png", "figures/*.pdf", "figures/*.svg", "tables/*.csv",
+                                        "tables/*.md", "tables/*.tex") for p in out.glob(pattern)]:
             if stale.relative_to(out).as_posix() not in files:
                 stale.unlink()
         write_set(out, "report", files)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def _num(value: Any) -> float:
 HEADLINE_COLUMNS = [
     "name", "status", "dataset", "model", "algorithm", "seed", "epochs", "selection_rule", "selected_epoch",
     "val_wga", "test_wga", "test_average", "test_adjusted_average", "max_memorization_gap",
-    "seconds", "path",
+    "started", "seconds", "path",
 ]
 
 
@@ -199,9 +200,13 @@ def headline(run: Run) -> dict[str, Any]:
         gaps = [g["accuracy"] - by_group[g["group"]] for g in groups["train"] if g["group"] in by_group]
         gaps = [x for x in gaps if x is not None and not math.isnan(x)]
         gap = max(gaps) if gaps else gap
-    status = run.status
-    if status == "running" and run.history:
-        status = f"running (epoch {run.history[-1]['epoch']})"
+    status = run_state(run)
+    if status in ("running", "killed", "unknown"):
+        detail = [f"epoch {run.history[-1]['epoch']}"] if run.history else []
+        owner = run_owner(run)
+        if status == "unknown":
+            detail.append(f"on host {owner['host']}" if owner and owner.get("host") else "no pid recorded")
+        status += f" ({', '.join(detail)})" if detail else ""
     return {
         "name": run.name,
         "status": status,
@@ -217,9 +222,68 @@ def headline(run: Run) -> dict[str, Any]:
         "test_average": _num(sel.get("test/average")),
         "test_adjusted_average": _num(sel.get("test/adjusted_average")),
         "max_memorization_gap": gap,
+        "started": run.info.get("started"),
         "seconds": _num(run.info.get("seconds")),
         "path": str(run.path),
     }
+
+
+def run_owner(run: Run) -> dict[str, Any] | None:
+    """The process that writes a run: the live lock's owner when ``spurmem.locks`` is there and holds one,
+    else the ``pid`` and ``host`` its ``run.json`` records; None when neither says."""
+    try:
+        from spurmem.locks import lock_owner
+    except ImportError:
+        lock_owner = None
+    owner = lock_owner(run.path) if lock_owner is not None else None
+    if owner:
+        return owner
+    if run.info.get("pid") is not None:
+        return {"pid": run.info["pid"], "host": run.info.get("host")}
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except (OSError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def run_state(run: Run) -> str:
+    """``run.json``'s status, except that a ``running`` run whose process is gone is ``killed``, and one
+    whose process cannot be checked (another host, or no pid recorded) is ``unknown``."""
+    if run.status != "running":
+        return run.status
+    owner = run_owner(run)
+    if owner is None or owner.get("pid") is None:
+        return "unknown"
+    if owner.get("host") not in (None, socket.gethostname()):
+        return "unknown"
+    return "running" if _pid_alive(owner["pid"]) else "killed"
+
+
+def select_runs(table: pd.DataFrame, status: str | None = None, algorithm: str | None = None,
+                sort: str | None = None, reverse: bool = False) -> pd.DataFrame:
+    """The rows of a :func:`runs_table` whose status (its first word: running, killed, complete, ...) and
+    algorithm match, sorted by column ``sort`` (missing values last)."""
+    if status is not None:
+        table = table[table["status"].astype(str).str.split(" ").str[0] == status]
+    if algorithm is not None:
+        table = table[table["algorithm"] == algorithm]
+    if sort is not None:
+        if sort not in table.columns:
+            from spurmem.config import ConfigError
+            from spurmem.registry import unknown_name
+
+            raise ConfigError(f"--sort: {unknown_name('column', sort, table.columns)}")
+        table = table.sort_values(sort, ascending=not reverse, na_position="last", kind="stable")
+    return table.reset_index(drop=True)
 
 
 def runs_table(paths: list[str | Path]) -> pd.DataFrame:

@@ -213,12 +213,15 @@ def comparison_section(paths: list[str | Path], runs: list[Run]) -> Section:
             "comparison" + suffix, "Algorithm comparison" + (f" ({cmp.path.name})" if suffix else ""),
             f"Mean and sample sd over seeds {cmp.seeds} at each run's selected epoch ({rule_text(cmp.selection_rule)}); "
             "gap g = train - test accuracy of group g. From " + str(cmp.path / inputs.COMPARISON_FILE) + ".",
-            wide, display=comparison_display(wide)))
+            wide, display=comparison_display(wide), fold=False))  # the headline result: always shown
         first = ["algorithm", "seed", "selected_epoch", "selection_value", *inputs.METRIC_LABELS]
         lead = [c for c in first if c in cmp.per_run]
         order = lead + sorted(c for c in cmp.per_run if c not in lead and c != "run_dir") + \
             (["run_dir"] if "run_dir" in cmp.per_run else [])
+        shown = cmp.per_run[[c for c in order if c != "run_dir"]]
         section.tables.append(ReportTable(
             "comparison_per_run" + suffix, "Comparison: every run", "One row per algorithm x seed, metrics at the "
-            "run's selected epoch (fractions); gap_g = train - test accuracy of group g.", cmp.per_run[order]))
+            "run's selected epoch (fractions); gap_g = train - test accuracy of group g. The CSV adds each run's "
+            "folder (run_dir).", cmp.per_run[order],
+            display=shown.rename(columns={k: v for k, v in inputs.METRIC_LABELS.items()})))
     return section

@@ -7,24 +7,25 @@ Public API: :class:`TrainConfig`, :func:`train` -> :class:`TrainResult`, :func:`
 
 from __future__ import annotations
 
-from spurmem.train.algorithm import Algorithm
-from spurmem.train.checkpoint import list_epochs, load_epoch_weights
-from spurmem.train.config import SELECTION_RULES, TrainConfig
-from spurmem.train.run import LoadedRun, load_run, read_config, read_history, read_info, resolve_epoch
-from spurmem.train.selection import Selection, select_epoch
-from spurmem.train.trainer import TrainResult, train
+from spurmem.lazy import lazy_exports
 
-
-def __getattr__(name: str):
-    if name == "ALGORITHMS":  # imported lazily: algorithm modules import from spurmem.train
-        from spurmem.train.algorithms import ALGORITHMS
-
-        return ALGORITHMS
-    raise AttributeError(name)
-
-
-__all__ = [
-    "ALGORITHMS", "Algorithm", "LoadedRun", "SELECTION_RULES", "Selection", "TrainConfig", "TrainResult",
-    "list_epochs", "load_epoch_weights", "load_run", "read_config", "read_history", "read_info",
-    "resolve_epoch", "select_epoch", "train",
-]
+_EXPORTS = {
+    "ALGORITHMS": "spurmem.train.algorithms",
+    "Algorithm": "spurmem.train.algorithm",
+    "list_epochs": "spurmem.train.checkpoint",
+    "load_epoch_weights": "spurmem.train.checkpoint",
+    "SELECTION_RULES": "spurmem.train.config",
+    "TrainConfig": "spurmem.train.config",
+    "LoadedRun": "spurmem.train.run",
+    "load_run": "spurmem.train.run",
+    "read_config": "spurmem.train.run",
+    "read_history": "spurmem.train.run",
+    "read_info": "spurmem.train.run",
+    "resolve_epoch": "spurmem.train.run",
+    "Selection": "spurmem.train.selection",
+    "select_epoch": "spurmem.train.selection",
+    "TrainResult": "spurmem.train.trainer",
+    "train": "spurmem.train.trainer",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

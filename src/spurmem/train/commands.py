@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spurmem.cli_options import add_common_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "config.yaml, run.json, metrics.jsonl, checkpoints/, predictions/.",
         epilog="example: spurmem train --config configs/erm_fashion_waterbirds.yaml epochs=10 dataset_params.rho=0.9",
     )
-    p.add_argument("--config", type=Path, help="YAML TrainConfig (defaults: the BENCHMARK.md reference recipe)")
+    p.add_argument("--config", type=Path, help="YAML TrainConfig, or the name of a config shipped with spurmem such as "
+                   "erm_fashion_waterbirds (defaults: the BENCHMARK.md reference recipe)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. lr=0.01 seed=1")
     p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<name>)")
     mode = p.add_mutually_exclusive_group()
@@ -22,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="continue an existing run from its last complete epoch (config from its config.yaml "
                            "when --config is not given)")
     mode.add_argument("--overwrite", action="store_true", help="delete an existing run directory and start over")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="check the config (algorithm, dataset and model parameters included), print it as YAML "
+                        "and exit")
+    add_common_options(p, {}, config_keys={"device": "device", "seed": "seed", "threads": "threads"})
     p.set_defaults(func=_train)
 
     e = sub.add_parser(
@@ -32,9 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "worst-class) and the per-group memorisation gap (train minus held-out).",
     )
     e.add_argument("run_dir", type=Path, help="a run directory written by `spurmem train`")
-    e.add_argument("--epoch", default="selected", help="'selected' (default), 'last' or an epoch number")
     e.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to evaluate")
-    e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_common_options(e, {"epoch": "selected", "device": "auto", "threads": 0})
     e.add_argument("--csv", type=Path, help="also write the tidy per-group table to this CSV file")
     e.set_defaults(func=_eval)
 
@@ -57,7 +62,9 @@ def _train(args: argparse.Namespace) -> int:
         config = load_config(TrainConfig, config_path, args.overrides)
     if args.print_config:
         from spurmem.config import dump_config
+        from spurmem.train.trainer import check_config
 
+        check_config(config)
         print(dump_config(config), end="")
         return 0
     result = train(config, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
@@ -93,7 +100,7 @@ def _eval(args: argparse.Namespace) -> int:
     from spurmem.record import write_text_atomic
     from spurmem.train import load_run
 
-    epoch = int(args.epoch) if str(args.epoch).isdigit() else args.epoch
+    epoch = args.epoch
     run = load_run(args.run_dir, epoch=epoch, device=args.device)
     results = evaluate(run.model, run.dataset, args.splits, device=args.device)
     console = Console() if sys.stdout.isatty() else Console(width=140)

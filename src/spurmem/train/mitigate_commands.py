@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spurmem.cli_options import add_common_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser(
@@ -24,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("run_dir", type=Path, help="an ERM run directory written by `spurmem train`")
     m.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="framework parameters or TrainConfig fields")
-    m.add_argument("--epoch", default="last", help="checkpoint of RUN_DIR to start from: last (default), selected or N")
+    add_common_options(m, {"epoch": "last"}, config_keys={"device": "device", "seed": "seed", "threads": "threads"},
+                       helps={"epoch": "checkpoint of RUN_DIR to start from: last, selected or an epoch number"})
     m.add_argument("--name", help="name of the new run (default <source name>-<algorithm>)")
     m.add_argument("--out", type=Path, help="run directory of the new run (default runs/<name>)")
     mode = m.add_mutually_exclusive_group()
@@ -51,8 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: spurmem compare seeds=[0,1,2] epochs=30 'algorithms=[erm,erm-continue,spurmem]' "
                "hparams.spurmem.params.fraction=0.05 train.device=cpu",
     )
-    c.add_argument("--config", type=Path, help="YAML CompareConfig")
+    c.add_argument("--config", type=Path, help="YAML CompareConfig, or the name of a config shipped with spurmem such as "
+                   "compare_fashion_waterbirds")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
+    add_common_options(c, {}, config_keys={"device": "train.device", "threads": "train.threads"})
     c.add_argument("--dry-run", action="store_true", help="list the runs (and their status) without training")
     c.set_defaults(func=_compare)
 
@@ -61,7 +66,7 @@ def _mitigate(args: argparse.Namespace) -> int:
     from spurmem.train import train
     from spurmem.train.mitigate import mitigation_config
 
-    epoch = int(args.epoch) if str(args.epoch).isdigit() else args.epoch
+    epoch = args.epoch
     config = mitigation_config(args.run_dir, args.overrides, init_epoch=epoch, name=args.name)
     result = train(config, run_dir=args.out, resume=args.resume, overwrite=args.overwrite,
                    progress=True)

@@ -81,7 +81,8 @@ def train(
     the last good epoch kept).
     """
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
-    _check_config(config)  # before touching the run directory (--overwrite deletes it)
+    check_config(config)  # before touching the run directory (--overwrite deletes it)
+    resolve_device(config.device)
     with folder_lock(run_dir, f"train {config.name}"):
         start = _prepare_run_dir(run_dir, config, resume, overwrite)
         if start is not None and read_info(run_dir).get("status") == "complete":
@@ -348,6 +349,7 @@ class _Loop:
             "steps_per_epoch": self.steps_per_epoch, "group_labels": self.algorithm.group_labels,
             "labels_note": self.algorithm.labels_note, "selection_group_labels": selection_group_labels(c.selection),
             "spurmem_version": env["spurmem_version"], "git_commit": env["git_commit"], "host": env["host"],
+            "pid": env["pid"],
             "torch_version": env["torch_version"], "device": str(self.device), "amp": self.amp,
             "threads": torch.get_num_threads(), "n_parameters": sum(p.numel() for p in self.model.parameters()),
             "weights": None if self.weights_report is None else self.weights_report.summary(),
@@ -368,10 +370,14 @@ def _nonfinite_tensor(named: Iterator[tuple[str, torch.Tensor]]) -> str | None:
     return named[int((~finite).nonzero()[0])][0]
 
 
-def _check_config(config: TrainConfig) -> None:
-    """Checks that need no data: the algorithm exists, selection has its split, augmentation exists."""
+def check_config(config: TrainConfig) -> None:
+    """Checks that need no data (``train`` and ``--print-config`` run them): the algorithm, dataset and model
+    exist and take the given ``*_params``, selection has its split, augmentation exists."""
     from spurmem.config import nearest_key
+    from spurmem.data import check_dataset_params
+    from spurmem.models import check_model_params
     from spurmem.train.algorithms import ALGORITHMS
+    from spurmem.train.algorithms.params import parse_params
 
     if config.algorithm not in ALGORITHMS:
         near = nearest_key(config.algorithm, ALGORITHMS)
@@ -380,6 +386,9 @@ def _check_config(config: TrainConfig) -> None:
     if not ALGORITHMS[config.algorithm].trains and (config.epochs != 0 or not config.init_from):
         raise ConfigError(f"algorithm {config.algorithm!r} only refits the head of a trained model: set epochs=0 and "
                           f"init_from=<an ERM run dir> (got epochs={config.epochs}, init_from={config.init_from!r})")
+    parse_params(ALGORITHMS[config.algorithm].Params, config.algorithm_params, config.algorithm)
+    check_dataset_params(config.dataset, config.dataset_params)
+    check_model_params(config.model, config.model_params)
     if config.selection != "last" and "val" not in config.eval_splits:
         raise ConfigError(f"selection={config.selection!r} needs 'val' in eval_splits (got {config.eval_splits})")
     _resolve_augment(config.augment, config.augment_params)
