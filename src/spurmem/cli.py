@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from spurmem import __version__
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find, measure and remove spurious memorisation in neural networks.",
     )
     parser.add_argument("--version", action="version", version=f"spurmem {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: SPURMEM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -33,20 +36,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A SpurmemError or an OSError (a file missing, unreadable, a folder where a
+    file should be) is one ``spurmem: error:`` line on stderr and exit status 2; the traceback is
+    shown only with ``--debug`` or ``SPURMEM_DEBUG=1``."""
     from spurmem.errors import SpurmemError
 
     parser = build_parser()
     args = parse_with_overrides(parser, argv)
     try:
         return int(args.func(args) or 0)
-    except (SpurmemError, FileExistsError, FileNotFoundError) as exc:
-        print(f"spurmem: error: {exc}", file=sys.stderr)
+    except (SpurmemError, OSError) as exc:
+        if args.debug or os.environ.get("SPURMEM_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"spurmem: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line: an OSError names its file, a multi-line message is joined with '; '."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse, letting KEY=VALUE overrides follow options too (``RUN --models 2 epochs=3``)."""
     args, extra = parser.parse_known_args(argv)
+    if "--debug" in extra:  # the global flag is accepted after the sub-command too
+        extra = [e for e in extra if e != "--debug"]
+        args.debug = True
     if extra:
         target = next((name for name in ("overrides", "params") if isinstance(getattr(args, name, None), list)), None)
         stray = [e for e in extra if e.startswith("-") or "=" not in e]
