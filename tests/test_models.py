@@ -50,7 +50,7 @@ def test_small_stem_and_vit_patch_size():
 def test_unknown_model_and_bad_params():
     with pytest.raises(ConfigError, match="did you mean 'resnet18'"):
         build_model("resnet-18", 2)
-    with pytest.raises(ConfigError, match="bad model_params"):
+    with pytest.raises(ConfigError, match=r"model_params: unknown key .depth.*Known: width, widths"):
         build_model("small-cnn", 2, depth=3)
 
 
