@@ -1,6 +1,6 @@
 """Reading metadata tables (CSV or whitespace-separated) with errors that name the file and line.
 
-Every row keeps its 1-based line number so that a missing field, a non-integer value or a value
+A file with a header but no data rows is an error. Every row keeps its 1-based line number so that a missing field, a non-integer value or a value
 out of range is reported as ``metadata.csv line 17, column 'y': ...``. Blank lines are skipped (they
 hold no data); any other malformed row is an error, never dropped.
 
@@ -107,6 +107,12 @@ def _fast(path: Path, columns: list[str], skip: int, sep: str) -> Table | None:
     return Table(path, list(columns), data, list(range(skip + 1, skip + 1 + len(df))))
 
 
+def _with_rows(table: Table) -> Table:
+    if not len(table):
+        raise DataError(f"{table.path}: no data rows after the header; expected one row per image")
+    return table
+
+
 def _open(path: Path, what: str):
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
@@ -128,14 +134,14 @@ def read_csv(path: Path, required: Iterable[str], what: str = "metadata file") -
         if reader.line_num == 1 and len(set(header)) == len(header):
             fast = _fast(path, header, 1, ",")
             if fast is not None:
-                return fast
+                return _with_rows(fast)
         rows, lines = [], []
         for row in reader:
             if not any(field.strip() for field in row):
                 continue
             rows.append(row)
             lines.append(reader.line_num)
-    return _table(path, header, rows, lines)
+    return _with_rows(_table(path, header, rows, lines))
 
 
 def read_whitespace(
@@ -158,7 +164,7 @@ def read_whitespace(
             fast = _fast(path, cols, skip, r"\s+")
             if fast is not None:
                 _check_declared(path, declared, len(fast))
-                return fast
+                return _with_rows(fast)
 
     with _open(path, what) as fh:
         numbered = [(i + 1, line.split()) for i, line in enumerate(fh)]
@@ -173,6 +179,8 @@ def read_whitespace(
         if not numbered:
             raise DataError(f"{path}: no header line")
         _, columns = numbered.pop(0)
+    if not numbered:
+        raise DataError(f"{path}: no data rows after the header; expected one row per image")
     rows = [f for _, f in numbered]
     lines = [n for n, _ in numbered]
     if rows and len(rows[0]) == len(columns) + 1:  # header without a name for the first column

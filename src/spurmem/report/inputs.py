@@ -135,7 +135,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not a readable CSV ({exc})") from exc
 
 
@@ -144,13 +144,13 @@ def _read_json(path: Path) -> dict:
         return {}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def find_probes(run: Run) -> list[ProbeFiles]:
     """Every finished probe of a run (a folder under ``probes/`` with ``verdicts.json``), by name."""
-    import yaml
+    from spurmem.config import read_yaml_mapping
 
     root = run.path / PROBES_DIR
     out = []
@@ -159,7 +159,7 @@ def find_probes(run: Run) -> list[ProbeFiles]:
         if not verdicts:
             continue
         config_path = folder / "config.yaml"
-        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        config = read_yaml_mapping(config_path)[0] if config_path.is_file() else {}
         out.append(ProbeFiles(
             run=run, path=folder, summary=_read_csv(folder / "summary.csv"), matrix=_read_csv(folder / "matrix.csv"),
             verdicts=_read_csv(folder / "verdicts.csv"), claims=list(verdicts.get("claims", [])),
