@@ -12,6 +12,7 @@ wrong width) is re-read by the exact line-by-line parser, which gives the precis
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -119,9 +120,27 @@ def _open(path: Path, what: str):
     return open(path, newline="", encoding="utf-8-sig")
 
 
+@contextmanager
+def _readable(path: Path, what: str):
+    """Undecodable bytes, a NUL byte or an unreadable file become a DataError naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {exc.start}); a binary file?") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: {what} is not a readable CSV ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+
+
 def read_csv(path: Path, required: Iterable[str], what: str = "metadata file") -> Table:
     """A comma-separated file with a header line holding at least the ``required`` columns."""
     path = Path(path)
+    with _readable(path, what):
+        return _read_csv(path, list(required), what)
+
+
+def _read_csv(path: Path, required: list[str], what: str) -> Table:
     with _open(path, what) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -151,6 +170,11 @@ def read_whitespace(
     line, when ``count_line``). CelebA's attribute header names every column but the first (file
     name), which is then called ``image_id``."""
     path = Path(path)
+    with _readable(path, what):
+        return _read_whitespace(path, columns, count_line, what)
+
+
+def _read_whitespace(path: Path, columns: list[str] | None, count_line: bool, what: str) -> Table:
     with _open(path, what) as fh:
         head = [fh.readline() for _ in range(int(count_line) + int(columns is None) + 1)]
     fields = [line.split() for line in head]
