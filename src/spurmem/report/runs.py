@@ -126,7 +126,7 @@ def read_run(path: str | Path) -> Run:
         raise RunDirError(f"{path}: not a run directory (no {RUN_FILE}); expected the output of `spurmem train`")
     try:
         info = json.loads(run_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{run_file}: not valid JSON ({exc})") from exc
     history = []
     metrics_file = path / METRICS_FILE
@@ -137,7 +137,7 @@ def read_run(path: str | Path) -> Run:
                     continue
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError as exc:
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                     raise RunDirError(f"{metrics_file}:{lineno}: not valid JSON ({exc})") from exc
                 if "epoch" not in row:
                     raise RunDirError(f"{metrics_file}:{lineno}: row has no 'epoch' key")

@@ -198,19 +198,20 @@ def newest_good_epoch(run_dir: Path) -> int | None:
     """The newest resumable epoch whose weights and resume state both read back intact; every newer
     one that does not is skipped with a warning naming the bad file. None when no epoch is resumable;
     an UnreadableFileError (the newest problem) when some are but none is intact."""
-    problem = None
+    skipped: list[tuple[int, UnreadableFileError]] = []
     for epoch in reversed(resumable_epochs(run_dir)):
         try:
             load_epoch_weights(run_dir, epoch)
             load_training_state(run_dir, epoch)
-            read_checkpoint_info(run_dir, epoch)
         except UnreadableFileError as exc:
-            warnings.warn(f"resume: skipping epoch {epoch}: {exc}", stacklevel=2)
-            problem = problem or exc
+            skipped.append((epoch, exc))
             continue
+        for bad, exc in skipped:
+            warnings.warn(f"resume: epoch {bad} is unreadable, resuming from epoch {epoch} instead: {exc}",
+                          stacklevel=2)
         return epoch
-    if problem is not None:
-        raise problem
+    if skipped:
+        raise skipped[0][1]
     return None
 
 

@@ -31,7 +31,7 @@ from spurmem.errors import UnreadableFileError
 from spurmem.record import write_json_atomic, write_text_atomic
 from spurmem.train.checkpoint import list_epochs, load_epoch_weights
 from spurmem.train.config import TrainConfig
-from spurmem.untrusted import read_json_file
+from spurmem.untrusted import read_json_file, read_text_file
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -77,12 +77,16 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    expected = "a metrics history (one JSON object a line)"
+    for n, line in enumerate(read_text_file(path, expected).splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc})") from None
+                raise UnreadableFileError(path, expected, f"line {n} is not valid JSON ({exc})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise UnreadableFileError(path, expected, f"line {n} has no integer 'epoch'")
+            rows.append(row)
     return sorted(rows, key=lambda r: r["epoch"])
 
 
