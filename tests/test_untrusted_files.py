@@ -219,3 +219,55 @@ def test_debug_flag_and_env_show_the_traceback(run, capsys, monkeypatch):
     monkeypatch.setenv("SPURMEM_DEBUG", "1")
     with pytest.raises(UnreadableFileError):
         main(["eval", str(run), "--epoch", "last"])
+
+
+# Each file of a run folder and the commands that read it.
+RUN_FILES = {
+    "run.json": ("eval", "runs", "report", "resume"),
+    "config.yaml": ("eval", "report", "resume"),
+    "metrics.jsonl": ("runs", "report", "resume"),
+    "checkpoints/epoch_0002.json": ("eval", "resume"),
+    "resume/epoch_0002.json": ("resume",),
+    "probes/p/probe.json": ("probe",),
+    "probes/p/verdicts.json": ("report",),
+    "probes/p/summary.csv": ("report",),
+}
+DAMAGE = {
+    "garbage": lambda p: p.write_bytes(b"\x80\x00\xff" * 50),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: max(1, len(p.read_bytes()) // 2)]),
+    "json-list": lambda p: p.write_text("[1, 2]\n"),
+}
+COMMANDS = {
+    "eval": lambda r: ["eval", str(r), "--epoch", "last", "--splits", "val"],
+    "probe": lambda r: ["probe", str(r), "name=p", "scorers=[weight-norm]", "k=[1]", "interventions=[zero]",
+                        "--no-progress"],
+    "report": lambda r: ["report", str(r), "--out", str(r.parent / "report")],
+    "runs": lambda r: ["runs", str(r.parent)],
+    "resume": lambda r: ["train", "--resume", "--run-dir", str(r), "--no-progress"],
+}
+
+
+@pytest.fixture(scope="module")
+def probed_run(source_run):
+    assert main(COMMANDS["probe"](source_run)) == 0
+    return source_run
+
+
+@pytest.mark.parametrize("name", list(RUN_FILES))
+def test_every_damaged_run_file_is_ok_or_one_line(probed_run, tmp_path, capsys, name):
+    """Each file of a run folder, damaged three ways, under the commands that read it: the command
+    either works (it does not need the file) or prints one error line; never a traceback."""
+    for damage, apply in DAMAGE.items():
+        for command in RUN_FILES[name]:
+            run = tmp_path / f"{damage}-{command}" / "run"
+            shutil.copytree(probed_run, run)
+            if command == "resume" and name != "run.json":
+                info = json.loads((run / "run.json").read_text())
+                (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
+            apply(run / name)
+            rc = main(COMMANDS[command](run))
+            err = capsys.readouterr().err
+            assert rc in (0, 2), (damage, command, rc)
+            if rc == 2:
+                lines = [line for line in err.splitlines() if line.startswith("spurmem: error: ")]
+                assert len(lines) == 1 and "Traceback" not in err, (damage, command, err)

@@ -129,8 +129,14 @@ class ProbeFiles:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """A table spurmem wrote (empty when absent); a file cut short (no final newline) is an error."""
     if not path.is_file():
         return pd.DataFrame()
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(size - 1, 0))
+        if size and fh.read(1) != b"\n":
+            raise RunDirError(f"{path}: truncated (the last line is incomplete); rerun the command that wrote it")
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -143,9 +149,12 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return data
 
 
 def find_probes(run: Run) -> list[ProbeFiles]:
