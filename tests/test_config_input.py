@@ -96,3 +96,17 @@ def test_cli_empty_config_is_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("spurmem: error: ") and str(path) in err and "\n" not in err
+
+
+def test_yaml_alias_bomb_is_refused_but_anchors_work(tmp_path):
+    """10^8 values from 80 lines: loading it would pass validation, then dumping or hashing it hangs."""
+    bomb = ["dataset_params:", "  a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i, name in enumerate("bcdefgh"):
+        bomb.append(f"  {name}: &{name} [" + ", ".join([f"*{'abcdefgh'[i]}"] * 10) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(bomb) + "\n")
+    with pytest.raises(ConfigError, match="bomb.yaml: YAML aliases expand"):
+        load_config(TrainConfig, path)
+    ok = tmp_path / "anchors.yaml"
+    ok.write_text("eval_splits: &s [val, test]\naugment_params: {splits: *s}\n")
+    assert load_config(TrainConfig, ok).eval_splits == ["val", "test"]

@@ -86,8 +86,9 @@ def test_config_overrides_give_a_config_or_a_config_error(overrides):
     assert isinstance(config, TrainConfig)
 
 
-@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system ['true']", "!!python/name:os.system", "&a [*a]"])
-def test_yaml_tags_and_anchors_never_escape_as_other_exceptions(tmp_path, tag):
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system ['true']", "!!python/name:os.system", "&a [*a]",
+                                 "[" * 3000 + "]" * 3000])
+def test_yaml_tags_anchors_and_deep_nesting_never_escape_as_other_exceptions(tmp_path, tag):
     path = tmp_path / "c.yaml"
     path.write_text(f"name: {tag}\n")
     with pytest.raises(SpurmemError):

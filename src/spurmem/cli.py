@@ -53,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_line(exc: BaseException) -> str:
-    """The error as one line: an OSError names its file, a multi-line message is joined with '; '."""
+    """The error as one line: an OSError names its file; the lines of a multi-line message (a
+    heading ending in ':' and its problems) are joined with '; '."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"
     else:
         text = str(exc) or type(exc).__name__
-    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    out = ""
+    for part in (p.strip() for p in text.splitlines() if p.strip()):
+        out += ("" if not out else " " if out.endswith(":") else "; ") + part
+    return out
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

@@ -113,14 +113,35 @@ def read_yaml_mapping(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str,
         if isinstance(exc, yaml.constructor.ConstructorError):
             raise ConfigError(f"{where}: YAML tags are not allowed in config files ({problem})") from None
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     if data is None:
         raise ConfigError(f"{path}: empty config file; expected a mapping of key: value "
                           "(write {} for all defaults, or leave the file out)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value at the top level, got {type(data).__name__}")
+    if _expanded_size(node, {}) > MAX_CONFIG_NODES:
+        raise ConfigError(f"{path}: YAML aliases expand to more than {MAX_CONFIG_NODES} values; "
+                          "not a config file (an alias bomb?)")
     lines: dict[tuple[str, ...], int] = {}
     _key_lines(node, (), lines)
     return data, lines
+
+
+# -- internals -------------------------------------------------------------------------------------
+MAX_CONFIG_NODES = 100_000  # values after expanding YAML aliases (anchors stay usable, bombs do not)
+
+
+def _expanded_size(node: yaml.Node | None, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (memoised: linear time)."""
+    if node is None:
+        return 0
+    if id(node) not in memo:
+        memo[id(node)] = 0  # a recursive alias counts once
+        children = node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else []
+        flat = [n for pair in children for n in pair] if isinstance(node, yaml.MappingNode) else children
+        memo[id(node)] = 1 + sum(_expanded_size(child, memo) for child in flat)
+    return memo[id(node)]
 
 
 def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
@@ -159,8 +180,8 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | 
 def _origin(loc: tuple[str, ...], origins: dict[tuple[str, ...], str]) -> str | None:
     """The override that set ``loc``, a key above it (``epochs.x=3`` for ``epochs``) or below it
     (``optim.lr=3`` for an unknown ``optim``); None when no override touched it."""
-    if loc in origins:
-        return origins[loc]
+    if loc in origins or not loc:
+        return origins.get(loc)
     n = len(loc)
     return next((o for k, o in origins.items() if k[:n] == loc or loc[: len(k)] == k), None)
 

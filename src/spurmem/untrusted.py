@@ -54,7 +54,7 @@ def check_safetensors_header(data: bytes, path: str | Path, expected: str) -> di
         raise bad(f"the header claims {n} bytes but the file has {len(data)}; not a safetensors file, or truncated")
     try:
         header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise bad("the header is not JSON; not a safetensors file") from None
     if not isinstance(header, dict):
         raise bad("the header is not a JSON object")
@@ -110,6 +110,8 @@ def read_json_file(path: str | Path, expected: str) -> Any:
         raise UnreadableFileError(path, expected, "not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise UnreadableFileError(path, expected, f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:
+        raise UnreadableFileError(path, expected, "nested too deeply") from None
 
 
 def read_text_file(path: str | Path, expected: str) -> str:
