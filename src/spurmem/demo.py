@@ -17,7 +17,6 @@ two minutes with ``erm_epochs=2 n_train=400 ...``).
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from rich.console import Console
 
 from spurmem.config import ConfigError
 from spurmem.record import record_command, write_json_atomic
+from spurmem.untrusted import read_json_file
 
 if TYPE_CHECKING:
     from spurmem.report.html import Report
@@ -236,7 +236,8 @@ def prepare_folder(config: DemoConfig, fresh: bool = False) -> None:
         shutil.rmtree(config.out)
     now = config.model_dump(mode="json")
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_json_file(path, "a demo folder's settings (JSON)")
+        saved = saved if isinstance(saved, dict) else {}
         diff = [f"{k}: the folder has {saved.get(k)!r}, given {now[k]!r}" for k in now
                 if k not in NEUTRAL_SETTINGS and saved.get(k) != now[k]]
         if diff:
