@@ -3,6 +3,7 @@ import torch
 from safetensors.torch import save_file
 
 from probe_models import MLP, TinyCNN
+from spurmem.errors import UnreadableFileError
 from spurmem.probes.interventions import INTERVENTIONS, activation_means, intervene
 from spurmem.probes.units import Unit, WeightSelection
 
@@ -128,7 +129,7 @@ def test_rewind_reads_the_requested_epoch(tmp_path):
         assert torch.equal(e.stages[1].bn.running_mean, m.stages[1].bn.running_mean)
     with intervene(m, UNITS, "rewind", source=states[3]) as e:  # a state dict works as well
         assert torch.equal(e.stages[0].conv.weight[1], states[3]["stages.0.conv.weight"][1])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UnreadableFileError, match="epoch_0007.safetensors.*no such file"):
         with intervene(m, UNITS, "rewind", source=ckpt / "epoch_0007.safetensors"):
             pass
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from spurmem import __version__, progress
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find, measure and remove spurious memorisation in neural networks.",
     )
     parser.add_argument("--version", action="version", version=f"spurmem {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: SPURMEM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -43,6 +46,9 @@ def _leaves(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A SpurmemError or an OSError (a file missing, unreadable, a folder where a
+    file should be) is one ``spurmem: error:`` line on stderr and exit status 2; the traceback is
+    shown only with ``--debug`` or ``SPURMEM_DEBUG=1``."""
     from spurmem.cli_options import apply_common_options
     from spurmem.errors import SpurmemError
 
@@ -52,9 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with progress.options(args):
             return int(args.func(args) or 0)
-    except (SpurmemError, FileExistsError, FileNotFoundError) as exc:
-        print(f"spurmem: error: {exc}", file=sys.stderr)
+    except (SpurmemError, OSError) as exc:
+        if getattr(args, "debug", False) or os.environ.get("SPURMEM_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"spurmem: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line: an OSError names its file; the lines of a multi-line message (a
+    heading ending in ':' and its problems) are joined with '; '."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    out = ""
+    for part in (p.strip() for p in text.splitlines() if p.strip()):
+        out += ("" if not out else " " if out.endswith(":") else "; ") + part
+    return out
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -67,6 +88,9 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None
     first, _ = parser.parse_known_args(argv)  # which command, hence which options are its own
     args, extra = parser.parse_known_args(as_options(first, argv))
     target = next((name for name in ("overrides", "params") if isinstance(getattr(args, name, None), list)), None)
+    if "--debug" in extra:  # the global flag is accepted after the sub-command too
+        extra = [e for e in extra if e != "--debug"]
+        args.debug = True
     if extra:
         stray = [e for e in extra if e.startswith("-") or "=" not in e]
         if target is None or stray:

@@ -37,7 +37,7 @@ def load_config(model_cls: type[M], path: str | Path | None = None, overrides: S
     if path is not None:
         path = find_config(path)
         source = str(path)
-        data, lines = _read_yaml(path)
+        data, lines = read_yaml_mapping(path)
     origins: dict[tuple[str, ...], str] = {}
     for item in overrides:
         key, value = parse_override(item)
@@ -116,25 +116,57 @@ def nearest_key(key: str, valid: Iterable[str]) -> str | None:
     return near[0] if near else None
 
 
-# -- internals -------------------------------------------------------------------------------------
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    if not path.is_file():
+def read_yaml_mapping(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """A YAML config file as (mapping, line of every dotted key), read with ``yaml.safe_load`` only.
+
+    A missing, binary or unreadable file, an empty one, invalid YAML, a YAML tag (``!!python/...``:
+    never constructed) or a top level that is not a mapping is an error naming the file (and line).
+    """
+    from spurmem.untrusted import read_text_file
+
+    path = Path(path)
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    text = read_text_file(path, "a YAML config file")
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or exc
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            raise ConfigError(f"{where}: YAML tags are not allowed in config files ({problem})") from None
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     if data is None:
-        return {}, {}
+        raise ConfigError(f"{path}: empty config file; expected a mapping of key: value "
+                          "(write {} for all defaults, or leave the file out)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value at the top level, got {type(data).__name__}")
+    if _expanded_size(node, {}) > MAX_CONFIG_NODES:
+        raise ConfigError(f"{path}: YAML aliases expand to more than {MAX_CONFIG_NODES} values; "
+                          "not a config file (an alias bomb?)")
     lines: dict[tuple[str, ...], int] = {}
     _key_lines(node, (), lines)
     return data, lines
+
+
+# -- internals -------------------------------------------------------------------------------------
+MAX_CONFIG_NODES = 100_000  # values after expanding YAML aliases (anchors stay usable, bombs do not)
+
+
+def _expanded_size(node: yaml.Node | None, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (memoised: linear time)."""
+    if node is None:
+        return 0
+    if id(node) not in memo:
+        memo[id(node)] = 0  # a recursive alias counts once
+        children = node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else []
+        flat = [n for pair in children for n in pair] if isinstance(node, yaml.MappingNode) else children
+        memo[id(node)] = 1 + sum(_expanded_size(child, memo) for child in flat)
+    return memo[id(node)]
 
 
 def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
@@ -170,10 +202,19 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | 
     return None
 
 
+def _origin(loc: tuple[str, ...], origins: dict[tuple[str, ...], str]) -> str | None:
+    """The override that set ``loc``, a key above it (``epochs.x=3`` for ``epochs``) or below it
+    (``optim.lr=3`` for an unknown ``optim``); None when no override touched it."""
+    if loc in origins or not loc:
+        return origins.get(loc)
+    n = len(loc)
+    return next((o for k, o in origins.items() if k[:n] == loc or loc[: len(k)] == k), None)
+
+
 def _describe(model_cls, err: dict, source: str, lines: dict, origins: dict) -> str:
     loc = tuple(str(p) for p in err["loc"])
     key = ".".join(loc) or "<top level>"
-    where = origins.get(loc) or (f"{source}:{lines[loc]}" if loc in lines else source)
+    where = _origin(loc, origins) or (f"{source}:{lines[loc]}" if loc in lines else source)
     if err["type"] == "extra_forbidden":
         valid = _fields_at(model_cls, loc) or []
         near = nearest_key(loc[-1], valid)

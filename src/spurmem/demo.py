@@ -17,7 +17,6 @@ two minutes with ``erm_epochs=2 n_train=400 ...``).
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from spurmem.config import ConfigError
 from spurmem.locks import LOCK_FILE, folder_lock
 from spurmem.progress import Progress
 from spurmem.record import record_command, write_json_atomic
+from spurmem.untrusted import read_json_file
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -244,7 +244,8 @@ def prepare_folder(config: DemoConfig, fresh: bool = False) -> None:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     now = config.model_dump(mode="json")
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_json_file(path, "a demo folder's settings (JSON)")
+        saved = saved if isinstance(saved, dict) else {}
         diff = [f"{k}: the folder has {saved.get(k)!r}, given {now[k]!r}" for k in now
                 if k not in NEUTRAL_SETTINGS and saved.get(k) != now[k]]
         if diff:

@@ -230,10 +230,13 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
     folder = Path(run_dir) / RECORDS_DIR
     records = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        from spurmem.untrusted import read_json_file
+
+        rec = read_json_file(path, "a command record (JSON)")
+        if not isinstance(rec, dict):
+            from spurmem.errors import UnreadableFileError
+
+            raise UnreadableFileError(path, "a command record (JSON)", "expected a JSON object")
         rec["path"] = str(path)
         records.append(rec)
     return records

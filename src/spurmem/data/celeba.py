@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spurmem.data.image_cache import DEFAULT_MAX_PIXELS
 from spurmem.data.image_folder import FolderRecords, build_folder_dataset, check_folder
 from spurmem.data.schema import DataError, GroupDataset
 from spurmem.data.tables import Table, read_csv, read_whitespace
@@ -50,9 +51,13 @@ def load_celeba(
     normalize: str = "imagenet",
     cache_dir: str | None = None,
     progress: bool = True,
+    allow_outside_root: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> GroupDataset:
     """CelebA from ``root``: y = ``target`` attribute, a = ``spurious`` attribute; images decoded
-    once at ``size`` px (centre square of the aligned 178x218 faces by default) into the cache."""
+    once at ``size`` px (centre square of the aligned 178x218 faces by default) into the cache.
+    Image paths must lie inside ``root`` unless ``allow_outside_root``; images above ``max_pixels``
+    are refused."""
     folder = check_folder(root, "celeba")
     images_dir = folder / "img_align_celeba"
     if (images_dir / "img_align_celeba").is_dir():  # the layout of the common Kaggle archive
@@ -87,4 +92,5 @@ def load_celeba(
         normalize=normalize, cache_dir=cache_dir, progress=progress,
         source=f"CelebA folder {folder} ({attrs.path.name}, {parts.path.name})",
         params={"root": str(folder), "target": target, "spurious": spurious},
+        root=folder, allow_outside_root=allow_outside_root, max_pixels=max_pixels,
     )

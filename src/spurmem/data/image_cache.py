@@ -26,6 +26,7 @@ from spurmem.data.schema import DataError
 from spurmem.progress import Progress
 
 CACHE_VERSION = 1
+DEFAULT_MAX_PIXELS = 40_000_000  # per image, read from the header before decoding (PIL's own limit: ~179 MP)
 RESIZE_RULES = ("center-crop", "stretch")
 PROGRESS_MIN = 256  # show a progress bar when decoding at least this many images
 
@@ -47,12 +48,17 @@ class DecodedImages:
     hit: bool  # True when the cache file existed and was reused
 
 
-def decode_image(path: Path, size: int, resize: str = "center-crop") -> np.ndarray:
+def decode_image(path: Path, size: int, resize: str = "center-crop", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One image file -> uint8 3 x size x size (RGB). ``center-crop`` keeps the aspect ratio (the
-    shorter side is scaled to ``size``, the centre kept); ``stretch`` scales both sides."""
+    shorter side is scaled to ``size``, the centre kept); ``stretch`` scales both sides. An image of
+    more than ``max_pixels`` pixels (by its header: PIL opens lazily) is a DataError, never decoded."""
     from PIL import Image
 
     with Image.open(path) as img:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise DataError(f"image {path} is {w} x {h} = {w * h} pixels, above the limit max_pixels={max_pixels} "
+                            "(raise the dataset parameter max_pixels to allow it)")
         img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when much larger than size
         img = img.convert("RGB")
         w, h = img.size
@@ -97,15 +103,17 @@ def _open_cached(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
 
 def _build(
     tmp: Path, paths: Sequence[Path], size: int, resize: str, origins: Sequence[str] | None,
-    workers: int, progress: bool, description: str,
+    workers: int, progress: bool, description: str, max_pixels: int,
 ) -> None:
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
 
     def work(i: int) -> None:
+        where = f" ({origins[i]})" if origins else ""
         try:
-            out[i] = decode_image(paths[i], size, resize)
+            out[i] = decode_image(paths[i], size, resize, max_pixels)
+        except DataError as exc:
+            raise DataError(f"{exc}{where}") from None
         except Exception as exc:  # PIL raises many types for undecodable files
-            where = f" ({origins[i]})" if origins else ""
             raise DataError(f"cannot decode image {paths[i]}{where}: {exc}") from exc
 
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -130,16 +138,20 @@ def decoded_images(
     origins: Sequence[str] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImages:
     """Decode ``paths`` at ``size`` x ``size`` through the cache (built on a miss).
 
     ``origins`` (one per path, e.g. ``"metadata.csv line 12"``) is used in error messages: a missing
-    or undecodable file is a :class:`DataError` naming the file and where it was listed.
+    or undecodable file, or one above ``max_pixels``, is a :class:`DataError` naming the file and
+    where it was listed.
     """
     if resize not in RESIZE_RULES:
         raise DataError(f"resize must be one of {', '.join(RESIZE_RULES)}; got {resize!r}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise DataError(f"size must be a positive whole number of pixels, got {size!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+        raise DataError(f"max_pixels must be a positive whole number, got {max_pixels!r}")
     paths = [Path(p) for p in paths]
     size = int(size)
     shape = (len(paths), 3, size, size)
@@ -156,7 +168,7 @@ def decoded_images(
     tmp = Path(tmp_name)
     try:
         _build(tmp, paths, size, resize, origins, workers or min(8, os.cpu_count() or 1), progress,
-               f"decoding {len(paths)} images at {size}px")
+               f"decoding {len(paths)} images at {size}px", int(max_pixels))
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,7 +1,9 @@
 """Turning a folder of image files plus per-image labels into a :class:`GroupDataset`.
 
 Shared by the ``waterbirds``, ``celeba`` and ``metadata-csv`` loaders: they parse their own metadata
-into :class:`FolderRecords`; this module checks the groups, decodes the images through the cache
+into :class:`FolderRecords`; this module confines the image paths to the dataset root (every path,
+symlinks resolved, must lie inside it unless ``allow_outside_root``), checks the groups, decodes the
+images through the cache
 (ordered by split, so that each split is a contiguous, memory-mapped slice) and builds the splits.
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spurmem.data.image_cache import decoded_images
+from spurmem.data.image_cache import DEFAULT_MAX_PIXELS, decoded_images
 from spurmem.data.schema import SPLITS, DataError, GroupDataset, SplitData, group_index
 from spurmem.data.spurious import channel_stats
 
@@ -46,6 +48,40 @@ def check_folder(root: str | os.PathLike | None, what: str) -> Path:
     if not path.is_dir():
         raise DataError(f"{what}: folder not found: {path}")
     return path
+
+
+def _check_confined(rec: FolderRecords, root: Path) -> None:
+    """Every image path, resolved (``..``, absolute paths and symlinks followed), lies inside ``root``.
+
+    Each distinct parent folder is resolved once and listed once for its symlinks, so only linked
+    files are resolved one by one (CelebA's 200k files in one folder cost one ``scandir``)."""
+    root = Path(os.path.realpath(root))
+    real_parents: dict[str, str] = {}
+    links: dict[str, set[str] | None] = {}
+    for i, path in enumerate(rec.paths):
+        parent, name = os.path.split(os.fspath(path))
+        if parent not in real_parents:
+            real_parents[parent] = os.path.realpath(parent)
+            links.setdefault(real_parents[parent], _symlink_names(real_parents[parent]))
+        real_parent = real_parents[parent]
+        linked = links[real_parent]
+        if name in ("", ".", "..") or linked is None or name in linked:
+            real = Path(os.path.realpath(path))
+        else:
+            real = Path(real_parent, name)
+        if not real.is_relative_to(root):
+            raise DataError(f"{rec.origins[i]}: image {rec.ids[i]!r} is outside the dataset root {root} "
+                            f"(it resolves to {real}); pass the dataset parameter allow_outside_root=true "
+                            "if that is intended")
+
+
+def _symlink_names(folder: str) -> set[str] | None:
+    """Names of the symlinks in ``folder`` (from the directory entries, no stat); None if unlistable."""
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.is_symlink()}
+    except OSError:
+        return None
 
 
 def _check_unique(rec: FolderRecords) -> None:
@@ -87,16 +123,24 @@ def build_folder_dataset(
     progress: bool,
     source: str,
     params: dict[str, Any],
+    root: Path,
+    allow_outside_root: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> GroupDataset:
-    """Validate groups, decode images through the cache, and assemble the dataset."""
+    """Confine the paths to ``root``, validate groups, decode images through the cache, and assemble
+    the dataset."""
     if normalize not in NORMALIZATIONS:
         raise DataError(f"{name}: normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
+    if not isinstance(allow_outside_root, bool):
+        raise DataError(f"{name}: allow_outside_root must be true or false, got {allow_outside_root!r}")
+    if not allow_outside_root:
+        _check_confined(rec, root)
     _check_unique(rec)
     _check_groups(rec, class_names, attr_names)
     order = np.argsort(rec.split, kind="stable")
     decoded = decoded_images(
         [rec.paths[i] for i in order], size, resize=resize, cache_dir=cache_dir,
-        origins=[rec.origins[i] for i in order], progress=progress,
+        origins=[rec.origins[i] for i in order], progress=progress, max_pixels=max_pixels,
     )
     bounds = np.searchsorted(rec.split[order], np.arange(len(SPLITS) + 1))
     splits = {}
@@ -117,5 +161,6 @@ def build_folder_dataset(
     return GroupDataset(
         name=name, splits=splits, class_names=class_names, attr_names=attr_names, mean=mean, std=std,
         source=f"{source}; decoded cache {decoded.path} ({cache_state})",
-        params={**params, "size": size, "resize": resize, "normalize": normalize},
+        params={**params, "size": size, "resize": resize, "normalize": normalize,
+                "allow_outside_root": allow_outside_root, "max_pixels": max_pixels},
     )

@@ -1,9 +1,10 @@
 """`metadata-csv`: a user's own group-labelled images listed in one CSV file.
 
-Columns ``path, y, a, split``: path relative to the CSV's folder (or absolute), y and a integers
+Columns ``path, y, a, split``: path relative to the CSV's folder (or ``root``), y and a integers
 from 0, split ``train``/``val``/``test`` or ``0``/``1``/``2``. Class and attribute names are
 optional parameters (a list or a comma-separated string); without them the numbers of classes and
-attributes are taken from the largest values present.
+attributes are taken from the largest values present. Every path, resolved (``..``, absolute
+paths, symlinks), must lie inside the root unless ``allow_outside_root=true``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spurmem.data.image_cache import DEFAULT_MAX_PIXELS
 from spurmem.data.image_folder import FolderRecords, build_folder_dataset
 from spurmem.data.schema import SPLITS, DataError, GroupDataset
 from spurmem.data.tables import Table, read_csv
@@ -58,6 +60,8 @@ def load_metadata_csv(
     normalize: str = "imagenet",
     cache_dir: str | None = None,
     progress: bool = True,
+    allow_outside_root: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> GroupDataset:
     """Images listed in ``csv`` (columns path, y, a, split); paths relative to ``root`` (default: the
     CSV's folder). Decoded once at ``size`` px into the cache."""
@@ -78,4 +82,5 @@ def load_metadata_csv(
         "metadata-csv", rec, classes, attrs, size=size, resize=resize, normalize=normalize, cache_dir=cache_dir,
         progress=progress, source=f"metadata CSV {table.path}",
         params={"csv": str(table.path), "root": str(base), "class_names": classes, "attr_names": attrs},
+        root=base, allow_outside_root=allow_outside_root, max_pixels=max_pixels,
     )

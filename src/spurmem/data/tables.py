@@ -1,6 +1,6 @@
 """Reading metadata tables (CSV or whitespace-separated) with errors that name the file and line.
 
-Every row keeps its 1-based line number so that a missing field, a non-integer value or a value
+A file with a header but no data rows is an error. Every row keeps its 1-based line number so that a missing field, a non-integer value or a value
 out of range is reported as ``metadata.csv line 17, column 'y': ...``. Blank lines are skipped (they
 hold no data); any other malformed row is an error, never dropped.
 
@@ -12,6 +12,7 @@ wrong width) is re-read by the exact line-by-line parser, which gives the precis
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -107,15 +108,39 @@ def _fast(path: Path, columns: list[str], skip: int, sep: str) -> Table | None:
     return Table(path, list(columns), data, list(range(skip + 1, skip + 1 + len(df))))
 
 
+def _with_rows(table: Table) -> Table:
+    if not len(table):
+        raise DataError(f"{table.path}: no data rows after the header; expected one row per image")
+    return table
+
+
 def _open(path: Path, what: str):
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     return open(path, newline="", encoding="utf-8-sig")
 
 
+@contextmanager
+def _readable(path: Path, what: str):
+    """Undecodable bytes, a NUL byte or an unreadable file become a DataError naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {exc.start}); a binary file?") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: {what} is not a readable CSV ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+
+
 def read_csv(path: Path, required: Iterable[str], what: str = "metadata file") -> Table:
     """A comma-separated file with a header line holding at least the ``required`` columns."""
     path = Path(path)
+    with _readable(path, what):
+        return _read_csv(path, list(required), what)
+
+
+def _read_csv(path: Path, required: list[str], what: str) -> Table:
     with _open(path, what) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -128,14 +153,14 @@ def read_csv(path: Path, required: Iterable[str], what: str = "metadata file") -
         if reader.line_num == 1 and len(set(header)) == len(header):
             fast = _fast(path, header, 1, ",")
             if fast is not None:
-                return fast
+                return _with_rows(fast)
         rows, lines = [], []
         for row in reader:
             if not any(field.strip() for field in row):
                 continue
             rows.append(row)
             lines.append(reader.line_num)
-    return _table(path, header, rows, lines)
+    return _with_rows(_table(path, header, rows, lines))
 
 
 def read_whitespace(
@@ -145,6 +170,11 @@ def read_whitespace(
     line, when ``count_line``). CelebA's attribute header names every column but the first (file
     name), which is then called ``image_id``."""
     path = Path(path)
+    with _readable(path, what):
+        return _read_whitespace(path, columns, count_line, what)
+
+
+def _read_whitespace(path: Path, columns: list[str] | None, count_line: bool, what: str) -> Table:
     with _open(path, what) as fh:
         head = [fh.readline() for _ in range(int(count_line) + int(columns is None) + 1)]
     fields = [line.split() for line in head]
@@ -158,7 +188,7 @@ def read_whitespace(
             fast = _fast(path, cols, skip, r"\s+")
             if fast is not None:
                 _check_declared(path, declared, len(fast))
-                return fast
+                return _with_rows(fast)
 
     with _open(path, what) as fh:
         numbered = [(i + 1, line.split()) for i, line in enumerate(fh)]
@@ -173,6 +203,8 @@ def read_whitespace(
         if not numbered:
             raise DataError(f"{path}: no header line")
         _, columns = numbered.pop(0)
+    if not numbered:
+        raise DataError(f"{path}: no data rows after the header; expected one row per image")
     rows = [f for _, f in numbered]
     lines = [n for n, _ in numbered]
     if rows and len(rows[0]) == len(columns) + 1:  # header without a name for the first column

@@ -7,6 +7,7 @@ the folder. The usual training group counts are 3498 / 184 / 56 / 1057.
 
 from __future__ import annotations
 
+from spurmem.data.image_cache import DEFAULT_MAX_PIXELS
 from spurmem.data.image_folder import FolderRecords, build_folder_dataset, check_folder
 from spurmem.data.schema import GroupDataset
 from spurmem.data.tables import read_csv
@@ -22,9 +23,12 @@ def load_waterbirds(
     normalize: str = "imagenet",
     cache_dir: str | None = None,
     progress: bool = True,
+    allow_outside_root: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> GroupDataset:
     """Waterbirds from ``root`` (the folder holding metadata.csv), images decoded once at ``size`` px
-    into the cache (``cache_dir``, else $SPURMEM_CACHE, else ~/.cache/spurmem)."""
+    into the cache (``cache_dir``, else $SPURMEM_CACHE, else ~/.cache/spurmem). Image paths must lie
+    inside ``root`` unless ``allow_outside_root``; images above ``max_pixels`` are refused."""
     folder = check_folder(root, "waterbirds")
     table = read_csv(folder / "metadata.csv", ["img_filename", "y", "split", "place"], "Waterbirds metadata.csv")
     files = table.strings("img_filename")
@@ -40,4 +44,5 @@ def load_waterbirds(
     return build_folder_dataset(
         "waterbirds", rec, CLASS_NAMES, ATTR_NAMES, size=size, resize=resize, normalize=normalize,
         cache_dir=cache_dir, progress=progress, source=f"Waterbirds folder {folder}", params={"root": str(folder)},
+        root=folder, allow_outside_root=allow_outside_root, max_pixels=max_pixels,
     )

@@ -7,6 +7,7 @@ declares its classifier head's module name in ``model.head_name``.
 from __future__ import annotations
 
 import inspect
+import re
 from functools import partial
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ from spurmem.config import ConfigError, nearest_key
 from spurmem.models.small import MLP, SmallCNN
 from spurmem.models.torchvision_models import build_mobilenet_v2, build_resnet18, build_resnet50
 from spurmem.models.vit import build_vit
+from spurmem.registry import lookup, unknown_name
 from spurmem.models.weights import (
     WeightsReport, load_weights, pretrained_mobilenet_v2_available, pretrained_mobilenet_v2_path, read_state_dict,
 )
@@ -27,6 +29,7 @@ def _small_cnn(n_classes: int, in_channels: int = 3, img_size: int = 32, width: 
 
 
 # Each builder takes (n_classes, in_channels, img_size, **params).
+BUILDER_ARGUMENTS = ("n_classes", "in_channels", "img_size")
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "small-cnn": _small_cnn,
@@ -45,6 +48,10 @@ def build_model(name: str, n_classes: int, in_channels: int = 3, img_size: int =
     try:
         return MODELS[name](n_classes, in_channels=in_channels, img_size=img_size, **params)
     except TypeError as exc:
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if bad:  # an open-ended builder (timm) refused it
+            raise ConfigError(f"model {name!r}: model_params: unknown key {bad.group(1)!r} (refused by the "
+                              f"model's builder)") from None
         raise ConfigError(f"model {name!r}: bad model_params {params}: {exc}") from None
 
 
@@ -57,9 +64,7 @@ def check_model_params(name: str, params: dict[str, Any]) -> None:
     accepted = model_parameters(name)
     unknown = [] if accepted is None else [k for k in params if k not in accepted]
     if unknown:
-        near = nearest_key(unknown[0], accepted)
-        raise ConfigError(f"model {name!r}: bad model_params: no parameter {unknown[0]!r}"
-                          + (f" (did you mean {near!r}?)" if near else "") + f". Parameters: {', '.join(accepted) or 'none'}")
+        raise ConfigError(f"model {name!r}: model_params: {unknown_name('key', unknown[0], accepted)}")
 
 
 def model_parameters(name: str) -> dict[str, Any] | None:

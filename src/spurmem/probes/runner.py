@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from spurmem.probes.summary import ProbeSummary, summarise, write_summary
 from spurmem.probes.units import Unit, WeightSelection, candidate_layers
 from spurmem.progress import Progress
 from spurmem.record import write_json_atomic, write_text_atomic
+from spurmem.untrusted import read_json_file
 
 SETTINGS_DIR = "settings"
 
@@ -260,7 +260,8 @@ def _prepare_folder(out: Path, config: ProbeConfig, fingerprint: str, source: di
     """Create or resume ``out``: refuse a folder made from another model; return the finished parts."""
     meta_path = out / "probe.json"
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = read_json_file(meta_path, "a probe record (JSON)")
+        meta = meta if isinstance(meta, dict) else {}
         if meta.get("model_fingerprint") != fingerprint:
             raise ConfigError(f"{out} holds a probe of another model (fingerprint {meta.get('model_fingerprint')} "
                               f"!= {fingerprint}); choose another name= or delete the folder")

@@ -130,13 +130,19 @@ class ProbeFiles:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """A table spurmem wrote (empty when absent); a file cut short (no final newline) is an error."""
     if not path.is_file():
         return pd.DataFrame()
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(size - 1, 0))
+        if size and fh.read(1) != b"\n":
+            raise RunDirError(f"{path}: truncated (the last line is incomplete); rerun the command that wrote it")
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not a readable CSV ({exc})") from exc
 
 
@@ -144,15 +150,18 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return data
 
 
 def find_probes(run: Run) -> list[ProbeFiles]:
     """Every finished probe of a run (a folder under ``probes/`` with ``verdicts.json`` and a whole
     file set, see :func:`incomplete_sets`), by name."""
-    import yaml
+    from spurmem.config import read_yaml_mapping
 
     root = run.path / PROBES_DIR
     out = []
@@ -163,7 +172,7 @@ def find_probes(run: Run) -> list[ProbeFiles]:
         if not verdicts:
             continue
         config_path = folder / "config.yaml"
-        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        config = read_yaml_mapping(config_path)[0] if config_path.is_file() else {}
         out.append(ProbeFiles(
             run=run, path=folder, summary=_read_csv(folder / "summary.csv"), matrix=_read_csv(folder / "matrix.csv"),
             verdicts=_read_csv(folder / "verdicts.csv"), claims=list(verdicts.get("claims", [])),

@@ -127,22 +127,27 @@ def read_run(path: str | Path) -> Run:
         raise RunDirError(f"{path}: not a run directory (no {RUN_FILE}); expected the output of `spurmem train`")
     try:
         info = json.loads(run_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{run_file}: not valid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise RunDirError(f"{run_file}: expected a JSON object; expected the output of `spurmem train`")
     history = []
     metrics_file = path / METRICS_FILE
     if metrics_file.is_file():
-        with metrics_file.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RunDirError(f"{metrics_file}:{lineno}: not valid JSON ({exc})") from exc
-                if "epoch" not in row:
-                    raise RunDirError(f"{metrics_file}:{lineno}: row has no 'epoch' key")
-                history.append(row)
+        try:
+            text = metrics_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunDirError(f"{metrics_file}: not UTF-8 text ({exc})") from None
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RunDirError(f"{metrics_file}:{lineno}: not valid JSON ({exc})") from exc
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise RunDirError(f"{metrics_file}:{lineno}: row has no integer 'epoch' key")
+            history.append(row)
     history.sort(key=lambda r: int(r["epoch"]))
     return Run(path=path, info=info, history=history)
 

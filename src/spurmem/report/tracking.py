@@ -51,10 +51,10 @@ def scalars(run: Run) -> Iterator[tuple[int, str, float]]:
 
 
 def _flat_config(run: Run) -> dict[str, Any]:
-    import yaml
+    from spurmem.config import read_yaml_mapping
 
     path = run.path / "config.yaml"
-    config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    config = read_yaml_mapping(path)[0] if path.is_file() else {}
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:

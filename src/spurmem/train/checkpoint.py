@@ -9,24 +9,28 @@ Per epoch E a run directory holds
 
 Every file is written atomically, and ``checkpoints/epoch_EEEE.json`` is written last: an epoch
 is *complete* (resumable) only when it and its resume state exist, so a run killed at any point
-resumes from its last complete epoch.
+resumes from its last complete epoch. Each JSON sidecar records the sha256 of its safetensors file;
+loading checks it (and the safetensors header) and a mismatch is an
+:class:`~spurmem.errors.UnreadableFileError`. Resume state is kept for the two latest epochs, so
+``--resume`` can fall back to the older one when the newest is unreadable.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from spurmem.errors import UnreadableFileError
 from spurmem.record import write_bytes_atomic, write_json_atomic
+from spurmem.untrusted import read_file_bytes, read_json_file, read_safetensors, sha256_hex
 
 CHECKPOINTS = "checkpoints"
 RESUME = "resume"
@@ -41,17 +45,21 @@ def weights_path(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"{epoch_stem(epoch)}.safetensors"
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Atomically write a flat dict of tensors as safetensors (copied to the CPU, made contiguous)."""
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Atomically write a flat dict of tensors as safetensors (copied to the CPU, made contiguous);
+    returns the sha256 of the bytes written."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    write_bytes_atomic(path, st_save(flat))
+    data = st_save(flat)
+    write_bytes_atomic(path, data)
+    return sha256_hex(data)
 
 
-def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} does not exist")
-    tensors = st_load(path.read_bytes())
+def load_tensors(
+    path: str | Path, device: str | torch.device = "cpu", sha256: str | None = None,
+    expected: str = "a spurmem checkpoint (safetensors)",
+) -> dict[str, torch.Tensor]:
+    """A checked safetensors file (header, offsets, and ``sha256`` when given) as tensors on ``device``."""
+    tensors = read_safetensors(path, expected, sha256=sha256)
     return {k: v.to(device) for k, v in tensors.items()}
 
 
@@ -74,12 +82,21 @@ def load_epoch_weights(run_dir: str | Path, epoch: int, device: str | torch.devi
         raise FileNotFoundError(
             f"{run_dir}: no complete checkpoint for epoch {epoch}; available: {list_epochs(run_dir)}"
         )
-    return load_tensors(weights_path(run_dir, epoch), device)
+    info = read_checkpoint_info(run_dir, epoch)
+    return load_tensors(weights_path(run_dir, epoch), device, sha256=info.get("sha256"),
+                        expected=f"the model weights of epoch {epoch} (safetensors)")
 
 
 def read_checkpoint_info(run_dir: str | Path, epoch: int) -> dict[str, Any]:
-    path = Path(run_dir) / CHECKPOINTS / f"{epoch_stem(epoch)}.json"
-    return json.loads(path.read_text())
+    """``checkpoints/epoch_EEEE.json``: epoch, config_hash, seed, metrics and the weights' sha256."""
+    return _sidecar(Path(run_dir) / CHECKPOINTS / f"{epoch_stem(epoch)}.json", f"the checkpoint record of epoch {epoch}")
+
+
+def _sidecar(path: Path, what: str) -> dict[str, Any]:
+    info = read_json_file(path, f"{what} (JSON)")
+    if not isinstance(info, dict) or not isinstance(info.get("sha256", ""), str):
+        raise UnreadableFileError(path, f"{what} (JSON)", "expected an object with a sha256 string")
+    return info
 
 
 def save_epoch_weights(run_dir: Path, epoch: int, model: torch.nn.Module) -> None:
@@ -88,8 +105,10 @@ def save_epoch_weights(run_dir: Path, epoch: int, model: torch.nn.Module) -> Non
 
 
 def mark_epoch_complete(run_dir: Path, epoch: int, info: dict[str, Any]) -> None:
-    """Write ``epoch_EEEE.json`` (epoch, config_hash, seed, metrics): the epoch's commit marker."""
-    write_json_atomic(run_dir / CHECKPOINTS / f"{epoch_stem(epoch)}.json", {"epoch": epoch, **info})
+    """Write ``epoch_EEEE.json`` (epoch, config_hash, seed, metrics, the weights file's sha256 as it
+    is on disk now): the epoch's commit marker."""
+    digest = sha256_hex(read_file_bytes(weights_path(run_dir, epoch), "the weights file just written"))
+    write_json_atomic(run_dir / CHECKPOINTS / f"{epoch_stem(epoch)}.json", {"epoch": epoch, **info, "sha256": digest})
 
 
 def delete_epoch_weights(run_dir: Path, epoch: int) -> None:
@@ -164,13 +183,16 @@ def unpack_training_state(
 
 
 def save_training_state(run_dir: Path, epoch: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    save_tensors(run_dir / RESUME / f"{epoch_stem(epoch)}.safetensors", tensors)
-    write_json_atomic(run_dir / RESUME / f"{epoch_stem(epoch)}.json", {"epoch": epoch, **_tag_nonfinite(meta)})
+    digest = save_tensors(run_dir / RESUME / f"{epoch_stem(epoch)}.safetensors", tensors)
+    write_json_atomic(run_dir / RESUME / f"{epoch_stem(epoch)}.json",
+                      {"epoch": epoch, **_tag_nonfinite(meta), "sha256": digest})
 
 
 def load_training_state(run_dir: Path, epoch: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = load_tensors(run_dir / RESUME / f"{epoch_stem(epoch)}.safetensors")
-    meta = json.loads((run_dir / RESUME / f"{epoch_stem(epoch)}.json").read_text())
+    """The checked resume state of ``epoch`` (tensors, JSON metadata)."""
+    meta = _sidecar(run_dir / RESUME / f"{epoch_stem(epoch)}.json", f"the resume state of epoch {epoch}")
+    tensors = load_tensors(run_dir / RESUME / f"{epoch_stem(epoch)}.safetensors", sha256=meta.get("sha256"),
+                           expected=f"the resume state of epoch {epoch} (safetensors)")
     return tensors, _untag_nonfinite(meta)
 
 
@@ -199,6 +221,27 @@ def _untag_nonfinite(obj: Any) -> Any:
     return obj
 
 
+def newest_good_epoch(run_dir: Path) -> int | None:
+    """The newest resumable epoch whose weights and resume state both read back intact; every newer
+    one that does not is skipped with a warning naming the bad file. None when no epoch is resumable;
+    an UnreadableFileError (the newest problem) when some are but none is intact."""
+    skipped: list[tuple[int, UnreadableFileError]] = []
+    for epoch in reversed(resumable_epochs(run_dir)):
+        try:
+            load_epoch_weights(run_dir, epoch)
+            load_training_state(run_dir, epoch)
+        except UnreadableFileError as exc:
+            skipped.append((epoch, exc))
+            continue
+        for bad, exc in skipped:
+            warnings.warn(f"resume: epoch {bad} is unreadable, resuming from epoch {epoch} instead: {exc}",
+                          stacklevel=2)
+        return epoch
+    if skipped:
+        raise skipped[0][1]
+    return None
+
+
 def resumable_epochs(run_dir: Path) -> list[int]:
     """Complete epochs that also have resume state, ascending."""
     folder = run_dir / RESUME
@@ -207,13 +250,16 @@ def resumable_epochs(run_dir: Path) -> list[int]:
 
 
 def prune_training_state(run_dir: Path, keep: int) -> None:
-    """Delete resume state of every epoch but ``keep`` (optimiser state is large)."""
+    """Delete resume state of every epoch but ``keep`` and the newest resumable one before it (the
+    fallback when ``keep``'s files turn out unreadable); optimiser state is large."""
     folder = run_dir / RESUME
     if not folder.is_dir():
         return
+    older = [e for e in resumable_epochs(run_dir) if e < keep]
+    kept = {keep, *older[-1:]}
     for p in folder.iterdir():
         m = re.match(r"^epoch_(\d{4,})\.(json|safetensors)$", p.name)
-        if m and int(m.group(1)) != keep:
+        if m and int(m.group(1)) not in kept:
             p.unlink(missing_ok=True)
 
 

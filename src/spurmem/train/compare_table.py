@@ -27,14 +27,19 @@ HEADLINE = [("test/worst_group_accuracy", "test WGA"), ("test/adjusted_average",
 def train_accuracy_at(run: PlannedRun, epoch: int, cache_dir: Path, dataset=None) -> dict[str, float]:
     """``{"train/acc_g<g>": ...}`` of a run's checkpoint at ``epoch``, evaluated once and cached in
     ``cache_dir`` (for runs that did not evaluate the train split every epoch)."""
-    import json
-
+    from spurmem.errors import UnreadableFileError
     from spurmem.metrics import evaluate, summarize
     from spurmem.train.run import load_run
+    from spurmem.untrusted import read_json_file
 
     cache = cache_dir / f"{run.run_dir.name}-epoch{epoch}.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        try:
+            cached = read_json_file(cache, "cached train metrics (JSON)")
+        except UnreadableFileError:
+            cached = None  # a damaged cache is recomputed
+        if isinstance(cached, dict):
+            return cached
     loaded = load_run(run.run_dir, epoch=epoch, device=run.config.device, dataset=dataset)
     flat = summarize(evaluate(loaded.model, loaded.dataset, ["train"], device=run.config.device))
     write_json_atomic(cache, flat)

@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
-from spurmem.config import ConfigError, validate_config
+from spurmem.config import ConfigError, read_yaml_mapping, validate_config
 from spurmem.data import GroupDataset, load_dataset
 from spurmem.device import resolve_device
+from spurmem.errors import UnreadableFileError
 from spurmem.record import dumps_strict, write_json_atomic, write_text_atomic
 from spurmem.train.checkpoint import list_epochs, load_epoch_weights
 from spurmem.train.config import TrainConfig
+from spurmem.untrusted import read_json_file, read_text_file
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -83,14 +84,18 @@ def read_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no {CONFIG_FILE}); expected the output of `spurmem train`")
-    return validate_config(TrainConfig, yaml.safe_load(path.read_text()) or {}, source=str(path))
+    data, lines = read_yaml_mapping(path)
+    return validate_config(TrainConfig, data, source=str(path), lines=lines)
 
 
 def read_info(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no {RUN_FILE}); expected the output of `spurmem train`")
-    return json.loads(path.read_text())
+    info = read_json_file(path, "a run record (JSON)")
+    if not isinstance(info, dict):
+        raise UnreadableFileError(path, "a run record (JSON)", "expected a JSON object")
+    return info
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -99,12 +104,16 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    expected = "a metrics history (one JSON object a line)"
+    for n, line in enumerate(read_text_file(path, expected).splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc})") from None
+                raise UnreadableFileError(path, expected, f"line {n} is not valid JSON ({exc})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise UnreadableFileError(path, expected, f"line {n} has no integer 'epoch'")
+            rows.append(row)
     return sorted(rows, key=lambda r: r["epoch"])
 
 

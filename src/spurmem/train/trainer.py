@@ -302,7 +302,7 @@ class _Loop:
         return select_epoch(self.history, self.config.selection)
 
     def _prune_checkpoints(self, latest: int) -> None:
-        keep = {0, latest}
+        keep = {0, latest, *ckpt.resumable_epochs(self.run_dir)}  # the resume fallback keeps its weights
         if self.history and any(r["epoch"] > 0 for r in self.history):
             keep.add(self._select().epoch)
         for e in ckpt.list_epochs(self.run_dir):
@@ -418,8 +418,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite
         a, b = saved.model_dump(mode="json"), config.model_dump(mode="json")
         diff = [f"{k}: run has {a[k]!r}, given {b[k]!r}" for k in a if a[k] != b[k] and k not in HASH_EXCLUDE]
         raise ConfigError(f"cannot resume {run_dir} with a different config: " + "; ".join(diff))
-    epochs = ckpt.resumable_epochs(run_dir)
-    return epochs[-1] if epochs else None
+    return ckpt.newest_good_epoch(run_dir)  # falls back past an unreadable newest epoch, with a warning
 
 
 def _finished_result(run_dir: Path, config: TrainConfig) -> TrainResult:

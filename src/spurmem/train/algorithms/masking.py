@@ -10,7 +10,6 @@ caller's model is never edited.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -19,7 +18,9 @@ from torch import nn
 from torch.func import functional_call
 
 from spurmem.config import ConfigError
+from spurmem.errors import UnreadableFileError
 from spurmem.probes.units import Unit, get_module, head_name
+from spurmem.untrusted import read_json_file, read_text_file
 
 Target = Literal["smallest", "largest", "critical"]
 Granularity = Literal["weight", "unit"]
@@ -172,12 +173,12 @@ def load_unit_ids(source: str | Path | Iterable[str]) -> list[str]:
                 ids = [s.strip() for s in source.split(",") if s.strip()]
                 return _checked(ids, "critical_units")
             raise ConfigError(f"critical_units: no such file {path}")
-        text = path.read_text()
         if path.suffix == ".json":
-            ids = _ids_from_json(json.loads(text), path)
+            ids = _ids_from_json(read_json_file(path, "a unit list (JSON)"), path)
         elif path.suffix == ".csv":
             ids = _ids_from_csv(path)
         else:
+            text = read_text_file(path, "a unit list (text, one unit id a line)")
             ids = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
         return _checked(ids, str(path))
     return _checked(ids, "critical_units")
@@ -206,7 +207,10 @@ def _ids_from_json(data, path: Path) -> list[str]:
 def _ids_from_csv(path: Path) -> list[str]:
     import pandas as pd
 
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+        raise UnreadableFileError(path, "a unit list (CSV with a unit column)", str(exc).strip()) from None
     if "unit" in table.columns:
         return [str(u) for u in table["unit"]]
     if "units" in table.columns:  # a probe's rows: one ';'-joined unit list per setting
