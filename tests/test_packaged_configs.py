@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_repo_configs_are_the_packaged_ones():
     repo = {p.stem: p.read_text() for p in (ROOT / "configs").glob("*.yaml")}
     shipped = {name: p.read_text() for name, p in packaged_configs().items()}
-    assert repo and repo == shipped, "copy configs/*.yaml to src/spurmem/configs/ (or back): they differ"
+    assert repo and repo == shipped, "configs/ must be the symlink to src/spurmem/configs/ (the packaged ones)"
 
 
 def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):

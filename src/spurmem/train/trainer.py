@@ -386,7 +386,9 @@ def check_config(config: TrainConfig) -> None:
     if not ALGORITHMS[config.algorithm].trains and (config.epochs != 0 or not config.init_from):
         raise ConfigError(f"algorithm {config.algorithm!r} only refits the head of a trained model: set epochs=0 and "
                           f"init_from=<an ERM run dir> (got epochs={config.epochs}, init_from={config.init_from!r})")
-    parse_params(ALGORITHMS[config.algorithm].Params, config.algorithm_params, config.algorithm)
+    params_cls = getattr(ALGORITHMS[config.algorithm], "Params", None)  # None: an algorithm without typed params
+    if params_cls is not None:
+        parse_params(params_cls, config.algorithm_params, config.algorithm)
     check_dataset_params(config.dataset, config.dataset_params)
     check_model_params(config.model, config.model_params)
     if config.selection != "last" and "val" not in config.eval_splits:
