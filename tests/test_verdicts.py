@@ -237,3 +237,16 @@ def test_a_control_with_too_few_draws_makes_the_claim_not_testable():
                    intervention="zero", repeats=5)
     row = result.summary.verdicts.set_index("group").loc[2]
     assert row.verdict == INCONCLUSIVE and "5 draw(s)" in row.reason
+
+
+def test_the_unit_scan_and_the_search_label_units_by_the_same_rule():
+    from spurmem.memorization.units import unit_memorization
+    from spurmem.probes.localize import localize
+
+    mem = unit_memorization(boundary_model(), boundary_dataset(), null_draws=10, device="cpu")
+    row = mem.ranked.set_index("unit").loc["hidden:0"]
+    assert row.verdict_group == 1 and row.verdict in (BROAD_DISRUPTION, PREDICTION_SHIFT)
+    assert mem.ranked.set_index("unit").loc["hidden:3", "verdict"] == LOCALISED  # g2's memoriser moves nothing else
+    found = localize(boundary_model(), boundary_dataset(), 1, intervention="zero", max_steps=1, device="cpu")
+    assert found.search.units == ["hidden:0"]
+    assert found.verdict["label"] in (BROAD_DISRUPTION, PREDICTION_SHIFT), found.verdict["reason"]

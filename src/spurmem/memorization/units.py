@@ -163,10 +163,10 @@ def summarize_scans(train: ScanResult, held: ScanResult, dataset: GroupDataset, 
 
 def _unit_verdicts(ranked: pd.DataFrame, train: ScanResult, held: ScanResult, dataset: GroupDataset,
                    control: float | None) -> None:
-    """Per unit, the verdict (``probes.verdicts.classify``) for the minority group it hurts most on
-    the training split, with that group's same-class majority's training drop; the pooled score
-    alone cannot tell class collapse (the class's majority falls too) from memorisation."""
-    from spurmem.probes.verdicts import classify
+    """Per unit, the verdict (``probes.verdicts.classify``, the probes' rule) for the minority group it
+    hurts most on the training split, with every other group's train and held-out accuracy; the
+    pooled score alone cannot tell class collapse or broad disruption from memorisation."""
+    from spurmem.probes.verdicts import GroupChange, classify
 
     minority = dataset.minority_groups
     labels, groups, majority_drops, shares = [], [], [], []
@@ -174,8 +174,10 @@ def _unit_verdicts(ranked: pd.DataFrame, train: ScanResult, held: ScanResult, da
         g = max(minority, key=lambda m: train.drop[i, m])
         maj = dataset.same_class_majority(g)
         beyond = None if control is None else bool(train.drop[i, g] - held.drop[i, g] > control)
+        others = [GroupChange(dataset.group_names[h], train.base_accuracy[h], train.accuracy[i, h],
+                              held.base_accuracy[h], held.accuracy[i, h]) for h in range(dataset.n_groups) if h != g]
         v = classify(train.base_accuracy[g], train.accuracy[i, g], held.base_accuracy[g], held.accuracy[i, g],
-                     train.base_accuracy[maj], train.accuracy[i, maj], beyond_control=beyond)
+                     train.base_accuracy[maj], train.accuracy[i, maj], others=others, beyond_control=beyond)
         labels.append(v.label)
         groups.append(g)
         majority_drops.append(train.drop[i, maj])
