@@ -6,7 +6,8 @@ Stages, in order, each reusing its output when a previous demo finished it:
    is the base of the mitigation stage);
 2. ``probe``: a probe grid with the random control on the ERM run's last checkpoint (SPEC 4, 5.1, 5.2);
 3. ``scan``: the unit-level memorisation scan of the ERM run (SPEC 5.3);
-4. ``examples``: example-level memorisation from models trained on random halves (SPEC 5.3);
+4. ``examples``: example-level memorisation from models trained on random halves (docs/method.md §5.3);
+   the demo's 2 models are a smoke setting (the scores come out ``not testable``; 8 or more are needed);
 5. ``compare``: the framework, ERM, the ``erm-continue`` control and one baseline (SPEC 6, 7);
 6. ``report``: the HTML report, opening with the verdicts on the claims; its path and a summary table
    are printed.
@@ -54,7 +55,8 @@ class DemoConfig(BaseModel):
     device: str = Field("auto", description="auto, cpu or cuda")
     probe: dict[str, Any] = Field(default_factory=dict, description="overrides of the probe grid (ProbeConfig)")
     example_models: int = Field(2, ge=0, description="half-data models for example-level memorisation "
-                                "(even; 0 skips it and the grid of the most memorised images)")
+                                "(even; 0 skips it and the grid of the most memorised images). The default 2 is "
+                                "a smoke setting: below 8 the scores are marked not testable")
     example_epochs: int | None = Field(None, ge=1, description="epochs of each half-data model (null: erm_epochs)")
 
     @property
@@ -85,7 +87,7 @@ class DemoConfig(BaseModel):
         from spurmem.probes.config import ProbeConfig
 
         grid = {"name": "demo", "epoch": "last", "scorers": ["group-gradient", "group-contrast", "weight-norm"],
-                "k": [1, 3, 10], "interventions": ["zero"], "repeats": 5, "eval_splits": ["train", "test"],
+                "k": [1, 3, 10], "interventions": ["zero"], "repeats": 10, "eval_splits": ["train", "test"],
                 "heldout_split": "test", "device": self.device}
         return validate_config(ProbeConfig, {**grid, **self.probe}, source="demo probe settings")
 
