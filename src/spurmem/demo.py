@@ -4,11 +4,11 @@ Stages, in order, each reusing its output when a previous demo finished it:
 
 1. ``erm``: train ERM on fashion-waterbirds (through ``spurmem compare``'s protocol, so the same run
    is the base of the mitigation stage);
-2. ``probe``: a probe grid with the random control on the ERM run's last checkpoint (SPEC 4, 5.1, 5.2);
-3. ``scan``: the unit-level memorisation scan of the ERM run (SPEC 5.3);
+2. ``probe``: a probe grid with the random control on the ERM run's last checkpoint (docs/method.md §4, 5.1, 5.2);
+3. ``scan``: the unit-level memorisation scan of the ERM run (docs/method.md §5.3);
 4. ``examples``: example-level memorisation from models trained on random halves (docs/method.md §5.3);
    the demo's 2 models are a smoke setting (the scores come out ``not testable``; 8 or more are needed);
-5. ``compare``: the framework, ERM, the ``erm-continue`` control and one baseline (SPEC 6, 7);
+5. ``compare``: the framework, ERM, the ``erm-continue`` control and one baseline (docs/method.md §6, 7);
 6. ``report``: the HTML report, opening with the verdicts on the claims; its path and a summary table
    are printed.
 

@@ -16,7 +16,7 @@ SCREEN_HINT_UNITS = 1000  # above this many units an exact scan of three splits 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("memorization", help="memorisation per unit, per example (Feldman) and per group (gap)",
-                       description="Quantify memorisation (SPEC 5.3): which units hold it, which examples are "
+                       description="Quantify memorisation (docs/method.md §5.3): which units hold it, which examples are "
                                    "memorised, and each group's train/held-out gap.")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "example:\n  spurmem memorization units runs/erm-fashion-waterbirds --heldout test")
     u.add_argument("run_dir", type=Path)
     u.add_argument("--heldout", default="test", choices=("test", "val"), help="held-out split (default test)")
-    u.add_argument("--intervention", default="zero", help="edit applied to each unit (default zero, SPEC 5.3)")
+    u.add_argument("--intervention", default="zero", help="edit applied to each unit (default zero, docs/method.md §5.3)")
     u.add_argument("--epoch", default="selected", help="checkpoint: selected, last or an epoch number")
     u.add_argument("--null-draws", type=int, default=1000, help="sign-flip null draws (default 1000)")
     u.add_argument("--seed", type=int, default=0)

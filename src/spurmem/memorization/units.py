@@ -1,4 +1,4 @@
-"""Unit-level memorisation (SPEC 5.3): is the memorisation held by a few units?
+"""Unit-level memorisation (docs/method.md §5.3): is the memorisation held by a few units?
 
 For every candidate unit u, zeroed alone (the scan engine evaluates all of them):
 

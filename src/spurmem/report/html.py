@@ -83,7 +83,7 @@ class Report:
               "source": v.source} for v in self.verdicts],
             columns=["claim", "verdict", "outcome", "statistic", "source"],
         )
-        return ReportTable("verdicts", "Verdicts on the claims", "Each claim of SPEC 5 and 6 as tested on these "
+        return ReportTable("verdicts", "Verdicts on the claims", "Each claim of docs/method.md §5 and 6 as tested on these "
                            "runs; 'not tested' names the command that would test it.", frame)
 
 
@@ -130,7 +130,7 @@ def _verdicts_html(report: Report) -> str:
         '<table id="table-verdicts" class="data verdicts"><thead><tr><th>claim</th><th>verdict</th>'
         "<th>outcome</th><th>statistic</th><th>source</th></tr></thead><tbody>"
         + "".join(rows)
-        + "</tbody><caption>Each claim of SPEC 5 (sensitivity, group specificity, localisation) and SPEC 6 "
+        + "</tbody><caption>Each claim of docs/method.md §5 (sensitivity, group specificity, localisation) and docs/method.md §6 "
         "(the framework) as tested on these runs, whatever the outcome. A claim can fail on a given model "
         "and dataset; 'not tested' names the command that would test it.</caption></table></section>"
     )

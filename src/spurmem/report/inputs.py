@@ -110,7 +110,7 @@ class ProbeFiles:
     summary: pd.DataFrame  # setting x split x group: drop_mean, drop_ci95, ...
     matrix: pd.DataFrame  # selected_from x group drops of the per-group scorers
     verdicts: pd.DataFrame  # setting x minority group: verdict label and shares
-    claims: list[dict]  # SPEC 5.1/5.2: claim, verdict, statistic, details
+    claims: list[dict]  # docs/method.md §5.1/5.2: claim, verdict, statistic, details
     verdict_counts: dict[str, int]
     config: dict
     source: dict

@@ -75,7 +75,7 @@ def probe_section(runs: list[Run]) -> Section:
         claims = pd.DataFrame([{"claim": c.get("claim"), "verdict": c.get("verdict"), "statistic": c.get("statistic")}
                                for c in probe.claims])
         section.tables.append(ReportTable(
-            "probe_claims" + tag, "Probe claims (SPEC 5.1, 5.2)" + label,
+            "probe_claims" + tag, "Probe claims (docs/method.md §5.1, 5.2)" + label,
             f"As judged by the probe from {probe.path}; thresholds in its config.yaml.", claims))
         if not probe.verdicts.empty:
             cols = [c for c in ("setting", "group_name", "verdict", "train_share", "heldout_share", "majority_share",
