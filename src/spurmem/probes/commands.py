@@ -42,8 +42,8 @@ def grid_parser(prog: str = "spurmem probe") -> argparse.ArgumentParser:
             "Rank units with each scorer, edit the top k with each intervention (reversibly, on a copy), and "
             "evaluate every group before and after on every split; random scorers and random interventions are "
             "repeated with recorded seeds, and every setting is set against the random control with the same k. "
-            "The summary names what each setting did (no effect, within random control, class collapse, group "
-            "feature, localised memorisation, inconclusive) and answers the claims of docs/method.md §5.1-5.2.", 100),
+            "The summary names what each setting did (no effect, within random control, class collapse, broad "
+            "disruption, prediction shift, group feature, localised memorisation, inconclusive) and answers the claims of docs/method.md §5.1-5.2.", 100),
         epilog=f"config keys (ProbeConfig; YAML file or KEY=VALUE):\n{keys}\n\n{EXAMPLES}",
     )
     p.add_argument("run_dir", type=Path, help="a run directory written by `spurmem train`")
