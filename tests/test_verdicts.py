@@ -208,6 +208,11 @@ def test_a_unit_that_moves_the_class_boundary_is_never_localised_memorisation():
     if row.verdict == BROAD_DISRUPTION:
         assert row.worst_other == "pos/a0 (held-out)" and row.worst_other_drop == pytest.approx(0.5)
     assert not result.summary.claims[0].supported
+    # summary.md lists every outcome with its count, the new ones included
+    from spurmem.probes.summary import markdown
+
+    text = markdown(result.summary, result.config)
+    assert f"{row.verdict}: 2" in text and "localised memorisation: 0" in text and "z " not in text
 
 
 def test_claims_are_not_testable_without_memorisation_to_find():
@@ -250,3 +255,13 @@ def test_the_unit_scan_and_the_search_label_units_by_the_same_rule():
     found = localize(boundary_model(), boundary_dataset(), 1, intervention="zero", max_steps=1, device="cpu")
     assert found.search.units == ["hidden:0"]
     assert found.verdict["label"] in (BROAD_DISRUPTION, PREDICTION_SHIFT), found.verdict["reason"]
+
+
+def test_the_unit_scan_says_not_testable_when_nothing_was_memorised():
+    from spurmem.memorization.units import unit_memorization
+
+    mem = unit_memorization(one_group_memoriser(), planted_dataset(visible=0.5), null_draws=10, device="cpu")
+    assert mem.summary["statement"].startswith("not testable") and "no memorisation to find" in mem.summary["statement"]
+    mem = unit_memorization(one_group_memoriser(), planted_dataset(visible=0.5, memorise=True), null_draws=10,
+                            device="cpu")
+    assert mem.summary["precondition"] is None and not mem.summary["statement"].startswith("not testable")

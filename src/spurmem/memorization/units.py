@@ -157,6 +157,10 @@ def summarize_scans(train: ScanResult, held: ScanResult, dataset: GroupDataset, 
     summary["scan"] = {r.split: {"engine": r.engine, "seconds": r.seconds} for r in scans}
     if any(r.screen is not None for r in scans):
         summary["screen"] = {r.split: r.screen.to_dict() for r in scans if r.screen is not None}
+    from spurmem.probes.verdicts import fit_precondition
+
+    summary["precondition"] = fit_precondition(
+        {dataset.group_names[g]: (float(train.base_accuracy[g]), float(held.base_accuracy[g])) for g in minority})
     summary["statement"] = _statement(summary)
     return UnitMemorization(ranked=ranked, groups=groups, curve=curve, layers=layers, summary=summary)
 
@@ -261,6 +265,8 @@ def _layer_totals(ranked: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 
 def _statement(summary: dict[str, Any]) -> str:
+    if summary.get("precondition"):
+        return f"not testable: {summary['precondition']}"
     if summary["total_positive_score"] <= 0:
         return ("no unit has a positive memorisation score: zeroing any single unit costs held-out accuracy at "
                 "least as much as training accuracy, so no memorisation is held by single units")
