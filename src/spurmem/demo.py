@@ -182,7 +182,7 @@ def _probe(demo: _Demo) -> str:
     from spurmem.probes.api import probe_run
 
     result = probe_run(demo.erm_dir, demo.config.probe_config(), progress=demo.progress)
-    claims = "; ".join(f"{c.claim}: {'supported' if c.supported else 'not supported'}" for c in result.summary.claims)
+    claims = "; ".join(f"{c.claim}: {c.status}" for c in result.summary.claims)
     demo.log(claims)
     return f"{result.n_computed} settings computed, {result.n_resumed} reused"
 

@@ -112,8 +112,9 @@ def _grid(args: argparse.Namespace) -> int:
     print(f"probe {config.name}: {result.n_computed} settings computed, {result.n_resumed} resumed, "
           f"{result.seconds:.1f} s -> {result.out_dir}")
     for claim in result.summary.claims:
-        print(f"  {claim.claim}: {'supported' if claim.supported else 'not supported'} - {claim.statistic}")
+        print(f"  {claim.claim}: {claim.status} - {claim.statistic}")
     if len(result.summary.verdicts):
-        counts = result.summary.verdicts["verdict"].value_counts()
-        print("  setting verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        from spurmem.probes.summary import outcome_counts
+
+        print("  setting verdicts: " + outcome_counts(result.summary.verdicts))
     return 0
