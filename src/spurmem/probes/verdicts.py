@@ -7,7 +7,8 @@ predicted-class histograms of the held-out split say whether the edit moved the 
 (:func:`prediction_shift`). :func:`classify` is a pure function of those numbers, so the probe
 runner, the localisation search and the unit-level scan share one rule.
 
-Outcomes, in the order they are tested (``tolerance`` below is ``collateral`` x the accuracy before):
+Outcomes, in the order they are tested (``tolerance`` below is ``collateral`` x the accuracy before,
+at least ``collateral_floor``; :func:`tolerance`):
 
 ``no effect``
     g lost less than ``min_effect`` of its training accuracy and its held-out accuracy stayed within
@@ -76,6 +77,8 @@ class Thresholds(BaseModel):
     collapse_ratio: float = Field(0.25, ge=0, description="majority share >= this x g's share -> class collapse")
     collateral: float = Field(0.10, ge=0, description="tolerance: every other group's train and held-out accuracy, "
                               "and g's held-out accuracy, must change by at most this share of itself")
+    collateral_floor: float = Field(0.02, ge=0, description="the tolerance is never below this many accuracy points "
+                                    "(near zero accuracy a share of itself is less than one example)")
     shift_groups: int = Field(2, ge=1, description="held-out histograms of at least this many groups moving toward "
                               "one class (by more than `collateral` of their examples) -> prediction shift")
     feature_ratio: float = Field(0.9, ge=0, description="held-out share >= this x train share -> group feature "
@@ -128,11 +131,18 @@ def relative_drop(before: float, after: float) -> float:
 
 
 def _moved(before: float, after: float, t: "Thresholds") -> float:
-    """``after - before`` when it exceeds the tolerance ``collateral * before`` (either direction), else 0."""
+    """``after - before`` when it exceeds the tolerance (either direction), else 0."""
     if before is None or after is None or math.isnan(before) or math.isnan(after):
         return 0.0
     change = after - before
-    return change if abs(change) > t.collateral * before + 1e-12 else 0.0
+    return change if abs(change) > tolerance(before, t) + 1e-12 else 0.0
+
+
+def tolerance(before: float, thresholds: "Thresholds | None" = None) -> float:
+    """How far a group's accuracy may move and still count as untouched: ``collateral`` x its accuracy
+    before the edit, at least ``collateral_floor``."""
+    t = thresholds or Thresholds()
+    return max(t.collateral * before, t.collateral_floor)
 
 
 def prediction_shift(histograms: Mapping[str, tuple[Sequence[float], Sequence[float]]],
