@@ -218,8 +218,8 @@ def classify(
 
     Positional: g's accuracies before/after on the training and held-out splits and its same-class
     majority's training accuracies. ``others``: every other group (the majority included, for its
-    held-out accuracy; without ``others`` the majority's training accuracy alone); ``shift``: :func:`prediction_shift` of the held-out histograms.
-    ``beyond_control`` says whether g's training drop exceeds the random control (None: no usable
+    held-out accuracy; without ``others`` the majority's training accuracy alone); ``shift``:
+    :func:`prediction_shift` of the held-out histograms. ``beyond_control`` says whether g's training drop exceeds the random control (None: no usable
     control; ``control_note`` says why). Margin changes (after - before) go into the statistics.
     """
     t = thresholds or Thresholds()
