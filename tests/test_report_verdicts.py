@@ -132,7 +132,7 @@ def test_probe_claim_status_is_read_as_written(tmp_path):
 def test_example_scores_from_two_models_are_flagged_not_testable(tmp_path):
     from spurmem.memorization.examples import MIN_MODELS, testability
 
-    assert testability(MIN_MODELS) is None and "-1 to 1" in testability(2)
+    assert testability(MIN_MODELS) is None and "one of 3 values from -1 to 1 in steps of 1" in testability(2)
     v = _scan_verdict(tmp_path, 0.30, {"all": {"flipped": 12, "mem_flipped": 0.6, "mem_not_flipped": 0.1}}, models=2)
     assert "example-level memorisation not testable: 2 half-data model(s)" in v.outcome and "flips 12" not in v.outcome
 

@@ -241,7 +241,6 @@ def test_a_control_with_too_few_draws_makes_the_claim_not_testable():
            "specificity_p": 1 / 6, "control_n": 5, "verdict": LOCALISED}
     c = sensitivity_claim([row])
     assert c.status == NOT_TESTABLE and "5 draw(s)" in c.statistic and "inf" not in c.statistic
-    _, v = _verdicts(one_group_memoriser(), planted_dataset(visible=0.5, memorise=True), "zero")
     result = probe(one_group_memoriser(), planted_dataset(visible=0.5, memorise=True), scorer="weight-norm", k=[1],
                    intervention="zero", repeats=5)
     row = result.summary.verdicts.set_index("group").loc[2]

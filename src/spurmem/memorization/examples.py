@@ -35,8 +35,8 @@ def testability(models: int) -> str | None:
     if models >= MIN_MODELS:
         return None
     return (f"not testable: {models} half-data model(s) (at least {MIN_MODELS} needed); every score is one of "
-            f"{models // 2 + 1 if models >= 2 else 1} values from -1 to 1 in steps of {2 / max(models, 2):g}, so "
-            "'most memorised' is a tie of every example at the top value (a smoke setting)")
+            f"{models + 1} values from -1 to 1 in steps of {2 / max(models, 2):g}, so "
+            "'most memorised' is a tie among all examples at the top value (a smoke setting)")
 
 
 @dataclass
