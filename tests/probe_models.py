@@ -152,3 +152,47 @@ def small_stem_resnet18(seed: int = 0, n_classes: int = 2) -> nn.Module:
     model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
     return model.eval()
+
+
+def boundary_dataset():
+    """The planted layout, deterministic: core visible on half of every group, memorisation pixels
+    x3/x4 on the minority training examples, and on a twentieth of group 1 (y=0, a=1) a *faint* core
+    (x1 = 128): those sit just on the wrong side of the boundary unless memorised."""
+    import numpy as np
+
+    from spurmem.data import GroupDataset, SplitData
+
+    splits = {}
+    for split, counts in (("train", [90, 20, 20, 90]), ("val", [40] * 4), ("test", [40] * 4)):
+        g = np.repeat(np.arange(4), counts)
+        y, a = g // 2, g % 2
+        rank = np.concatenate([np.arange(n) / n for n in counts])  # position within the group, in [0, 1)
+        x = np.zeros((len(g), 5), dtype=np.uint8)
+        seen = rank < 0.5
+        x[:, 0] = 255 * (seen & (y == 1))
+        x[:, 1] = 255 * (seen & (y == 0))
+        x[(g == 1) & (rank >= 0.5) & (rank < 0.55), 1] = 128
+        x[:, 2] = 255 * a
+        if split == "train":
+            x[:, 3] = 255 * (g == 1)
+            x[:, 4] = 255 * (g == 2)
+        splits[split] = SplitData(images=torch.from_numpy(x).view(-1, 1, 1, 5), y=torch.from_numpy(y),
+                                  a=torch.from_numpy(a), ids=[f"{split}-{i}" for i in range(len(g))], n_attrs=2)
+    return GroupDataset("boundary", splits, ["neg", "pos"], ["a0", "a1"], mean=(0.0,), std=(1.0,))
+
+
+def boundary_model() -> Planted:
+    """d = 3 (x0 - x1) + 2 (2a - 1) + 4 x4 + [unit 0] on :func:`boundary_dataset`. Unit 0 (largest
+    norm) is h0 = 10 x3 - 3.75 with contribution -0.4, its constant part cancelled by the head bias:
+    it memorises group 1's training examples *and* holds the boundary in place. Zeroing it drops
+    group 1's train accuracy 100% -> 55%, lifts its held-out accuracy 50% -> 55% (the faint ones
+    cross) and takes group 2's held-out accuracy 50% -> 0% (the boundary moved toward class 0)."""
+    return Planted([([0, 0, 0, 10, 0], -3.75, -0.4), ([1, -1, 0, 0, 0], 0.0, 3.0), ([0, 0, 2, 0, 0], -1.0, 2.0),
+                    ([0, 0, 0, 0, 8], 0.0, 0.5)], n_filler=200, head_bias=-1.5)
+
+
+def one_group_memoriser() -> Planted:
+    """:func:`memorising_model` with group 2's memorising unit the largest (norm 12, same output):
+    zeroing it alone undoes group 2's memorised training examples and changes nothing else."""
+    return Planted([([1, -1, 0, 0, 0], 0.0, 3.0), ([0, 0, 2, 0, 0], -1.0, 1.0),
+                    ([0, 0, 0, 10, 0], 0.0, -0.4), ([0, 0, 0, 0, 12], 0.0, 0.4 * 10 / 12)], n_filler=200)

@@ -1,6 +1,6 @@
 """Fabricated run directories in the contract format of docs/architecture.md, for the report tests.
 
-The numbers follow the shape of BENCHMARK.md (minority groups memorised on train, low on test) so
+The numbers follow the shape of docs/method.md §9 (minority groups memorised on train, low on test) so
 figures have something to show; they are made up, and no test asserts them as results.
 """
 

@@ -1,4 +1,4 @@
-"""The baselines of SPEC 7 on crafted inputs: reweighting, GroupDRO, JTT and DFR."""
+"""The baselines of docs/method.md §7 on crafted inputs: reweighting, GroupDRO, JTT and DFR."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""fashion-waterbirds: the recipe of BENCHMARK.md, its counts and correlation, determinism, sources."""
+"""fashion-waterbirds: the recipe of docs/method.md §9, its counts and correlation, determinism, sources."""
 
 import numpy as np
 import pytest

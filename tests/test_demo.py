@@ -35,7 +35,7 @@ def test_demo_tiny_runs_every_stage_then_reuses_them(tmp_path, capsys):
         assert claim in verdicts
     # stages that ran must have produced a verdict, not "not tested"
     csv = (out / "report" / "tables" / "verdicts.csv").read_text().splitlines()
-    tested = {line.split(" (SPEC")[0]: "not tested" not in line for line in csv[1:]}
+    tested = {line.split(" (docs/method.md")[0]: "not tested" not in line for line in csv[1:]}
     assert all(tested.values()), tested
     for name in ("group_accuracy_over_epochs", "memorization_gap", "probe_accuracy_change_vs_k", "group_matrix",
                  "algorithm_comparison", "cumulative_memorization_share", "layer_memorization",

@@ -1,4 +1,4 @@
-"""The framework of SPEC 6: NT-Xent, the pruning mask, and the two-pass gradient."""
+"""The framework of docs/method.md §6: NT-Xent, the pruning mask, and the two-pass gradient."""
 
 import json
 import math
@@ -58,7 +58,7 @@ def test_nt_xent_is_low_for_matching_views_and_rejects_bad_shapes():
 
 
 def published_three_pass_loss(model, mask, x, y, tau, lam):
-    """The literal SPEC 6 loss, one forward pass per operand, stop-gradients explicit."""
+    """The literal docs/method.md §6 loss, one forward pass per operand, stop-gradients explicit."""
     z_d = model(x)
     z_p = masked_forward(model, mask, x)
     with torch.no_grad():

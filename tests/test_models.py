@@ -11,7 +11,7 @@ from spurmem.models import MODELS, build_model, count_parameters, load_weights, 
 
 def test_small_cnn_is_the_reference_architecture():
     m = build_model("small-cnn", 2)
-    assert count_parameters(m) == 97_938  # BENCHMARK.md: "97k parameters"
+    assert count_parameters(m) == 97_938  # docs/method.md §9: "97k parameters"
     convs = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)]
     assert [n for n, _ in convs] == [f"stages.{i}.conv" for i in range(4)]
     assert [mod.out_channels for _, mod in convs] == [16, 32, 64, 128]  # 240 channels

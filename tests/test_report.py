@@ -85,10 +85,10 @@ def test_report_opens_with_the_verdicts(report_dir):
 
 def test_probe_verdicts_reach_the_top_of_the_report(report_dir):
     verdicts = (report_dir / "tables" / "verdicts.csv").read_text()
-    assert "Sensitivity (SPEC 5.1)" in verdicts and "not supported" in verdicts
-    assert "Group specificity (SPEC 5.2)" in verdicts and ",supported," in verdicts
+    assert "Sensitivity (docs/method.md §5.1)" in verdicts and "not supported" in verdicts
+    assert "Group specificity (docs/method.md §5.2)" in verdicts and ",supported," in verdicts
     assert "class collapse: 2" in verdicts  # the outcome names what the probe saw
-    assert "Localisation (SPEC 5.3)" in verdicts and "concentrated beyond the null" in verdicts
+    assert "Localisation (docs/method.md §5.3)" in verdicts and "concentrated beyond the null" in verdicts
 
 
 def test_report_is_self_contained(report_dir):

@@ -119,7 +119,7 @@ def test_zoo_small_cnn_and_mlp():
     cnn = build_model("small-cnn", n_classes=2)
     layers = candidate_layers(cnn)
     assert [l.name for l in layers] == [f"stages.{i}.conv" for i in range(4)]
-    assert sum(l.n_units for l in layers) == 240  # BENCHMARK.md: 240 conv channels
+    assert sum(l.n_units for l in layers) == 240  # docs/method.md §9: 240 conv channels
     assert head_name(cnn) == "fc" and output_site(cnn, "stages.3.conv") == "stages.3.bn"
     mlp = build_model("mlp", n_classes=2, img_size=8, hidden=(16, 8))
     assert [(l.name, l.n_units) for l in candidate_layers(mlp)] == [("layers.0", 16), ("layers.1", 8)]

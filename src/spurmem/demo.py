@@ -4,10 +4,11 @@ Stages, in order, each reusing its output when a previous demo finished it:
 
 1. ``erm``: train ERM on fashion-waterbirds (through ``spurmem compare``'s protocol, so the same run
    is the base of the mitigation stage);
-2. ``probe``: a probe grid with the random control on the ERM run's last checkpoint (SPEC 4, 5.1, 5.2);
-3. ``scan``: the unit-level memorisation scan of the ERM run (SPEC 5.3);
-4. ``examples``: example-level memorisation from models trained on random halves (SPEC 5.3);
-5. ``compare``: the framework, ERM, the ``erm-continue`` control and one baseline (SPEC 6, 7);
+2. ``probe``: a probe grid with the random control on the ERM run's last checkpoint (docs/method.md §4, 5.1, 5.2);
+3. ``scan``: the unit-level memorisation scan of the ERM run (docs/method.md §5.3);
+4. ``examples``: example-level memorisation from models trained on random halves (docs/method.md §5.3);
+   the demo's 2 models are a smoke setting (the scores come out ``not testable``; 8 or more are needed);
+5. ``compare``: the framework, ERM, the ``erm-continue`` control and one baseline (docs/method.md §6, 7);
 6. ``report``: the HTML report, opening with the verdicts on the claims; its path and a summary table
    are printed.
 
@@ -59,7 +60,8 @@ class DemoConfig(BaseModel):
                          "machine 1 is often fastest)")
     probe: dict[str, Any] = Field(default_factory=dict, description="overrides of the probe grid (ProbeConfig)")
     example_models: int = Field(2, ge=0, description="half-data models for example-level memorisation "
-                                "(even; 0 skips it and the grid of the most memorised images)")
+                                "(even; 0 skips it and the grid of the most memorised images). The default 2 is "
+                                "a smoke setting: below 8 the scores are marked not testable")
     example_epochs: int | None = Field(None, ge=1, description="epochs of each half-data model (null: erm_epochs)")
 
     @property
@@ -90,7 +92,7 @@ class DemoConfig(BaseModel):
         from spurmem.probes.config import ProbeConfig
 
         grid = {"name": "demo", "epoch": "last", "scorers": ["group-gradient", "group-contrast", "weight-norm"],
-                "k": [1, 3, 10], "interventions": ["zero"], "repeats": 5, "eval_splits": ["train", "test"],
+                "k": [1, 3, 10], "interventions": ["zero"], "repeats": 10, "eval_splits": ["train", "test"],
                 "heldout_split": "test", "device": self.device}
         return validate_config(ProbeConfig, {**grid, **self.probe}, source="demo probe settings")
 
@@ -186,7 +188,7 @@ def _probe(demo: _Demo) -> str:
     from spurmem.probes.api import probe_run
 
     result = probe_run(demo.erm_dir, demo.config.probe_config(), progress=demo.progress)
-    claims = "; ".join(f"{c.claim}: {'supported' if c.supported else 'not supported'}" for c in result.summary.claims)
+    claims = "; ".join(f"{c.claim}: {c.status}" for c in result.summary.claims)
     demo.log(claims)
     return f"{result.n_computed} settings computed, {result.n_resumed} reused"
 

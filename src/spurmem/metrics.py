@@ -1,4 +1,4 @@
-"""Group-aware evaluation (SPEC 2): per-example predictions, per-group accuracy and the averages.
+"""Group-aware evaluation (docs/method.md §2): per-example predictions, per-group accuracy and the averages.
 
 Every function returns a structured object; ``.table()`` gives a tidy pandas frame with one row per
 split x group. Which average is which is part of the name: ``average`` is plain accuracy over the
@@ -221,7 +221,7 @@ def metrics_table(results: dict[str, SplitMetrics]) -> pd.DataFrame:
 
 
 def memorization_gap(train: SplitMetrics, heldout: SplitMetrics) -> list[float]:
-    """Per group: acc_g(train) - acc_g(held-out) for the same model (SPEC 2)."""
+    """Per group: acc_g(train) - acc_g(held-out) for the same model (docs/method.md §2)."""
     return [t.accuracy - h.accuracy for t, h in zip(train.groups, heldout.groups)]
 
 

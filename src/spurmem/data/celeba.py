@@ -1,4 +1,4 @@
-"""`celeba`: the standard CelebA folder, any target and spurious attribute by name (SPEC 8).
+"""`celeba`: the standard CelebA folder, any target and spurious attribute by name (docs/method.md §8).
 
 The folder holds ``img_align_celeba/`` and the attribute and partition lists, each either in the
 original text form (``list_attr_celeba.txt``: a count line, a header line of attribute names, then

@@ -1,6 +1,6 @@
 """`fashion-waterbirds`: Fashion-MNIST garments on tinted CC0 textures (the built-in benchmark).
 
-The recipe of ``shared/BENCHMARK.md``: a 32x32 random crop of a scikit-image texture (``grass`` for
+The recipe of docs/method.md §9: a 32x32 random crop of a scikit-image texture (``grass`` for
 land, ``gravel`` or ``brick`` 50/50 for water) times a tint is the background; the 28x28 garment is
 placed at a random offset of 0-4 px and its pixels with value/255 > 0.1 replace the background in
 all three channels with their grey level. The attribute is the background (a=0 land, a=1 water),

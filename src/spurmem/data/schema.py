@@ -1,4 +1,4 @@
-"""The one metadata schema every dataset in spurmem follows (SPEC 2).
+"""The one metadata schema every dataset in spurmem follows (docs/method.md §2).
 
 A :class:`GroupDataset` holds, per split, uint8 images on the CPU (``N x C x H x W``), the label
 ``y``, the spurious attribute ``a`` and a stable example id. The group is ``g = y * A + a``.

@@ -1,4 +1,4 @@
-"""`waterbirds`: the standard Waterbirds folder (SPEC 8).
+"""`waterbirds`: the standard Waterbirds folder (docs/method.md §8).
 
 ``metadata.csv`` has columns img_id, img_filename, y, split, place (and place_filename): y = 1
 waterbird, place = 1 water background, split 0/1/2 = train/val/test; img_filename is relative to

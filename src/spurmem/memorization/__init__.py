@@ -1,4 +1,4 @@
-"""Memorisation (SPEC 5.3): per unit (:func:`unit_memorization`), per example (:func:`example_memorization`,
+"""Memorisation (docs/method.md §5.3): per unit (:func:`unit_memorization`), per example (:func:`example_memorization`,
 Feldman-style with models on random halves) and per group (:func:`gap_report`)."""
 
 from __future__ import annotations

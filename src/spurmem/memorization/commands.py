@@ -20,7 +20,7 @@ SCREEN_HINT_UNITS = 1000  # above this many units an exact scan of three splits 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("memorization", help="memorisation per unit, per example (Feldman) and per group (gap)",
-                       description="Quantify memorisation (SPEC 5.3): which units hold it, which examples are "
+                       description="Quantify memorisation (docs/method.md §5.3): which units hold it, which examples are "
                                    "memorised, and each group's train/held-out gap.")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "--out /tmp/mnv2-units")
     u.add_argument("run_dir", type=Path)
     u.add_argument("--heldout", default="test", choices=("test", "val"), help="held-out split (default test)")
-    u.add_argument("--intervention", default="zero", help="edit applied to each unit (default zero, SPEC 5.3)")
+    u.add_argument("--intervention", default="zero", help="edit applied to each unit (default zero, docs/method.md §5.3)")
     u.add_argument("--null-draws", type=int, default=1000, help="sign-flip null draws (default 1000)")
     add_common_options(u, {"epoch": "selected", "seed": 0, "device": "auto", "threads": 0})
     u.add_argument("--screen", action="store_true",

@@ -1,4 +1,4 @@
-"""Example-level memorisation (SPEC 5.3, after Feldman & Zhang 2020), estimated with M models.
+"""Example-level memorisation (docs/method.md §5.3, after Feldman & Zhang 2020), estimated with M models.
 
 The training set is split into random halves in complementary pairs: model 2j trains on half
 H_j and model 2j+1 on its complement, so every training example is included in exactly M/2
@@ -11,6 +11,7 @@ is the half; its run directory records the half's indices in ``subset.json``. An
 (``mem_p`` the same with the predicted probability of the true class). High scores mean the model
 gets the example right only when it has seen it. :func:`flip_order` then asks which examples flip
 first when the top critical units of the full model are zeroed together (k = 1, 2, ...).
+Fewer than :data:`MIN_MODELS` models give a warning and mark the estimate ``not testable``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ from spurmem.data.schema import GroupDataset
 from spurmem.progress import Progress
 
 HALVES_DIR = "halves"
+MIN_MODELS = 8  # below this the scores take too few values to rank examples (2 models: only -1, 0 or 1)
+
+
+def testability(models: int) -> str | None:
+    """Why example-level scores from ``models`` half-data models cannot be read as a ranking, or None."""
+    if models >= MIN_MODELS:
+        return None
+    return (f"not testable: {models} half-data model(s) (at least {MIN_MODELS} needed); every score is one of "
+            f"{models + 1} values from -1 to 1 in steps of {2 / max(models, 2):g}, so "
+            "'most memorised' is a tie among all examples at the top value (a smoke setting)")
 
 
 @dataclass
@@ -99,7 +110,11 @@ def example_memorization(config, dataset: GroupDataset, out_dir: str | Path, *, 
     from spurmem.record import write_json_atomic
     from spurmem.train import load_run, train
 
+    import warnings
+
     out_dir = Path(out_dir)
+    if (note := testability(models)) is not None:
+        warnings.warn(f"example-level memorisation {note}", stacklevel=2)
     n = len(dataset["train"])
     subsets = half_splits(n, models, seed)
     correct = np.zeros((models, n), dtype=bool)
@@ -132,7 +147,8 @@ def example_memorization(config, dataset: GroupDataset, out_dir: str | Path, *, 
     table.insert(4, "a", data.a.numpy())
     info = {"models": models, "seed": seed, "epoch": str(epoch), "design": "complementary random halves",
             "score": "mean correctness when included minus when held out", "config": config.model_dump(mode="json"),
-            "overrides": overrides}
+            "overrides": overrides, "min_models": MIN_MODELS, "testable": testability(models) is None,
+            "note": testability(models) or ""}
     return ExampleMemorization(examples=table, groups=group_distribution(table, dataset), info=info)
 
 

@@ -1,4 +1,4 @@
-"""The group memorisation gap (SPEC 2): acc_g(train) - acc_g(held-out) for the same model.
+"""The group memorisation gap (docs/method.md §2): acc_g(train) - acc_g(held-out) for the same model.
 
 Read from each run's ``metrics.jsonl`` at the chosen epoch (the rows the trainer wrote; a run whose
 row lacks a split is evaluated from its checkpoint through ``load_run``). One run gives a binomial

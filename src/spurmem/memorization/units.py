@@ -1,4 +1,4 @@
-"""Unit-level memorisation (SPEC 5.3): is the memorisation held by a few units?
+"""Unit-level memorisation (docs/method.md §5.3): is the memorisation held by a few units?
 
 For every candidate unit u, zeroed alone (the scan engine evaluates all of them):
 
@@ -208,16 +208,20 @@ def summarize_scans(train: ScanResult, held: ScanResult, dataset: GroupDataset, 
     summary["scan"] = {r.split: {"engine": r.engine, "seconds": r.seconds} for r in scans}
     if any(r.screen is not None for r in scans):
         summary["screen"] = {r.split: r.screen.to_dict() for r in scans if r.screen is not None}
+    from spurmem.probes.verdicts import fit_precondition
+
+    summary["precondition"] = fit_precondition(
+        {dataset.group_names[g]: (float(train.base_accuracy[g]), float(held.base_accuracy[g])) for g in minority})
     summary["statement"] = _statement(summary)
     return UnitMemorization(ranked=ranked, groups=groups, curve=curve, layers=layers, summary=summary)
 
 
 def _unit_verdicts(ranked: pd.DataFrame, train: ScanResult, held: ScanResult, dataset: GroupDataset,
                    control: float | None) -> None:
-    """Per unit, the verdict (``probes.verdicts.classify``) for the minority group it hurts most on
-    the training split, with that group's same-class majority's training drop; the pooled score
-    alone cannot tell class collapse (the class's majority falls too) from memorisation."""
-    from spurmem.probes.verdicts import classify
+    """Per unit, the verdict (``probes.verdicts.classify``, the probes' rule) for the minority group it
+    hurts most on the training split, with every other group's train and held-out accuracy; the
+    pooled score alone cannot tell class collapse or broad disruption from memorisation."""
+    from spurmem.probes.verdicts import GroupChange, classify
 
     minority = dataset.minority_groups
     labels, groups, majority_drops, shares = [], [], [], []
@@ -225,8 +229,10 @@ def _unit_verdicts(ranked: pd.DataFrame, train: ScanResult, held: ScanResult, da
         g = max(minority, key=lambda m: train.drop[i, m])
         maj = dataset.same_class_majority(g)
         beyond = None if control is None else bool(train.drop[i, g] - held.drop[i, g] > control)
+        others = [GroupChange(dataset.group_names[h], train.base_accuracy[h], train.accuracy[i, h],
+                              held.base_accuracy[h], held.accuracy[i, h]) for h in range(dataset.n_groups) if h != g]
         v = classify(train.base_accuracy[g], train.accuracy[i, g], held.base_accuracy[g], held.accuracy[i, g],
-                     train.base_accuracy[maj], train.accuracy[i, maj], beyond_control=beyond)
+                     train.base_accuracy[maj], train.accuracy[i, maj], others=others, beyond_control=beyond)
         labels.append(v.label)
         groups.append(g)
         majority_drops.append(train.drop[i, maj])
@@ -316,6 +322,8 @@ def _statement(summary: dict[str, Any]) -> str:
 
 
 def _concentration_statement(summary: dict[str, Any]) -> str:
+    if summary.get("precondition"):
+        return f"not testable: {summary['precondition']}"
     if summary["total_positive_score"] <= 0:
         return ("no unit has a positive memorisation score: zeroing any single unit costs held-out accuracy at "
                 "least as much as training accuracy, so no memorisation is held by single units")

@@ -1,4 +1,4 @@
-"""Small models for small images: the reference CNN of BENCHMARK.md and an MLP."""
+"""Small models for small images: the reference CNN of docs/method.md §9 and an MLP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Probes (SPEC 3-5): units, scorers, interventions, the probe runner and its verdicts.
+"""Probes (docs/method.md §3-5): units, scorers, interventions, the probe runner and its verdicts.
 
 Public API: :func:`probe` / :func:`probe_run` (the grid), :func:`score_units` + :func:`top_units`,
 :func:`intervene` (reversible edits), :func:`classify` (verdicts), the ``SCORERS`` and

@@ -28,7 +28,7 @@ EXAMPLES = """examples:
 outputs (RUN_DIR/probes/<name>/): rows.csv (setting x repeat x split x group: acc before/after, drop,
 count, logit margins, predicted-class histogram, specificity), summary.csv (mean/std/95% CI over
 repeats), control.csv (position in the random control with the same k), matrix.csv (group-by-group),
-verdicts.csv + verdicts.json (per-setting verdicts, SPEC 5.1/5.2 claims), summary.md, settings/ (one
+verdicts.csv + verdicts.json (per-setting verdicts, docs/method.md §5.1/5.2 claims), summary.md, settings/ (one
 atomic file per finished setting: an interrupted grid resumes where it stopped)."""
 
 
@@ -45,8 +45,8 @@ def grid_parser(prog: str = "spurmem probe") -> argparse.ArgumentParser:
             "Rank units with each scorer, edit the top k with each intervention (reversibly, on a copy), and "
             "evaluate every group before and after on every split; random scorers and random interventions are "
             "repeated with recorded seeds, and every setting is set against the random control with the same k. "
-            "The summary names what each setting did (no effect, within random control, class collapse, group "
-            "feature, localised memorisation, inconclusive) and answers the claims of SPEC 5.1-5.2.", 100),
+            "The summary names what each setting did (no effect, within random control, class collapse, broad "
+            "disruption, prediction shift, group feature, localised memorisation, inconclusive) and answers the claims of docs/method.md §5.1-5.2.", 100),
         epilog=f"config keys (ProbeConfig; YAML file or KEY=VALUE):\n{keys}\n\n{EXAMPLES}",
     )
     p.add_argument("run_dir", type=Path, help="a run directory written by `spurmem train`")
@@ -123,8 +123,9 @@ def _grid(args: argparse.Namespace) -> int:
     print(f"probe {config.name}: {result.n_computed} settings computed, {result.n_resumed} resumed, "
           f"{result.seconds:.1f} s -> {result.out_dir}")
     for claim in result.summary.claims:
-        print(f"  {claim.claim}: {'supported' if claim.supported else 'not supported'} - {claim.statistic}")
+        print(f"  {claim.claim}: {claim.status} - {claim.statistic}")
     if len(result.summary.verdicts):
-        counts = result.summary.verdicts["verdict"].value_counts()
-        print("  setting verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        from spurmem.probes.summary import outcome_counts
+
+        print("  setting verdicts: " + outcome_counts(result.summary.verdicts))
     return 0

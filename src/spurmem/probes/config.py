@@ -52,7 +52,7 @@ class ProbeConfig(BaseModel):
     eval_splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"],
                                    description="splits evaluated before and after every edit")
     heldout_split: str = Field("test", description="held-out split the verdicts compare with train")
-    thresholds: Thresholds = Field(default_factory=Thresholds, description="verdict thresholds (see verdicts.py)")
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="verdict thresholds (docs/method.md §5.4-5.5)")
     batch_size: int = Field(512, ge=1, description="evaluation batch size")
     device: str = Field("auto", description="auto, cpu or cuda[:N]")
 

@@ -1,4 +1,4 @@
-"""Reversible edits of selected units or weights (SPEC 4), behind one context manager.
+"""Reversible edits of selected units or weights (docs/method.md §4), behind one context manager.
 
 Weight space (the unit's slice ``W[c]`` and ``b[c]``, or individual weights of a
 :class:`~spurmem.probes.units.WeightSelection`; BatchNorm is never touched):

@@ -1,4 +1,4 @@
-"""The localisation search (SPEC 5, after Maini et al. 2023, adapted to groups).
+"""The localisation search (docs/method.md §5, after Maini et al. 2023, adapted to groups).
 
 Greedily ablate the candidate unit that most lowers the training accuracy of a *target* set of
 examples (group g's training examples; ties broken by the larger summed loss), subject to two
@@ -324,11 +324,12 @@ def classify_search(result: LocalizeResult, dataset: GroupDataset) -> dict[str, 
 
     Train and held-out accuracies are group g's on the training split and on the test split (val is
     held within epsilon by the search itself, so it cannot show a held-out drop; val when there is
-    no test split); the majority is g's same-class majority on the training split. The effect is
+    no test split); the majority is g's same-class majority on the training split; every other
+    group enters with its train and held-out accuracies, as in the probes. The effect is
     beyond the control when g's relative training drop exceeds the control target's relative drop
     after the same number of units (the control may stop earlier: then its last step counts).
     """
-    from spurmem.probes.verdicts import classify, relative_drop
+    from spurmem.probes.verdicts import GroupChange, classify, relative_drop
 
     s = result.search
     traj = s.trajectory
@@ -346,9 +347,11 @@ def classify_search(result: LocalizeResult, dataset: GroupDataset) -> dict[str, 
         steps = c.steps["target_acc"].tolist()
         control_share = relative_drop(steps[0], steps[min(last, len(steps) - 1)])
         beyond = relative_drop(s.target_acc_start, s.target_acc_end) > control_share
+    others = [GroupChange(dataset.group_names[h], value("train", h, 0), value("train", h, last),
+                          value(heldout, h, 0), value(heldout, h, last)) for h in range(dataset.n_groups) if h != g]
     verdict = classify(
         value("train", g, 0), value("train", g, last), value(heldout, g, 0), value(heldout, g, last),
-        value("train", m, 0), value("train", m, last), beyond_control=beyond,
+        value("train", m, 0), value("train", m, last), others=others, beyond_control=beyond,
         margin_change=value("train", g, last, "mean_margin") - value("train", g, 0, "mean_margin"),
         majority_margin_change=value("train", m, last, "mean_margin") - value("train", m, 0, "mean_margin"),
     ).to_dict()

@@ -1,4 +1,4 @@
-"""Fast unit scans: the effect on every group of modifying each unit alone (SPEC 5.3).
+"""Fast unit scans: the effect on every group of modifying each unit alone (docs/method.md §5.3).
 
 A naive scan copies the model, edits one unit and re-runs the whole dataset, once per unit. The
 engine exploits three kinds of structure, and gives the same predictions:

@@ -1,4 +1,4 @@
-"""Scorers (SPEC 4): rank units by how much they matter, as a tidy table.
+"""Scorers (docs/method.md §4): rank units by how much they matter, as a tidy table.
 
 Every scorer fills one score per unit of each candidate layer; :func:`score_units` turns that into a
 ranked table (``rank, unit, layer, index, score, raw_score`` plus how it was made), optionally after
@@ -107,7 +107,7 @@ def hardest_examples(ctx: ScoreContext, group: int) -> torch.Tensor:
 
 
 def gradient_scores_for(ctx: ScoreContext, group: int) -> dict[str, torch.Tensor]:
-    """Per-unit gradient norm of the mean CE of ``group``'s hardest examples (SPEC 4)."""
+    """Per-unit gradient norm of the mean CE of ``group``'s hardest examples (docs/method.md §4)."""
     model, dev = ctx.model, resolve_device(ctx.device)
     idx = hardest_examples(ctx, group)
     modules = [get_module(model, layer.name) for layer in ctx.layers]

@@ -1,17 +1,21 @@
 """From a probe's tidy rows to its summary: statistics over repeats, the random control, the
-group-by-group matrix, per-setting verdicts and the claims of SPEC 5.1-5.2.
+group-by-group matrix, per-setting verdicts and the claims of docs/method.md §5.1-5.2.
 
 Tables (all tidy, one row per setting x split x group unless said otherwise):
 
-* ``summary``  mean, std and 95% t-interval of the accuracy drop over repeats, mean accuracy and
-  logit margin after, margin change, specificity (minority groups) and predicted-class histogram;
+* ``summary``  mean, std and 95% t-interval of the accuracy drop over repeats, the range of the
+  draws the verdicts compare with (``draws_lo``/``draws_hi``: the ``control_p`` and 1 - ``control_p``
+  quantiles over repeats), mean accuracy and logit margin after, margin change, specificity
+  (minority groups) and predicted-class histogram;
 * ``control``  for every non-random unit-scorer setting and minority group: where its mean drop and
   mean specificity fall in the distribution of the ``random`` scorer with the same k, intervention,
-  sigma and per-layer rule on the same split (percentile, z-score);
+  sigma and per-layer rule on the same split (percentile and exact one-sided p-value with the number
+  of draws; no z-score, which is infinite against a zero-spread control);
 * ``matrix``   ``group-gradient``/``group-contrast``: drop of group j (``group``) when the units were
   selected from group i (``selected_from``);
 * ``verdicts`` one row per non-random setting x minority group: the label of
-  :func:`~spurmem.probes.verdicts.classify` and the numbers behind it.
+  :func:`~spurmem.probes.verdicts.classify` (every group's train and held-out accuracy and the
+  held-out predicted-class histograms enter it) and the numbers behind it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from scipy import stats
 
 from spurmem.data.schema import GroupDataset
 from spurmem.probes.verdicts import (
-    LABELS, ClaimVerdict, Thresholds, classify, control_position, sensitivity_claim, specificity_claim,
+    LABELS, ClaimVerdict, GroupChange, Thresholds, classify, control_position, fit_precondition, prediction_shift,
+    sensitivity_claim, specificity_claim,
 )
 from spurmem.record import json_text
 
@@ -90,6 +95,7 @@ def summarise(rows: pd.DataFrame, dataset: GroupDataset, config) -> ProbeSummary
             "majority_of_class": g["majority_of_class"].iloc[0], "count": g["count"].iloc[0], "n_repeats": n,
             "acc_before": g["acc_before"].iloc[0], "acc_after": g["acc_after"].mean(),
             "drop_mean": g["drop"].mean(), "drop_std": d_std, "drop_ci95": _ci95(d_std, n),
+            "draws_lo": float(g["drop"].quantile(t.control_p)), "draws_hi": float(g["drop"].quantile(1 - t.control_p)),
             "margin_before": g["margin_before"].iloc[0], "margin_after": g["margin_after"].mean(),
             "margin_change": g["margin_change"].mean(),
             "specificity_mean": g["specificity"].mean(), "specificity_std": s_std,
@@ -102,8 +108,8 @@ def summarise(rows: pd.DataFrame, dataset: GroupDataset, config) -> ProbeSummary
     matrix = summary[summary["scorer"].isin(MATRIX_SCORERS)][
         ["scorer", "k", "intervention", "sigma", "per_layer", "normalise", "score_split", "split",
          "selected_from", "group", "drop_mean", "margin_change"]].reset_index(drop=True)
-    verdicts = _verdicts(summary, control, dataset, config)
-    claims = _claims(control, matrix, verdicts, dataset, t)
+    verdicts = _verdicts(summary, control, before, dataset, config)
+    claims = _claims(control, matrix, verdicts, dataset, t, _fit(before, dataset, config.heldout_split))
     per_setting = rows.drop_duplicates("setting_id")
     seconds = float(per_setting["seconds"].sum()) if "seconds" in per_setting else float("nan")
     return ProbeSummary(before, summary, control, matrix, verdicts, claims, len(per_setting), seconds)
@@ -125,47 +131,76 @@ def _control(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
             "split": r["split"], "group": r["group"], "group_name": r["group_name"],
             "drop": r["drop_mean"], "specificity": r["specificity_mean"], "control_n": len(drops),
             "control_drop_mean": pd_.mean if pd_ else np.nan, "control_drop_std": pd_.std if pd_ else np.nan,
-            "drop_percentile": pd_.percentile if pd_ else np.nan, "drop_z": pd_.z if pd_ else np.nan,
+            "drop_percentile": pd_.percentile if pd_ else np.nan, "drop_p": pd_.p_value if pd_ else np.nan,
             "control_specificity_mean": ps.mean if ps else np.nan,
-            "specificity_percentile": ps.percentile if ps else np.nan, "specificity_z": ps.z if ps else np.nan,
+            "specificity_percentile": ps.percentile if ps else np.nan, "specificity_p": ps.p_value if ps else np.nan,
         })
     return pd.DataFrame(out)
 
 
-def _verdicts(summary: pd.DataFrame, control: pd.DataFrame, dataset: GroupDataset, config) -> pd.DataFrame:
+def _fit(before: pd.DataFrame, dataset: GroupDataset, heldout: str) -> dict[str, tuple[float, float]]:
+    """Per minority group, (train, held-out) accuracy of the unedited model."""
+    acc = {(r.split, int(r.group)): r.acc_before for r in before.itertuples()}
+    return {dataset.group_names[g]: (acc[("train", g)], acc[(heldout, g)]) for g in dataset.minority_groups
+            if ("train", g) in acc and (heldout, g) in acc}
+
+
+def _verdicts(summary: pd.DataFrame, control: pd.DataFrame, before: pd.DataFrame, dataset: GroupDataset,
+              config) -> pd.DataFrame:
     t: Thresholds = config.thresholds
+    heldout = config.heldout_split
     index = {(r["setting"], r["split"], int(r["group"])): r for _, r in summary.iterrows()}
     ctrl = {(r["setting"], r["split"], int(r["group"])): r for _, r in control.iterrows()} if len(control) else {}
+    n_classes = len(dataset.class_names)
+    hist_before = {int(r["group"]): [r.get(f"pred_before_{c}", np.nan) for c in range(n_classes)]
+                   for _, r in before[before["split"] == heldout].iterrows()}
     out = []
     for label in summary.loc[summary["scorer"] != "random", "setting"].unique():
+        def acc(split, h, column):
+            r = index.get((label, split, h))
+            return float(r[column]) if r is not None else float("nan")
+
+        histograms = {dataset.group_names[h]: (hist_before[h], [index[(label, heldout, h)].get(f"pred_after_{c}", np.nan)
+                                                               for c in range(n_classes)])
+                      for h in range(dataset.n_groups) if h in hist_before and (label, heldout, h) in index}
+        shift = prediction_shift(histograms, dataset.class_names, t)
         for g in dataset.minority_groups:
             tr = index.get((label, "train", g))
-            ho = index.get((label, config.heldout_split, g))
+            ho = index.get((label, heldout, g))
             mj = index.get((label, "train", dataset.same_class_majority(g)))
             if tr is None or ho is None or mj is None:
                 continue
+            others = [GroupChange(dataset.group_names[h], acc("train", h, "acc_before"), acc("train", h, "acc_after"),
+                                  acc(heldout, h, "acc_before"), acc(heldout, h, "acc_after"))
+                      for h in range(dataset.n_groups) if h != g]
             c = ctrl.get((label, "train", g))
-            beyond = None
+            beyond, note = None, "no random control to compare"
             if c is not None and c["control_n"] > 0:
-                beyond = bool(c["drop_z"] >= t.control_z and c["drop_percentile"] >= t.control_percentile)
+                if c["control_n"] < t.min_control_draws:
+                    note = (f"the random control has {int(c['control_n'])} draw(s); {t.min_control_draws} are needed "
+                            f"for p <= {t.control_p:g}")
+                else:
+                    beyond = bool(c["drop_p"] <= t.control_p + 1e-12)
             v = classify(tr["acc_before"], tr["acc_after"], ho["acc_before"], ho["acc_after"],
-                         mj["acc_before"], mj["acc_after"], beyond_control=beyond, thresholds=t,
-                         margin_change=tr["margin_change"], majority_margin_change=mj["margin_change"])
+                         mj["acc_before"], mj["acc_after"], others=others, shift=shift, beyond_control=beyond,
+                         control_note=note, thresholds=t, margin_change=tr["margin_change"],
+                         majority_margin_change=mj["margin_change"])
             out.append({
                 "setting": label, "scorer": tr["scorer"], "selected_from": tr["selected_from"], "group": g,
                 "group_name": dataset.group_names[g], "verdict": v.label, "reason": v.reason,
                 **{k: v.statistics[k] for k in ("train_before", "train_after", "train_share", "heldout_before",
                                                 "heldout_after", "heldout_share", "majority_share", "specificity",
+                                                "worst_other", "worst_other_drop", "shift_class",
                                                 "margin_change", "majority_margin_change", "beyond_control")},
-                "heldout_split": config.heldout_split,
-                "drop_z": c["drop_z"] if c is not None else np.nan,
-                "drop_percentile": c["drop_percentile"] if c is not None else np.nan,
+                "heldout_split": heldout,
+                "drop_p": c["drop_p"] if c is not None else np.nan,
+                "control_n": int(c["control_n"]) if c is not None else 0,
             })
     return pd.DataFrame(out)
 
 
 def _claims(control: pd.DataFrame, matrix: pd.DataFrame, verdicts: pd.DataFrame, dataset: GroupDataset,
-            t: Thresholds) -> list[ClaimVerdict]:
+            t: Thresholds, fit: dict[str, tuple[float, float]]) -> list[ClaimVerdict]:
     labels = ({(r.setting, int(r.group)): r.verdict for r in verdicts.itertuples()} if len(verdicts) else {})
     entries = []
     if len(control):
@@ -175,9 +210,8 @@ def _claims(control: pd.DataFrame, matrix: pd.DataFrame, verdicts: pd.DataFrame,
                 continue  # per-group scorers are judged on the group they were aimed at
             entries.append({
                 "setting": r["setting"], "group": int(r["group"]), "k": int(r["k"]), "drop": r["drop"],
-                "specificity": r["specificity"], "drop_z": _none(r["drop_z"]),
-                "drop_percentile": _none(r["drop_percentile"]), "specificity_z": _none(r["specificity_z"]),
-                "specificity_percentile": _none(r["specificity_percentile"]),
+                "specificity": r["specificity"], "drop_p": _none(r["drop_p"]),
+                "specificity_p": _none(r["specificity_p"]), "control_n": int(r["control_n"]),
                 "verdict": labels.get((r["setting"], int(r["group"]))),
             })
     matrices = {}
@@ -190,7 +224,9 @@ def _claims(control: pd.DataFrame, matrix: pd.DataFrame, verdicts: pd.DataFrame,
                 arr[int(r["selected_from"]), int(r["group"])] = r["drop_mean"]
             label = " ".join(f"{k}={v}" for k, v in zip(keys, key) if not (isinstance(v, float) and math.isnan(v)))
             matrices[label] = arr
-    return [sensitivity_claim(entries, t), specificity_claim(matrices, dataset.minority_groups, t)]
+    pre = fit_precondition(fit, t)
+    return [sensitivity_claim(entries, t, precondition=pre),
+            specificity_claim(matrices, dataset.minority_groups, t, precondition=pre)]
 
 
 def _none(v):
@@ -221,8 +257,7 @@ def write_summary(out: Path, s: ProbeSummary, config, *, rows: pd.DataFrame, ski
 
 
 def _json_safe(obj):
-    """Strict JSON: infinite or undefined numbers (a z-score against a zero-spread control) become
-    the strings "inf", "-inf" and "nan"."""
+    """Strict JSON: infinite or undefined numbers become the strings "inf", "-inf" and "nan"."""
     if isinstance(obj, dict):
         return {k: _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -243,17 +278,16 @@ def markdown(s: ProbeSummary, config, *, seconds: float | None = None, skipped: 
                   f"accuracy before minus after (positive = worse); random repeats: {config.repeats}.", ""]
     lines += ["## Claims", ""]
     for c in s.claims:
-        lines.append(f"- **{c.claim}: {'supported' if c.supported else 'not supported'}** — {c.statistic}")
+        lines.append(f"- **{c.claim}: {c.status}** — {c.statistic}")
     lines += ["", "## Before the edit", ""]
     if len(s.before):
         lines.append(_md_table(s.before[["split", "group", "group_name", "count", "acc_before", "margin_before"]]))
     if len(s.verdicts):
         lines += ["", "## Verdicts per setting and minority group (train vs held-out)", ""]
-        counts = s.verdicts["verdict"].value_counts()
-        lines.append(", ".join(f"{k}: {v}" for k, v in counts.items()))
+        lines.append(outcome_counts(s.verdicts))
         lines.append("")
         cols = ["setting", "group_name", "verdict", "train_share", "heldout_share", "majority_share",
-                "margin_change", "majority_margin_change", "drop_z"]
+                "worst_other", "worst_other_drop", "shift_class", "margin_change", "drop_p", "control_n"]
         lines.append(_md_table(s.verdicts[cols]))
     if len(s.matrix):
         lines += ["", "## Group-by-group matrix (train drop; row: selected from, column: evaluated)", ""]
@@ -271,6 +305,12 @@ def markdown(s: ProbeSummary, config, *, seconds: float | None = None, skipped: 
     if skipped:
         lines += ["", "Skipped combinations: " + "; ".join(skipped)]
     return "\n".join(lines) + "\n"
+
+
+def outcome_counts(verdicts: pd.DataFrame) -> str:
+    """Every outcome label with its count (zeros included, in the order of ``LABELS``)."""
+    counts = verdicts["verdict"].value_counts().to_dict() if len(verdicts) else {}
+    return ", ".join(f"{label}: {int(counts.get(label, 0))}" for label in LABELS)
 
 
 def _md_table(df: pd.DataFrame) -> str:

@@ -1,4 +1,4 @@
-"""Units (SPEC 3): one output channel of a Conv2d or one output neuron of a Linear (for a ViT, one
+"""Units (docs/method.md §3): one output channel of a Conv2d or one output neuron of a Linear (for a ViT, one
 hidden neuron of a block's MLP, i.e. a row of ``fc1``), with stable ids such as ``layer3.1.conv2:17``.
 """
 
@@ -154,7 +154,7 @@ def output_site(model: nn.Module, layer: str) -> str:
     That is the BatchNorm registered right after a conv (or linear) layer when it normalises exactly
     that layer's channels (``layer1.0.conv1`` -> ``layer1.0.bn1``, ``stages.2.conv`` -> ``stages.2.bn``),
     else the layer itself (a ViT's ``mlp.fc1``, a plain Linear). Activation-space interventions hook
-    this module, so "the channel's output set to 0" means 0 after BatchNorm, as SPEC 4 defines it.
+    this module, so "the channel's output set to 0" means 0 after BatchNorm, as docs/method.md §4 defines it.
     """
     modules = dict(model.named_modules())
     if layer not in modules:

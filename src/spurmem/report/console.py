@@ -56,7 +56,7 @@ def print_demo_summary(result, console: Console | None = None) -> None:
     console = console or _console()
     verdicts = result.report.verdict_table().frame
     verdicts = verdicts.assign(claim=verdicts["claim"].str.split(":").str[0])
-    print_table(verdicts, "Verdicts on the claims (SPEC 5 and 6)",
+    print_table(verdicts, "Verdicts on the claims (docs/method.md §5 and 6)",
                 {"claim": "claim", "verdict": "verdict", "statistic": "statistic"}, console)
     tables = {t.name: t for t in result.report.tables}
     if "comparison" in tables:

@@ -249,8 +249,9 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
     """Change in accuracy per group vs k, one panel per scorer, with the random control.
 
     ``rows``: scorer, k, group, group_name, drop_mean, ci_low, ci_high (drop = original - modified,
-    in [0, 1]). Rows with scorer ``random`` are the control, drawn dashed with their CI band in
-    every panel."""
+    in [0, 1]). Rows with scorer ``random`` are the control, drawn dashed in every panel with the
+    band of its draws that the verdicts use (``ci_low``/``ci_high`` as :func:`inputs.probe_curves`
+    fills them)."""
     _require(rows, ["scorer", "k", "group", "group_name", "drop_mean", "ci_low", "ci_high"], "probe curves")
     scorers = [s for s in dict.fromkeys(rows["scorer"]) if s != RANDOM_CONTROL] or [RANDOM_CONTROL]
     control = rows[rows["scorer"] == RANDOM_CONTROL]
@@ -290,7 +291,9 @@ def plot_probe_curves(rows: pd.DataFrame, prov: Provenance) -> ReportFigure:
                frameon=False)
     what = (
         "Drop in each group's accuracy (original minus modified) after modifying the top-k units of each "
-        "scorer; solid = scorer, dashed = random units (control); bands = 95% CI over repeats."
+        "scorer; solid = scorer (band: 95% CI of its mean over repeats), dashed = random units (control; band: "
+        "the control_p to 1 - control_p quantiles of the random draws, 10th-90th by default: the range the verdicts "
+        "compare with)."
     )
     return _render(fig, "probe_accuracy_change_vs_k", "Accuracy change per group vs k", what, prov)
 

@@ -2,7 +2,7 @@
 opens from disk with no server) plus the same figures as PNG, PDF and SVG files and the same tables as
 CSV, Markdown and LaTeX, and ``report.md`` tying them together.
 
-The report opens with the verdicts on the claims (SPEC 5 and 6), whatever their outcome, then one
+The report opens with the verdicts on the claims (docs/method.md §5 and §6), whatever their outcome, then one
 section per kind of evidence. A section whose inputs do not exist says so and how to produce them.
 """
 
@@ -22,13 +22,15 @@ from spurmem.report.figures import ReportFigure
 from spurmem.report.tables import ReportTable, md_text, table_files, to_html, to_markdown
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTED = "supported", "not supported", "inconclusive", "not tested"
-STATUSES = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTED)
+NOT_TESTABLE = "not testable"  # run, but a precondition failed (nothing to find, floor, too few draws/seeds)
+STATUSES = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTABLE, NOT_TESTED)
 
 
 @dataclass
 class Verdict:
     """The answer to one claim: ``status`` is supported / not supported / inconclusive (too little
-    evidence to decide, e.g. one seed) / not tested."""
+    evidence to decide, e.g. one seed) / not testable (a precondition failed; the reason says which) /
+    not tested."""
 
     claim: str
     status: str
@@ -81,7 +83,7 @@ class Report:
               "source": v.source} for v in self.verdicts],
             columns=["claim", "verdict", "outcome", "statistic", "source"],
         )
-        return ReportTable("verdicts", "Verdicts on the claims", "Each claim of SPEC 5 and 6 as tested on these "
+        return ReportTable("verdicts", "Verdicts on the claims", "Each claim of docs/method.md §5 and 6 as tested on these "
                            "runs; 'not tested' names the command that would test it.", frame)
 
 
@@ -105,6 +107,7 @@ table.data thead{background:#f3f3f3}
 .verdicts td.v-not-supported{background:#f8d7d7;font-weight:600}
 .verdicts td.v-inconclusive{background:#fff3cd;font-weight:600}
 .verdicts td.v-not-tested{background:#eee;color:#555}
+.verdicts td.v-not-testable{background:#eee;color:#555;font-weight:600}
 figure{margin:1.2em 0;border:1px solid #e3e3e3;padding:.6em;background:#fff}
 figure img{max-width:100%;height:auto;display:block}
 figcaption{color:#444;font-size:.9em;margin-top:.4em}
@@ -132,7 +135,7 @@ def _verdicts_html(report: Report) -> str:
         '<table id="table-verdicts" class="data verdicts"><thead><tr><th>claim</th><th>verdict</th>'
         "<th>outcome</th><th>statistic</th><th>source</th></tr></thead><tbody>"
         + "".join(rows)
-        + "</tbody><caption>Each claim of SPEC 5 (sensitivity, group specificity, localisation) and SPEC 6 "
+        + "</tbody><caption>Each claim of docs/method.md §5 (sensitivity, group specificity, localisation) and docs/method.md §6 "
         "(the framework) as tested on these runs, whatever the outcome. A claim can fail on a given model "
         "and dataset; 'not tested' names the command that would test it.</caption></table></div></section>"
     )

@@ -111,7 +111,7 @@ class ProbeFiles:
     summary: pd.DataFrame  # setting x split x group: drop_mean, drop_ci95, ...
     matrix: pd.DataFrame  # selected_from x group drops of the per-group scorers
     verdicts: pd.DataFrame  # setting x minority group: verdict label and shares
-    claims: list[dict]  # SPEC 5.1/5.2: claim, verdict, statistic, details
+    claims: list[dict]  # docs/method.md §5.1/5.2: claim, verdict, statistic, details
     verdict_counts: dict[str, int]
     config: dict
     source: dict
@@ -196,7 +196,10 @@ def _is_missing(value) -> bool:
 def probe_curves(probe: ProbeFiles, intervention: str, split: str = "train") -> pd.DataFrame:
     """Rows for :func:`~spurmem.report.figures.plot_probe_curves`: one panel per scorer (per-group scorers:
     one panel per minority group the units were selected from), the ``random`` scorer as the control.
-    Global top-k without per-layer normalisation only; CI = 95% t-interval over repeats (0 when one)."""
+    Global top-k without per-layer normalisation only. The band of a scorer is the 95% t-interval of
+    its mean over repeats (0 when one); the band of the ``random`` control is the range of its draws
+    that the verdicts compare with (``draws_lo``..``draws_hi``, docs/method.md §5), where the probe
+    wrote it (older probes: the t-interval)."""
     s = probe.summary
     if s.empty:
         return pd.DataFrame()
@@ -215,9 +218,13 @@ def probe_curves(probe: ProbeFiles, intervention: str, split: str = "train") -> 
 
     s = s.assign(panel=s.apply(panel, axis=1)).dropna(subset=["panel"])
     ci = s["drop_ci95"].fillna(0.0)
+    low, high = s["drop_mean"] - ci, s["drop_mean"] + ci
+    if "draws_lo" in s and "draws_hi" in s:
+        draws = (s["scorer"] == "random") & s["draws_lo"].notna() & s["draws_hi"].notna()
+        low, high = low.where(~draws, s["draws_lo"]), high.where(~draws, s["draws_hi"])
     return pd.DataFrame({
         "scorer": s["panel"], "k": s["k"].astype(int), "group": s["group"].astype(int), "group_name": s["group_name"],
-        "drop_mean": s["drop_mean"], "ci_low": s["drop_mean"] - ci, "ci_high": s["drop_mean"] + ci,
+        "drop_mean": s["drop_mean"], "ci_low": low, "ci_high": high,
         "n_repeats": s["n_repeats"],
     }).reset_index(drop=True)
 

@@ -76,11 +76,12 @@ def probe_section(runs: list[Run]) -> Section:
         claims = pd.DataFrame([{"claim": c.get("claim"), "verdict": c.get("verdict"), "statistic": c.get("statistic")}
                                for c in probe.claims])
         section.tables.append(ReportTable(
-            "probe_claims" + tag, "Probe claims (SPEC 5.1, 5.2)" + label,
+            "probe_claims" + tag, "Probe claims (docs/method.md §5.1, 5.2)" + label,
             f"As judged by the probe from {probe.path}; thresholds in its config.yaml.", claims))
         if not probe.verdicts.empty:
             cols = [c for c in ("setting", "group_name", "verdict", "train_share", "heldout_share", "majority_share",
-                                "margin_change", "drop_z", "reason") if c in probe.verdicts]
+                                "worst_other", "worst_other_drop", "margin_change", "drop_p", "control_n", "reason")
+                    if c in probe.verdicts]
             # settings with an effect first, the strongest train drop first within each outcome
             ordered = probe.verdicts.assign(_none=probe.verdicts["verdict"] == "no effect").sort_values(
                 ["_none", "train_share"], ascending=[True, False], kind="stable")
@@ -88,7 +89,9 @@ def probe_section(runs: list[Run]) -> Section:
                 "probe_verdicts" + tag, "Probe outcome per setting and minority group" + label,
                 "Shares are the fraction of the group's accuracy lost (train, held-out "
                 f"{probe.verdicts['heldout_split'].iloc[0] if 'heldout_split' in probe.verdicts else ''}; majority = "
-                "same-class majority group on train); drop_z = z-score of the drop within the random control. "
+                "same-class majority group on train); worst_other = the other group (and split) that lost most, "
+                "worst_other_drop its loss; drop_p = exact one-sided p-value of the drop among control_n random "
+                "draws (docs/method.md §5). "
                 "Counts: " + ", ".join(f"{k}: {v}" for k, v in probe.verdict_counts.items()) + ". Settings with an "
                 "effect first.", ordered[cols], max_rows=20))
     return section
@@ -147,7 +150,8 @@ def memorization_section(runs: list[Run]) -> Section:
                 images, labels, ex_prov, "Most memorised training examples" + label, name="most_memorized_examples" + tag,
                 what=f"The {len(images)} training examples with the highest example-level memorisation score "
                 "(accuracy of the models that trained on the example minus that of the models that did not; "
-                f"{info.get('design', 'random halves')}).")
+                f"{info.get('design', 'random halves')})."
+                + (f" Warning: {info['note']}." if info.get("note") else ""))
             section.figures.append(fig)
             if not mem.example_groups.empty:
                 section.tables.append(ReportTable(

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: spurmem train --config configs/erm_fashion_waterbirds.yaml epochs=10 dataset_params.rho=0.9",
     )
     p.add_argument("--config", type=Path, help="YAML TrainConfig, or the name of a config shipped with spurmem such as "
-                   "erm_fashion_waterbirds (defaults: the BENCHMARK.md reference recipe)")
+                   "erm_fashion_waterbirds (defaults: the docs/method.md §9 reference recipe)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. lr=0.01 seed=1")
     p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<name>)")
     mode = p.add_mutually_exclusive_group()

@@ -1,4 +1,4 @@
-"""``spurmem compare``: algorithms x seeds on one dataset and backbone under one protocol (SPEC 7).
+"""``spurmem compare``: algorithms x seeds on one dataset and backbone under one protocol (docs/method.md §7).
 
 Every run goes through the shared trainer into ``<out>/runs/<algorithm>-<config hash>-s<seed>``;
 a finished run is skipped and an interrupted one resumed, so a killed comparison continues where it

@@ -1,5 +1,5 @@
 """``TrainConfig``: every setting of a training run. Defaults are the reference recipe of
-BENCHMARK.md (fashion-waterbirds, small-cnn, Adam 1e-3 with cosine decay to 0, weight decay 0,
+docs/method.md §9 (fashion-waterbirds, small-cnn, Adam 1e-3 with cosine decay to 0, weight decay 0,
 batch 128, 30 epochs, no augmentation, selection by validation WGA)."""
 
 from __future__ import annotations

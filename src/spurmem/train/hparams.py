@@ -18,14 +18,14 @@ from typing import Any
 
 from spurmem.config import ConfigError, nearest_key
 
-# The published optimisation of the framework (SPEC 6), shared by its plain-CE control.
+# The published optimisation of the framework (docs/method.md §6), shared by its plain-CE control.
 FRAMEWORK_TRAIN = dict(
     optimizer="adam", lr=2e-4, weight_decay=0.0, batch_size=100, epochs=21,
     schedule="plateau", plateau_factor=0.5, plateau_patience=1,
 )
 
 HPARAMS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
-    # ERM: the TrainConfig defaults are the reference recipe of BENCHMARK.md.
+    # ERM: the TrainConfig defaults are the reference recipe of docs/method.md §9.
     "erm": {"*": {"train": {}, "params": {}}},
     "erm-continue": {"*": {"train": dict(FRAMEWORK_TRAIN), "params": {}}},
     "spurmem": {"*": {"train": dict(FRAMEWORK_TRAIN), "params": {}}},

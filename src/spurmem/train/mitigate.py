@@ -1,7 +1,7 @@
 """``spurmem mitigate RUN_DIR``: fine-tune the framework (or its plain-CE control) from an ERM run.
 
 The new run inherits the ERM run's dataset, model and seed, takes the registry's defaults for the
-algorithm (the published optimisation of SPEC 6), and starts from the ERM run's checkpoint.
+algorithm (the published optimisation of docs/method.md §6), and starts from the ERM run's checkpoint.
 ``key=value`` overrides go to the TrainConfig when the key is one of its fields and to the
 algorithm's parameters otherwise (``params.KEY`` forces the latter).
 """

@@ -10,7 +10,7 @@ from spurmem.cli_options import add_common_options
 
 def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser(
-        "mitigate", help="fine-tune the spurious-memorisation framework (SPEC 6) from an ERM run",
+        "mitigate", help="fine-tune the spurious-memorisation framework (docs/method.md §6) from an ERM run",
         description="Fine-tune from RUN_DIR's checkpoint with the framework: dense and masked branches sharing "
                     "weights, L = NTXent(sg(z_d), z_p) + NTXent(z_d, sg(z_p)) + lambda CE(z_d, y), the mask "
                     "recomputed every epoch. Dataset, model and seed come from RUN_DIR; defaults are the "
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=_mitigate)
 
     c = sub.add_parser(
-        "compare", help="compare algorithms x seeds under one protocol and print one table (SPEC 7)",
+        "compare", help="compare algorithms x seeds under one protocol and print one table (docs/method.md §7)",
         description="Run every listed algorithm (erm, erm-continue, reweight, groupdro, jtt, dfr, neurontune, "
                     "spurmem) for every seed on one dataset and backbone through the shared trainer, under one "
                     "budget (budget=matched gives from-scratch algorithms epochs + fine_tune_epochs, the total of "

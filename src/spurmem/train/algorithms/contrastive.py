@@ -1,4 +1,4 @@
-"""The NT-Xent (SimCLR) loss used by the framework (SPEC 6)."""
+"""The NT-Xent (SimCLR) loss used by the framework (docs/method.md §6)."""
 
 from __future__ import annotations
 

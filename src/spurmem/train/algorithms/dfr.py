@@ -1,4 +1,4 @@
-"""Deep Feature Reweighting (Kirichenko et al. 2023; SPEC 7).
+"""Deep Feature Reweighting (Kirichenko et al. 2023; docs/method.md §7).
 
 The penultimate features of a trained ERM model stay fixed; only the classifier head is refit, by
 L1-regularised logistic regression on *group-balanced* draws of the validation split:

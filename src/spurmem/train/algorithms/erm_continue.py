@@ -1,4 +1,4 @@
-"""``erm-continue``: plain cross-entropy fine-tuning from an ERM checkpoint (SPEC 7's control).
+"""``erm-continue``: plain cross-entropy fine-tuning from an ERM checkpoint (docs/method.md §7's control).
 
 It is ERM's loss under another name so that a comparison can give it exactly the framework's
 start (``init_from``), optimiser, schedule and epoch budget: whatever the framework gains over

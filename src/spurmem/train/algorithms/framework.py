@@ -1,4 +1,4 @@
-"""The framework that removes spurious memorisation (SPEC 6), as an algorithm over the shared loop.
+"""The framework that removes spurious memorisation (docs/method.md §6), as an algorithm over the shared loop.
 
 Per batch: a dense branch ``z_d = f_theta(x)`` and a masked branch ``z_p = f_{theta*M}(x)`` that share
 the weights, and
@@ -30,7 +30,7 @@ from spurmem.train.algorithms.params import AlgorithmParams, parse_params
 
 
 class FrameworkParams(AlgorithmParams):
-    """Options of the framework; the defaults are the published ones except ``ce`` (see SPEC 6)."""
+    """Options of the framework; the defaults are the published ones except ``ce`` (see docs/method.md §6)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -1,4 +1,4 @@
-"""GroupDRO (Sagawa et al. 2020; SPEC 7): minimise the q-weighted sum of group losses, where q is
+"""GroupDRO (Sagawa et al. 2020; docs/method.md §7): minimise the q-weighted sum of group losses, where q is
 updated by exponentiated gradient ascent on the group losses, ``q_g <- q_g exp(eta * loss_g)``,
 then renormalised. The optional size adjustment adds ``C / sqrt(n_g)`` to each group's loss
 (n_g its training count), favouring small groups that generalise worse.

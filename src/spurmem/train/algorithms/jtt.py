@@ -1,4 +1,4 @@
-"""Just Train Twice (Liu et al. 2021; SPEC 7).
+"""Just Train Twice (Liu et al. 2021; docs/method.md §7).
 
 Stage 1 is a short ERM run: the checkpoint of an existing ERM run at epoch T (every run keeps one
 checkpoint per epoch, so stage 1 costs nothing extra when the ERM baseline has been trained). Its

@@ -1,4 +1,4 @@
-"""The framework's pruning mask (SPEC 6): which weights the masked branch sees as zero.
+"""The framework's pruning mask (docs/method.md §6): which weights the masked branch sees as zero.
 
 The *maskable set* is every Conv2d weight; for a ViT, the ``qkv``, ``proj``, ``fc1`` and ``fc2``
 weights of its blocks (not the patch embedding); for a model with neither (an MLP), every Linear weight except the head.
@@ -75,7 +75,7 @@ def weight_mask(model: nn.Module, layers: Iterable[str], fraction: float, larges
 
 @torch.no_grad()
 def unit_norms(model: nn.Module, layers: Iterable[str]) -> list[tuple[Unit, float]]:
-    """L2 norm of every unit's incoming weight slice (the ``weight-norm`` score of SPEC 4)."""
+    """L2 norm of every unit's incoming weight slice (the ``weight-norm`` score of docs/method.md §4)."""
     out = []
     for name in layers:
         w = get_module(model, name).weight.detach().float()
@@ -122,7 +122,7 @@ def compute_mask(
     fraction: float = 0.01,
     critical_units: Iterable[str | Unit] | None = None,
 ) -> Mask:
-    """The mask of SPEC 6 for the model's current weights."""
+    """The mask of docs/method.md §6 for the model's current weights."""
     if target == "critical":
         units = [u if isinstance(u, Unit) else Unit.parse(u) for u in (critical_units or [])]
         if not units:

@@ -1,4 +1,4 @@
-"""Group-balanced reweighting (SPEC 7): resample so every group is drawn equally often, or weight the
+"""Group-balanced reweighting (docs/method.md §7): resample so every group is drawn equally often, or weight the
 loss of each example by the inverse of its group's training count."""
 
 from __future__ import annotations
