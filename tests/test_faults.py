@@ -117,7 +117,8 @@ def test_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path, base, c
     if command == "train":
         info = json.loads((got / "run.json").read_text())
         assert info["status"] == "complete" and info["epochs_completed"] == 2
-        assert sorted(p.name for p in (got / "resume").iterdir()) == ["epoch_0002.json", "epoch_0002.safetensors"]
+        kept = ["epoch_0001.json", "epoch_0001.safetensors", "epoch_0002.json", "epoch_0002.safetensors"]
+        assert sorted(p.name for p in (got / "resume").iterdir()) == kept  # the last epoch and its fallback
 
 
 def test_resume_at_the_final_epoch_cleans_resume_state_and_says_how_far(tmp_path, base):
@@ -127,12 +128,13 @@ def test_resume_at_the_final_epoch_cleans_resume_state_and_says_how_far(tmp_path
     info.pop("epochs_completed")
     (run / "run.json").write_text(json.dumps(info))
     for suffix in (".json", ".safetensors"):
-        shutil.copy(run / "resume" / f"epoch_0002{suffix}", run / "resume" / f"epoch_0001{suffix}")
+        shutil.copy(run / "resume" / f"epoch_0002{suffix}", run / "resume" / f"epoch_0000{suffix}")  # stale
     (run / ".metrics.jsonl.k1l2m3n4.tmp").write_text('{"epoch": ')
     assert main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "complete" and info["epochs_completed"] == 2 and info["resumed_from"] == [2]
-    assert sorted(p.name for p in (run / "resume").iterdir()) == ["epoch_0002.json", "epoch_0002.safetensors"]
+    kept = ["epoch_0001.json", "epoch_0001.safetensors", "epoch_0002.json", "epoch_0002.safetensors"]
+    assert sorted(p.name for p in (run / "resume").iterdir()) == kept  # the last epoch and its fallback
     _no_partial_writes(run)
 
 

@@ -16,11 +16,12 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from spurmem.errors import UnreadableFileError
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -93,6 +94,8 @@ def read_safetensors(
 
 def read_torch_weights(path: str | Path, expected: str = "a torch weights file") -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only, never code."""
+    import torch  # here, not at import: the readers of JSON and text need no torch
+
     data = read_file_bytes(path, expected)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

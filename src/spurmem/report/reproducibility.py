@@ -46,17 +46,19 @@ def _text(value: Any) -> str:
 
 
 def run_config(run: Run) -> dict[str, Any]:
-    """The run's ``config.yaml``, flattened to dotted keys ({} when absent)."""
-    import yaml
+    """The run's ``config.yaml``, flattened to dotted keys ({} when absent or unreadable: the run's other
+    report sections say what is wrong with it)."""
+    from spurmem.config import read_yaml_mapping
+    from spurmem.errors import SpurmemError
 
     path = run.path / CONFIG_FILE
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
+        data, _ = read_yaml_mapping(path)
+    except SpurmemError:
         return {}
-    return _flatten(data) if isinstance(data, dict) else {}
+    return _flatten(data)
 
 
 def hyperparameters(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
