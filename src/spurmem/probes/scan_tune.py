@@ -28,8 +28,8 @@ class LayerScan:
     per-unit passes (``plain``). ``how``: ``"fixed"`` (the engine's ``max_rows``), ``"tuned"``
     (measured during this scan), ``"cached"`` (measured by an earlier scan of the engine) or
     ``"tuning"`` (the scan had too few units to finish the search: the best size so far).
-    ``per_unit_seconds``: the measured wall seconds per variant and batch of each candidate
-    (``"plain"`` or the rows). ``prefix_*``/``variant_*``: wall and CPU seconds of this scan's
+    ``per_unit_seconds``: the measured seconds (CPU time on the CPU, wall time on an accelerator)
+    per variant and batch of each candidate (``"plain"`` or the rows). ``prefix_*``/``variant_*``: wall and CPU seconds of this scan's
     prefix passes and of its variants (edits, suffix runs and counting), over ``units`` units."""
 
     rows: int | None
