@@ -15,6 +15,11 @@ engine exploits three kinds of structure, and gives the same predictions:
   small conv (or matmul) of the layer's input with the K edited weight rows; activation-space edits
   (``zero-activation``, ``mean-activation``) write their value into the channel directly.
 
+* **Chunks sized by measurement.** How many variants to stack per suffix run depends on the layer
+  and the machine; the engine times a few sizes on a layer's first chunks and keeps the fastest, and
+  runs plain per-unit passes of the edited model where those are faster still
+  (:mod:`~spurmem.probes.scan_tune`; ``ScanResult.layer_scans`` says what each layer used).
+
 Data are streamed in batches, so memory depends on the batch and chunk sizes, never on the dataset.
 The edited rows come from :func:`~spurmem.probes.interventions.intervene` itself (one unit at a
 time, with the scan's seed), so the semantics are those of the probes. Models that ``torch.fx``
