@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--naive-units-per-layer", type=int, default=1)
     parser.add_argument("--layers", default=None, help="comma-separated layer names (default: every candidate layer)")
     parser.add_argument("--max-rows", type=int, default=None, help="fix the engine's chunk (default: measured)")
+    parser.add_argument("--compare-rows", type=int, default=None,
+                        help="also scan the second units with a fixed chunk of this many rows (the old default: 2048)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -164,9 +166,11 @@ def main() -> None:
         wanted = args.layers.split(",")
         layers = [layer for layer in layers if layer.name in wanted]
     engine = ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu", max_rows=args.max_rows)
+    fixed = None if args.compare_rows is None else ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu",
+                                                              max_rows=args.compare_rows)
     engine_counts: dict[str, np.ndarray] = {}
-    totals = {k: np.zeros(2) for k in ("engine", "floor", "naive")}  # wall, CPU over all units of the layers
-    worst = {"floor": 0.0, "naive": float("inf")}
+    totals = {k: np.zeros(2) for k in ("engine", "floor", "naive", "fixed")}  # wall, CPU over all units of the layers
+    worst = {"floor": np.zeros(2), "naive": np.full(2, np.inf)}  # wall, CPU
     print(f"{'layer':24s} units  chunk rows (how)  | s/unit, wall (CPU): engine | floor | naive | "
           f"engine/floor  naive/engine")
     for layer in layers:
@@ -177,6 +181,7 @@ def main() -> None:
         second = [] if every else [Unit(layer.name, i) for i in sorted(order[k:2 * k])]
         naive_units = first[:args.naive_units_per_layer]
 
+        extra = None
         res = engine.scan(first, "zero", split, indices=idx, baseline=False)
         engine_counts.update({label: res.correct[i] for i, label in enumerate(res.labels)})
         tune = res.layer_scans[layer.name]
@@ -199,28 +204,46 @@ def main() -> None:
             steady = np.array([info.variant_seconds, info.variant_cpu]) / len(second)
             overhead = np.maximum(np.array([tune.variant_seconds, tune.variant_cpu]) - steady * len(first), 0)
             layer_total = prefix + overhead + steady * layer.n_units
+            if fixed is not None:
+                res3 = fixed.scan(second, "zero", split, indices=idx, baseline=False)
+                assert res3.correct.tolist() == res2.correct.tolist(), layer.name  # whatever the chunk
+                f3 = res3.layer_scans[layer.name]
+                fixed_total = (np.array([f3.prefix_seconds, f3.prefix_cpu])
+                               + np.array([f3.variant_seconds, f3.variant_cpu]) / len(second) * layer.n_units)
+                totals["fixed"] += fixed_total
+                extra = (f"{'':24s} fixed {args.compare_rows} rows: {fixed_total[0] / layer.n_units:6.3f} "
+                         f"({fixed_total[1] / layer.n_units:6.3f}) s/unit; tuned is {fixed_total[0] / layer_total[0]:.2f}x "
+                         f"({fixed_total[1] / layer_total[1]:.2f}x CPU) faster; counts identical")
         per_unit = layer_total / layer.n_units
         totals["engine"] += layer_total
         totals["floor"] += floor * layer.n_units
         totals["naive"] += naive * layer.n_units
-        worst["floor"] = max(worst["floor"], per_unit[0] / floor[0])
-        worst["naive"] = min(worst["naive"], naive[0] / per_unit[0])
+        worst["floor"] = np.maximum(worst["floor"], per_unit / floor)
+        worst["naive"] = np.minimum(worst["naive"], naive / per_unit)
         chunk = "plain" if info.plain else str(info.rows)
         print(f"{layer.name:24s} {layer.n_units:4d}  {chunk:>6s} ({tune.how}/{info.how})"
               f"  | {per_unit[0]:6.3f} ({per_unit[1]:6.3f}) | {floor[0]:6.3f} ({floor[1]:6.3f})"
               f" | {naive[0]:6.3f} ({naive[1]:6.3f}) | {per_unit[0] / floor[0]:5.2f} ({per_unit[1] / floor[1]:4.2f})"
               f"  {naive[0] / per_unit[0]:5.2f} ({naive[1] / per_unit[1]:4.2f})  tried s/unit {tune.per_unit_seconds}",
               flush=True)
+        if extra:
+            print(extra, flush=True)
     n_units = sum(layer.n_units for layer in layers)
     print(f"correct counts of the naive loop identical to the engine's for the {len(layers) * args.naive_units_per_layer} "
           f"units both evaluated")
     what = "measured" if args.units_per_layer == 0 else "per layer: prefix + tuning + units x measured per-unit cost"
     for name, (wall, cpu) in totals.items():
+        if name == "fixed" and fixed is None:
+            continue
         print(f"{name:6s}: {wall / 3600:6.3f} h wall, {cpu / 3600:6.3f} h CPU for all {n_units} units"
               + (f" ({what})" if name == "engine" else ""))
     e, f, n = totals["engine"], totals["floor"], totals["naive"]
-    print(f"engine/floor = {e[0] / f[0]:.2f} wall ({e[1] / f[1]:.2f} CPU); worst layer {worst['floor']:.2f} wall")
-    print(f"engine vs naive = {n[0] / e[0]:.2f}x wall ({n[1] / e[1]:.2f}x CPU); worst layer {worst['naive']:.2f}x wall")
+    wf, wn = worst["floor"], worst["naive"]
+    print(f"engine/floor = {e[0] / f[0]:.2f} wall ({e[1] / f[1]:.2f} CPU); worst layer {wf[0]:.2f} wall ({wf[1]:.2f} CPU)")
+    if fixed is not None:
+        x = totals["fixed"]
+        print(f"fixed {args.compare_rows} rows / tuned = {x[0] / e[0]:.2f} wall ({x[1] / e[1]:.2f} CPU)")
+    print(f"engine vs naive = {n[0] / e[0]:.2f}x wall ({n[1] / e[1]:.2f}x CPU); worst layer {wn[0]:.2f}x wall ({wn[1]:.2f}x CPU)")
     print(f"at the end: {machine()}")
     engine_seconds, floor_seconds_, naive_total = e[1], f[1], n[1]
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 TUNE_ROWS = (128, 256, 512, 1024, 2048, 4096)
-PLAIN_MARGIN = 0.9  # plain passes must beat the best stacked size by 10% (one timing of each is noisy)
+PLAIN_MARGIN = 1.0  # plain passes wherever they measured faster (where the two are close, either will do)
 
 
 @dataclass
