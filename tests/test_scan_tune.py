@@ -37,13 +37,14 @@ def test_tuned_chunks_give_the_counts_of_fixed_chunks_and_the_naive_loop(shapes,
 
 
 def test_plain_fallback_gives_the_same_counts(shapes, cnn, monkeypatch):
-    monkeypatch.setattr(scan_tune, "PLAIN_MARGIN", float("inf"))  # plain passes always win
+    monkeypatch.setattr(scan_tune, "PLAIN_MARGIN", float("inf"))  # plain passes win wherever timed,
+    monkeypatch.setattr(ChunkTuner, "note_prefix", lambda self, s: setattr(self, "prefix", 0.0))  # and are timed
     units = enumerate_units(cnn)
     for intervention in ("zero", "zero-activation"):
         res = ScanEngine(cnn, shapes, batch_size=16, device="cpu").scan(units, intervention, "val")
+        timed = [layer for layer, i in res.layer_scans.items() if "plain" in i.per_unit_seconds]
         decided = [layer for layer, i in res.layer_scans.items() if i.how == "tuned"]
-        assert decided and set(decided) <= set(res.plain_layers)
-        assert "plain" in res.layer_scans[decided[0]].per_unit_seconds
+        assert decided and set(decided) <= set(timed) == set(res.plain_layers)
         assert_agree(res, naive_counts(cnn, shapes, "val", [[u] for u in units], intervention))
 
 
@@ -79,7 +80,14 @@ def test_doubling_search_stops_at_the_first_slower_size():
     assert few.done and few.rows == 300
     capped = ChunkTuner(b=100, k_cap=2, plain=True)
     assert capped.candidates == [1, 2]
-    capped.record_plain(0.5)
+    capped.note_prefix(0.5)
     capped.record(1, 1.0)
     capped.record(2, 1.8)
-    assert capped.done and capped.use_plain
+    assert capped.done and capped.want_plain and not capped.use_plain  # 0.9 s/unit > the 0.5 s prefix
+    capped.record_plain(0.7)
+    assert capped.use_plain and not capped.want_plain
+    cheap = ChunkTuner(b=100, k_cap=2, plain=True)
+    cheap.note_prefix(2.0)
+    cheap.record(1, 1.0)
+    cheap.record(2, 1.8)
+    assert cheap.done and not cheap.want_plain  # a plain pass costs more than the prefix alone

@@ -318,13 +318,16 @@ class ScanEngine:
             acc.add_rows([rows[lo]], logits.unsqueeze(0), batch, offset)
 
         for batch, offset, pre in self._prefixes(runner, key[0], key[1], split, data, idx):
-            _add(prefix, clock.lap())
+            lap = clock.lap()
+            _add(prefix, lap)
             b = pre.site.shape[0]
             per_variant = pre.site.numel() * pre.site.element_size()
             k_cap = max(1, int(self.memory_mb * 2**20 // max(per_variant, 1)))
             has_x = hasattr(batch, "x")  # cached prefixes keep labels only
             if tuner is None and self.max_rows is None:
                 tuner = self._tuners[key] = ChunkTuner(b, k_cap, plain=has_x)
+            if tuner is not None and has_x and b == tuner.b:
+                tuner.note_prefix(lap[1] if tick is time.process_time else lap[0])
             lo = 0
             while lo < n:
                 if tuner is not None and has_x and (tuner.want_plain or (tuner.done and tuner.use_plain)):

@@ -5,8 +5,10 @@ but past some size the stacked activations leave the caches and every row gets s
 happens depends on the layer (its maps' size) and the machine. :class:`ChunkTuner` finds it on real
 work: the first chunks of a layer's scan are run at doubling sizes (128 to 4,096 rows, within the
 engine's ``memory_mb`` and the layer's unit count), each timed, until one is slower per variant
-than the previous; the fastest is kept. Optionally it also times one *plain* pass (the whole edited model on the batch,
-what the naive loop does per unit) and falls back to those where they beat every stacked size.
+than the previous; the fastest is kept. Where a plain pass (the whole edited model on the batch, what the naive loop does
+per unit) could be faster (it costs at least the prefix pass, so only where the best stacked size
+costs more per unit than that), one is timed too, and the layer falls back to plain passes where
+they beat every stacked size.
 Every timed chunk is part of the scan, so tuning costs only the slower sizes it tries, once per
 engine and layer.
 """
@@ -50,7 +52,8 @@ class ChunkTuner:
     """Doubling search for one layer's stacked size, fed with the timings of real chunks.
 
     ``b``: the batch size it measures at; ``k_cap``: the most variants ``memory_mb`` allows;
-    ``plain``: also time one plain pass (the engine can run one)."""
+    ``plain``: the engine can run plain passes (it then asks for one, through ``want_plain``, when
+    the search ends above the prefix's cost, see :meth:`note_prefix`)."""
 
     def __init__(self, b: int, k_cap: int, plain: bool) -> None:
         self.b = b
@@ -58,7 +61,9 @@ class ChunkTuner:
         self.step = 0
         self.per_unit: dict[int, float] = {}
         self.plain_per_unit: float | None = None
-        self.want_plain = plain
+        self.plain_possible = plain
+        self.want_plain = False
+        self.prefix: float | None = None
         self.best: int | None = None
         self.use_plain = False
 
@@ -94,6 +99,10 @@ class ChunkTuner:
         else:
             self.step += 1
 
+    def note_prefix(self, seconds: float) -> None:
+        """The time of one prefix pass over a batch: a lower bound on a plain pass's."""
+        self.prefix = seconds if self.prefix is None else min(self.prefix, seconds)
+
     def record_plain(self, seconds: float) -> None:
         self.plain_per_unit = seconds
         self.want_plain = False
@@ -102,8 +111,10 @@ class ChunkTuner:
 
     def _decide(self, k: int) -> None:
         self.best = k
-        self.use_plain = (self.plain_per_unit is not None
-                          and self.plain_per_unit < PLAIN_MARGIN * min(self.per_unit.values()))
+        best = min(self.per_unit.values())
+        if self.plain_per_unit is None:
+            self.want_plain = self.plain_possible and self.prefix is not None and best > self.prefix
+        self.use_plain = self.plain_per_unit is not None and self.plain_per_unit < PLAIN_MARGIN * best
 
     @property
     def rows(self) -> int:
