@@ -5,12 +5,11 @@ but past some size the stacked activations leave the caches and every row gets s
 happens depends on the layer (its maps' size) and the machine. :class:`ChunkTuner` finds it on real
 work: the first chunks of a layer's scan are run at doubling sizes (128 to 4,096 rows, within the
 engine's ``memory_mb`` and the layer's unit count), each timed, until one is slower per variant
-than the previous; the fastest is kept. Where a plain pass (the whole edited model on the batch, what the naive loop does
-per unit) could be faster (it costs at least the prefix pass, so only where the best stacked size
-costs more per unit than that), one is timed too, and the layer falls back to plain passes where
-they beat every stacked size.
-Every timed chunk is part of the scan, so tuning costs only the slower sizes it tries, once per
-engine and layer.
+than the previous; the fastest is kept. Where a plain pass (the whole edited model on the batch,
+what the naive loop does per unit) could be faster (it costs at least a prefix pass, so only where
+the best stacked size costs more per unit than that), one is timed too, and the layer falls back
+to plain passes where they beat every stacked size. Every timed chunk is part of the scan, so
+tuning costs only the slower sizes it tries, once per engine and layer.
 """
 
 from __future__ import annotations
