@@ -1,23 +1,21 @@
-"""Benchmark: single-unit `zero` scan of ResNet-18 (small-image stem), engine vs the naive loop.
+"""Benchmark: single-unit `zero` scan of ResNet-18 (small-image stem), engine vs the naive loop vs the floor.
 
 The naive loop is the obvious alternative: for each unit, copy the model, zero the unit
-(``intervene``), run the whole split (``metrics.predict``). Both run here, in one process, on the
-same examples; the correct counts of every unit that both evaluated are asserted equal.
+(``intervene``), run the whole split (``metrics.predict``). The floor is one pass of the network
+after the unit's layer, per unit (the clean suffix; the engine can go below it where its one-channel
+correction replaces the next conv). All three run here, per layer and interleaved (engine, floor,
+naive, engine again), on the same examples, so load changes on a shared machine hit them alike;
+the correct counts of every unit that both the naive loop and the engine evaluated are asserted equal.
 
-On a 2-core CPU neither a naive nor an engine scan of all 3,904 units on 2,000 examples fits in a
-session (the naive one is days), so by default both are *timed on samples and extrapolated*:
-the naive loop on ``--naive-units`` random units (its cost does not depend on the unit), the engine
-on ``--engine-units-per-layer`` random units of every layer: per layer, the prefix pass (run once
-per batch whatever the number of units) plus the layer's unit count times the measured per-variant
-time (scan time minus prefix time, per unit). Prefix and floor passes are timed on a quarter of the
-examples and scaled (``--timing-fraction``). ``--engine-units-per-layer
-0`` scans every unit. The floor is one suffix forward per unit: per layer, the time of the network
-after the layer's output on the examples, times the layer's unit count. The engine can go below it:
-where the layer feeds the next conv through per-channel modules only, it pushes one channel through
-that conv instead of all of them.
-
-Timings are CPU time of this process (``time.process_time``, all threads), not wall time: the
-machine is shared, and CPU time is what the two methods cost whatever else runs beside them.
+Nothing is guessed from one unit: per layer, the engine scans ``--units-per-layer`` random units
+(default 8) twice, with the same engine: the first scan measures the chunk size (see
+:mod:`spurmem.probes.scan_tune`), the second uses it. The engine's own per-layer timings
+(``ScanResult.layer_scans``: prefix passes and variants, wall and CPU) give the per-unit cost of the
+second scan, and a whole layer is extrapolated as prefix + the first scan's tuning overhead + its
+units x that cost. ``--units-per-layer 0`` scans every unit (one scan per layer, nothing
+extrapolated). The naive loop runs ``--naive-units-per-layer`` units of every layer (its cost does
+not depend on the unit). Wall and CPU seconds (``time.process_time``: this process, all threads) are
+both reported; CPU time is less sensitive to other jobs on a shared machine.
 
 Peak memory: child processes run an engine scan (and, with ``--screened``, a screened scan of two
 whole layers) on N and 4N examples and report their peak resident memory (it should not grow with N).
@@ -30,7 +28,7 @@ evaluated, whether its correct counts are identical, plus the screen's own audit
 scans a trained model (``spurmem train`` output) instead of random weights: what the screen can
 clear depends on the margins, and a trained model is what it is for.
 
-    .venv/bin/python benchmarks/unit_scan.py --examples 2000
+    .venv/bin/python benchmarks/unit_scan.py --examples 500 --skip-memory
     .venv/bin/python benchmarks/unit_scan.py --examples 2000 --screened --run runs/erm-fw-resnet18
 """
 
@@ -38,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -51,6 +51,7 @@ from spurmem.metrics import predict
 from spurmem.models import build_model
 from spurmem.probes.interventions import intervene
 from spurmem.probes.scan import ScanEngine, Screen
+from spurmem.probes.scan_tune import Stopwatch
 from spurmem.probes.units import Unit, candidate_layers
 
 
@@ -79,22 +80,27 @@ def naive_counts(model, dataset, split, unit, idx, batch_size):
     return np.bincount(p.group, weights=p.correct, minlength=dataset.n_groups).astype(int)
 
 
-def pass_seconds(engine: ScanEngine, layer: str, split, idx, floor: bool) -> float:
-    """Seconds of one pass over ``idx``: with ``floor``, of the network after the layer's output (the
-    whole suffix, clean values, no one-channel correction); else of the engine's own prefix."""
+def floor_seconds(engine: ScanEngine, layer: str, split, idx) -> np.ndarray:
+    """Wall and CPU seconds of one pass of the network after ``layer``'s output over ``idx`` (the
+    whole suffix on clean values, no one-channel correction): the floor's cost per unit."""
     from spurmem.probes.scan_graph import FxSite
 
-    runner = FxSite(engine.graph, layer, layer, use_chain=False) if floor else engine._site(layer, layer)
-    total = 0.0
+    runner = FxSite(engine.graph, layer, layer, use_chain=False)
+    total = np.zeros(2)
     with torch.no_grad():
         for batch, _ in engine._batches(engine.dataset[split], torch.as_tensor(idx)):
-            t = time.process_time()
             pre = runner.run_prefix(batch.x)
-            if floor:
-                t = time.process_time()
-                runner.run_suffix_clean(pre)
-            total += time.process_time() - t
+            clock = Stopwatch()
+            runner.run_suffix_clean(pre)
+            total += clock.lap()
     return total
+
+
+def machine() -> str:
+    """The CPU model, its logical cores and the load average: beside every figure."""
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor())
+    return f"{model}, {os.cpu_count()} logical CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
 
 
 def child(args) -> None:
@@ -114,12 +120,14 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=2000)
-    parser.add_argument("--naive-units", type=int, default=4)
-    parser.add_argument("--engine-units-per-layer", type=int, default=1, help="0 = every unit")
+    parser.add_argument("--examples", type=int, default=500)
+    parser.add_argument("--units-per-layer", type=int, default=8, help="engine units per layer and scan; 0 = every unit")
+    parser.add_argument("--naive-units-per-layer", type=int, default=1)
+    parser.add_argument("--layers", default=None, help="comma-separated layer names (default: every candidate layer)")
+    parser.add_argument("--max-rows", type=int, default=None, help="fix the engine's chunk (default: measured)")
+    parser.add_argument("--compare-rows", type=int, default=None,
+                        help="also scan the second units with a fixed chunk of this many rows (the old default: 2048)")
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--timing-fraction", type=int, default=4,
-                        help="prefix and floor passes are timed on 1/N of the examples and scaled (default 4)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--screened", action="store_true", help="also scan every unit in screened mode")
@@ -152,56 +160,92 @@ def main() -> None:
     n_units = sum(layer.n_units for layer in layers)
     rng = np.random.default_rng(args.seed)
     print(f"resnet18 small stem, {len(layers)} candidate layers, {n_units} units, {args.examples} examples "
-          f"of fashion-waterbirds/{split} at 32 px, threads={args.threads}")
+          f"of fashion-waterbirds/{split} at 32 px, threads={args.threads}; {machine()}")
 
-    engine = ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu")
-    naive_units = [Unit(layers[i].name, int(rng.integers(layers[i].n_units)))
-                   for i in rng.choice(len(layers), args.naive_units, replace=False)]
-    per_layer = {}
+    if args.layers:
+        wanted = args.layers.split(",")
+        layers = [layer for layer in layers if layer.name in wanted]
+    engine = ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu", max_rows=args.max_rows)
+    fixed = None if args.compare_rows is None else ScanEngine(model, dataset, batch_size=args.batch_size, device="cpu",
+                                                              max_rows=args.compare_rows)
+    engine_counts: dict[str, np.ndarray] = {}
+    totals = {k: np.zeros(2) for k in ("engine", "floor", "naive", "fixed")}  # wall, CPU over all units of the layers
+    worst = {"floor": np.zeros(2), "naive": np.full(2, np.inf)}  # wall, CPU
+    print(f"{'layer':24s} units  chunk rows (how)  | s/unit, wall (CPU): engine | floor | naive | "
+          f"engine/floor  naive/engine")
     for layer in layers:
-        k = layer.n_units if args.engine_units_per_layer == 0 else min(args.engine_units_per_layer, layer.n_units)
-        chosen = sorted(rng.choice(layer.n_units, k, replace=False).tolist())
-        per_layer[layer.name] = [Unit(layer.name, i) for i in chosen]
-    for u in naive_units:
-        if u not in per_layer[u.layer]:
-            per_layer[u.layer].append(u)
+        every = args.units_per_layer == 0 or 2 * args.units_per_layer >= layer.n_units
+        order = rng.permutation(layer.n_units).tolist()
+        k = layer.n_units if every else args.units_per_layer
+        first = [Unit(layer.name, i) for i in sorted(order[:k])]
+        second = [] if every else [Unit(layer.name, i) for i in sorted(order[k:2 * k])]
+        naive_units = first[:args.naive_units_per_layer]
 
-    engine_seconds, floor_seconds, engine_counts = 0.0, 0.0, {}
-    timing_idx = idx[: max(1, len(idx) // args.timing_fraction)]
-    scale = len(idx) / len(timing_idx)
-    for layer in layers:
-        units = per_layer[layer.name]
-        t = time.process_time()
-        res = engine.scan(units, "zero", split, indices=idx, baseline=False)
-        dt = time.process_time() - t
+        extra = None
+        res = engine.scan(first, "zero", split, indices=idx, baseline=False)
         engine_counts.update({label: res.correct[i] for i, label in enumerate(res.labels)})
-        prefix = pass_seconds(engine, layer.name, split, timing_idx, floor=False) * scale
-        suffix = pass_seconds(engine, layer.name, split, timing_idx, floor=True) * scale
-        per_variant = max(dt - prefix, 0.0) / len(units)
-        layer_seconds = dt if len(units) == layer.n_units else prefix + per_variant * layer.n_units
-        engine_seconds += layer_seconds
-        floor_seconds += suffix * layer.n_units
-        print(f"  {layer.name:24s} {layer.n_units:4d} units: engine {layer_seconds / layer.n_units:7.3f} s/unit "
-              f"(scan of {len(units)} took {dt:.1f} s, prefix {prefix:.1f} s), floor {suffix:7.3f} s/unit", flush=True)
-
-    naive_seconds = []
-    for u in naive_units:
-        t = time.process_time()
-        counts = naive_counts(model, dataset, split, u, idx, args.batch_size)
-        naive_seconds.append(time.process_time() - t)
-        assert counts.tolist() == engine_counts[u.id].tolist(), (u.id, counts, engine_counts[u.id])
-    naive_total = float(np.mean(naive_seconds)) * n_units
-    print(f"correct counts identical for the {len(naive_units)} units both evaluated: "
-          f"{', '.join(u.id for u in naive_units)}")
-    exact = args.engine_units_per_layer == 0
-    print(f"naive loop : {np.mean(naive_seconds):.2f} s/unit on {len(naive_units)} random units -> "
-          f"{naive_total / 3600:.2f} h for all {n_units} units (extrapolated), {n_units / naive_total:.3f} units/s")
-    print(f"engine     : {engine_seconds / 3600:.2f} h for all units ({'measured' if exact else 'extrapolated per layer: prefix + units x per-variant time'}),"
-          f" {n_units / engine_seconds:.3f} units/s")
-    print(f"floor      : {floor_seconds / 3600:.2f} h (one suffix pass per unit); engine/floor = "
-          f"{engine_seconds / floor_seconds:.2f}")
-    print(f"speed-up   : {naive_total / engine_seconds:.1f}x (engine vs naive); floor vs naive "
-          f"{naive_total / floor_seconds:.1f}x")
+        tune = res.layer_scans[layer.name]
+        floor = floor_seconds(engine, layer.name, split, idx)
+        naive = np.zeros(2)
+        for u in naive_units:
+            clock = Stopwatch()
+            counts = naive_counts(model, dataset, split, u, idx, args.batch_size)
+            naive += clock.lap()
+            assert counts.tolist() == engine_counts[u.id].tolist(), (u.id, counts, engine_counts[u.id])
+        naive /= max(len(naive_units), 1)
+        prefix = np.array([tune.prefix_seconds, tune.prefix_cpu])
+        if every:
+            layer_total = prefix + [tune.variant_seconds, tune.variant_cpu]
+            info = tune
+        else:
+            res2 = engine.scan(second, "zero", split, indices=idx, baseline=False)
+            engine_counts.update({label: res2.correct[i] for i, label in enumerate(res2.labels)})
+            info = res2.layer_scans[layer.name]
+            steady = np.array([info.variant_seconds, info.variant_cpu]) / len(second)
+            overhead = np.maximum(np.array([tune.variant_seconds, tune.variant_cpu]) - steady * len(first), 0)
+            layer_total = prefix + overhead + steady * layer.n_units
+            if fixed is not None:
+                res3 = fixed.scan(second, "zero", split, indices=idx, baseline=False)
+                assert res3.correct.tolist() == res2.correct.tolist(), layer.name  # whatever the chunk
+                f3 = res3.layer_scans[layer.name]
+                fixed_total = (np.array([f3.prefix_seconds, f3.prefix_cpu])
+                               + np.array([f3.variant_seconds, f3.variant_cpu]) / len(second) * layer.n_units)
+                totals["fixed"] += fixed_total
+                extra = (f"{'':24s} fixed {args.compare_rows} rows: {fixed_total[0] / layer.n_units:6.3f} "
+                         f"({fixed_total[1] / layer.n_units:6.3f}) s/unit; tuned is {fixed_total[0] / layer_total[0]:.2f}x "
+                         f"({fixed_total[1] / layer_total[1]:.2f}x CPU) faster; counts identical")
+        per_unit = layer_total / layer.n_units
+        totals["engine"] += layer_total
+        totals["floor"] += floor * layer.n_units
+        totals["naive"] += naive * layer.n_units
+        worst["floor"] = np.maximum(worst["floor"], per_unit / floor)
+        worst["naive"] = np.minimum(worst["naive"], naive / per_unit)
+        chunk = "plain" if info.plain else str(info.rows)
+        print(f"{layer.name:24s} {layer.n_units:4d}  {chunk:>6s} ({tune.how}/{info.how})"
+              f"  | {per_unit[0]:6.3f} ({per_unit[1]:6.3f}) | {floor[0]:6.3f} ({floor[1]:6.3f})"
+              f" | {naive[0]:6.3f} ({naive[1]:6.3f}) | {per_unit[0] / floor[0]:5.2f} ({per_unit[1] / floor[1]:4.2f})"
+              f"  {naive[0] / per_unit[0]:5.2f} ({naive[1] / per_unit[1]:4.2f})  tried s/unit {tune.per_unit_seconds}",
+              flush=True)
+        if extra:
+            print(extra, flush=True)
+    n_units = sum(layer.n_units for layer in layers)
+    print(f"correct counts of the naive loop identical to the engine's for the {len(layers) * args.naive_units_per_layer} "
+          f"units both evaluated")
+    what = "measured" if args.units_per_layer == 0 else "per layer: prefix + tuning + units x measured per-unit cost"
+    for name, (wall, cpu) in totals.items():
+        if name == "fixed" and fixed is None:
+            continue
+        print(f"{name:6s}: {wall / 3600:6.3f} h wall, {cpu / 3600:6.3f} h CPU for all {n_units} units"
+              + (f" ({what})" if name == "engine" else ""))
+    e, f, n = totals["engine"], totals["floor"], totals["naive"]
+    wf, wn = worst["floor"], worst["naive"]
+    print(f"engine/floor = {e[0] / f[0]:.2f} wall ({e[1] / f[1]:.2f} CPU); worst layer {wf[0]:.2f} wall ({wf[1]:.2f} CPU)")
+    if fixed is not None:
+        x = totals["fixed"]
+        print(f"fixed {args.compare_rows} rows / tuned = {x[0] / e[0]:.2f} wall ({x[1] / e[1]:.2f} CPU)")
+    print(f"engine vs naive = {n[0] / e[0]:.2f}x wall ({n[1] / e[1]:.2f}x CPU); worst layer {wn[0]:.2f}x wall ({wn[1]:.2f}x CPU)")
+    print(f"at the end: {machine()}")
+    engine_seconds, floor_seconds_, naive_total = e[1], f[1], n[1]
 
     if args.screened:
         screen = Screen(factor=args.screen_factor, calibration=args.calibration, audit_units=args.audit_units,
@@ -228,7 +272,7 @@ def main() -> None:
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
         print(f"speed-up   : screened {naive_total / screened_seconds:.1f}x vs naive, "
               f"{engine_seconds / screened_seconds:.1f}x vs the exact engine, "
-              f"{floor_seconds / screened_seconds:.1f}x vs the exact floor")
+              f"{floor_seconds_ / screened_seconds:.1f}x vs the exact floor")
 
     if args.skip_memory:
         return

@@ -206,3 +206,19 @@ def test_vit_maskable_set_is_attention_and_mlp_weights():
     mask = compute_mask(model, fraction=0.01)
     total = sum(model.get_submodule(n).weight.numel() for n in layers)
     assert sum(int((~m).sum()) for m in mask.values()) == round(0.01 * total)
+
+
+def test_logged_terms_are_the_branches_values(shapes):
+    torch.manual_seed(3)
+    model = TinyCNN().eval()  # eval: both branches are deterministic functions of the weights
+    algo = SpurMemFramework(shapes, fraction=0.2)
+    algo.setup(model, torch.device("cpu"))
+    batch = make_batch()
+    _, terms = algo.loss(model, batch)
+    with torch.no_grad():
+        z_d, z_p = model(batch.x), masked_forward(model, algo.mask, batch.x)
+    assert terms["ntxent"] == pytest.approx(float(nt_xent(torch.softmax(z_d, 1), torch.softmax(z_p, 1))), rel=1e-6)
+    assert terms["ce"] == pytest.approx(float(F.cross_entropy(z_d, batch.y)), rel=1e-6)
+    assert terms["masked_ce"] == pytest.approx(float(F.cross_entropy(z_p, batch.y)), rel=1e-6)
+    assert terms["disagreement"] == pytest.approx(float((z_d.argmax(1) != z_p.argmax(1)).float().mean()))
+    assert terms["masked_ce"] != terms["ce"]

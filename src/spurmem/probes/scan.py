@@ -15,6 +15,11 @@ engine exploits three kinds of structure, and gives the same predictions:
   small conv (or matmul) of the layer's input with the K edited weight rows; activation-space edits
   (``zero-activation``, ``mean-activation``) write their value into the channel directly.
 
+* **Chunks sized by measurement.** How many variants to stack per suffix run depends on the layer
+  and the machine; the engine times a few sizes on a layer's first chunks and keeps the fastest, and
+  runs plain per-unit passes of the edited model where those are faster still
+  (:mod:`~spurmem.probes.scan_tune`; ``ScanResult.layer_scans`` says what each layer used).
+
 Data are streamed in batches, so memory depends on the batch and chunk sizes, never on the dataset.
 The edited rows come from :func:`~spurmem.probes.interventions.intervene` itself (one unit at a
 time, with the scan's seed), so the semantics are those of the probes. Models that ``torch.fx``
@@ -40,8 +45,10 @@ from spurmem.data.batches import iterate_batches
 from spurmem.data.schema import GroupDataset
 from spurmem.device import resolve_device
 from spurmem.probes.interventions import get_intervention, intervene
+from spurmem.probes.scan_edits import activation_values, edited_rows, unit_outputs
 from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, trace
 from spurmem.probes.scan_screen import Screen, ScreenReport, screened_scan
+from spurmem.probes.scan_tune import ChunkTuner, LayerScan, Stopwatch
 from spurmem.probes.units import Unit, enumerate_units, get_module, output_site, unit_axis, units_by_layer
 from spurmem.progress import Progress, human
 
@@ -57,7 +64,8 @@ class ScanResult:
     ``[variants x examples]`` (examples in ``example_index`` order) when asked for; ``pred_count``
     ``[variants x groups x classes]`` counts the predicted classes. A screened scan (``engine ==
     "fx-screened"``, see ``screen``) counts the pairs its screen cleared with their clean
-    prediction, and their margins and losses are its first-order estimates.
+    prediction, and their margins and losses are its first-order estimates. ``layer_scans`` says,
+    per layer of an exact scan, the stacked rows it used, why, and what its parts cost.
     """
 
     split: str
@@ -82,6 +90,12 @@ class ScanResult:
     seconds: float = 0.0
     engine: str = "fx"
     screen: ScreenReport | None = None
+    layer_scans: dict[str, LayerScan] = field(default_factory=dict)
+
+    @property
+    def plain_layers(self) -> list[str]:
+        """Layers whose variants ran as plain per-unit passes (stacking was slower there)."""
+        return [layer for layer, info in self.layer_scans.items() if info.plain]
 
     def _per_count(self, a: np.ndarray) -> np.ndarray:
         return np.divide(a, self.count, out=np.full(np.shape(a), np.nan, dtype=float), where=self.count > 0)
@@ -127,13 +141,17 @@ class ScanResult:
 # -- the engine ----------------------------------------------------------------------------------
 
 PREFIX_CACHE_MB = 512.0
+DEFAULT_ROWS = 2048  # stacked rows where no measurement chose them (the screened scan's first pairs)
 
 class ScanEngine:
     """Holds a private, traced copy of ``model`` and scans units of it; build once, scan many times
     (the localisation search calls :meth:`scan` at every step with a growing ``base_units``).
 
-    ``max_rows`` bounds the stacked batch (variants x examples) of one suffix run and
-    ``memory_mb`` the size of the stacked site outputs; both only trade speed for memory.
+    ``max_rows`` fixes the stacked batch (variants x examples) of one suffix run; by default
+    (None) each layer's is chosen by timing a few sizes on its first chunks (see
+    :mod:`~spurmem.probes.scan_tune`), kept for later scans, and a layer whose plain per-unit
+    passes of the edited model beat every stacked size runs those. ``memory_mb`` bounds the size of
+    the stacked site outputs. Neither changes the results, only speed and memory.
     ``channel_chain=False`` switches off the one-channel correction through the next conv/linear
     (then every variant runs the whole suffix from the site).
 
@@ -147,7 +165,7 @@ class ScanEngine:
     """
 
     def __init__(self, model: nn.Module, dataset: GroupDataset, *, batch_size: int = 256,
-                 max_rows: int = 2048, memory_mb: float = 256.0, device: str | torch.device = "auto",
+                 max_rows: int | None = None, memory_mb: float = 256.0, device: str | torch.device = "auto",
                  channel_chain: bool = True, cache_mb: float = 0.0) -> None:
         self.device = resolve_device(device)
         self.model = functional_copy(model).to(self.device)
@@ -161,6 +179,7 @@ class ScanEngine:
         self.cache_mb = cache_mb
         self._prefix_cache: dict[tuple, tuple[list, int, dict]] = {}
         self._base: tuple[list[Unit], Any, dict[str, Any]] = ([], None, {})
+        self._tuners: dict[tuple[str, str | None], ChunkTuner] = {}
 
     @property
     def kind(self) -> str:
@@ -232,14 +251,15 @@ class ScanEngine:
                         base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
                         base_bar.advance(len(batch.y))
             row_of = {label: i for i, label in enumerate(labels[:len(units)])}
-            report = None
+            report, layer_scans = None, {}
             if screened:
                 report = screened_scan(self, units, spec, params, data, idx, acc, row_of, screen,
                                        stage if progress else None)
             else:
                 for layer, indices_ in units_by_layer(units).items():
                     order = [Unit(layer, i) for i in indices_]
-                    self._scan_layer(order, spec, params, split, data, idx, acc, [row_of[u.id] for u in order])
+                    layer_scans[layer] = self._scan_layer(order, spec, params, split, data, idx, acc,
+                                                          [row_of[u.id] for u in order])
                     bar.advance(len(order), info=layer)
             for j, s in enumerate(sets):
                 self._scan_set(s, spec, params, split, data, idx, acc, len(units) + j)
@@ -255,7 +275,7 @@ class ScanEngine:
             base_example_correct=base_acc.examples[0] if per_example else None,
             pred_count=acc.pred, base_pred_count=base_acc.pred[0],
             seconds=time.perf_counter() - start, engine=self.kind if report is None else "fx-screened",
-            screen=report,
+            screen=report, layer_scans=layer_scans,
         )
 
     def _batches(self, data, idx):
@@ -265,35 +285,94 @@ class ScanEngine:
             offset += len(batch.y)
 
     def _scan_layer(self, units: list[Unit], spec, params, split: str, data, idx, acc: "_Accumulator",
-                    rows: list[int]) -> None:
+                    rows: list[int]) -> LayerScan:
         layer = units[0].layer
         weight_space = spec.space == "weight"
         site = layer if weight_space else output_site(self.model, layer)
-        runner = self._site(site, layer if weight_space else None)
+        key = (site, layer if weight_space else None)
+        runner = self._site(*key)
         axis = unit_axis(get_module(self.model, site))
         if weight_space:
-            rows_w, rows_b = _edited_rows(self.model, units, spec.name, params)
+            rows_w, rows_b = edited_rows(self.model, units, spec.name, params)
         else:
-            values = _activation_values(units, spec.name, params)
+            values = activation_values(units, spec.name, params)
         channels = [u.index for u in units]
         idx_channels = torch.as_tensor(channels, device=self.device)
-        for batch, offset, pre in self._prefixes(runner, site, layer if weight_space else None, split, data, idx):
+        tuner = None if self.max_rows is not None else self._tuners.get(key)
+        how = "fixed" if self.max_rows is not None else "cached" if tuner is not None and tuner.done else "tuned"
+        n = len(units)
+        prefix, variants = [0.0, 0.0], [0.0, 0.0]
+        clock = Stopwatch()
+        # the tuner's clock: CPU time on the CPU (other jobs on a shared machine barely move it), wall
+        # time on an accelerator (logits reach the host in every chunk, so the chunk has finished)
+        tick = time.process_time if self.device.type == "cpu" else time.perf_counter
+
+        def stacked(lo: int, hi: int, batch, offset: int, pre) -> None:
+            if weight_space:
+                slab = unit_outputs(get_module(self.model, layer), pre.layer_input, rows_w[lo:hi],
+                                    None if rows_b is None else rows_b[lo:hi], channels[lo:hi])
+            else:
+                slab = pre.site.index_select(axis, idx_channels[lo:hi]).clone()
+                for j, value in enumerate(values[lo:hi]):
+                    target = slab.select(axis, j)
+                    target.copy_(value) if isinstance(value, torch.Tensor) else target.fill_(value)
+            logits = runner.run_variants(pre, channels[lo:hi], slab, axis)
+            acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, pre.site.shape[0], -1), batch, offset)
+
+        def plain(lo: int, batch, offset: int) -> None:
+            with intervene(self.model, [units[lo]], spec.name, inplace=True, **params):
+                logits = self.model(batch.x.to(self.device))
+            acc.add_rows([rows[lo]], logits.unsqueeze(0), batch, offset)
+
+        for batch, offset, pre in self._prefixes(runner, key[0], key[1], split, data, idx):
+            lap = clock.lap()
+            _add(prefix, lap)
             b = pre.site.shape[0]
             per_variant = pre.site.numel() * pre.site.element_size()
-            k_max = max(1, min(self.max_rows // max(b, 1), int(self.memory_mb * 2**20 // max(per_variant, 1))))
-            for lo in range(0, len(units), k_max):
-                hi = min(lo + k_max, len(units))
-                if weight_space:
-                    slab = _unit_outputs(get_module(self.model, layer), pre.layer_input, rows_w[lo:hi],
-                                         None if rows_b is None else rows_b[lo:hi], channels[lo:hi])
+            k_cap = max(1, int(self.memory_mb * 2**20 // max(per_variant, 1)))
+            has_x = hasattr(batch, "x")  # cached prefixes keep labels only
+            if tuner is None and self.max_rows is None:
+                tuner = self._tuners[key] = ChunkTuner(b, k_cap, plain=has_x)
+            if tuner is not None and has_x and b == tuner.b:
+                tuner.note_prefix(lap[1] if tick is time.process_time else lap[0])
+            lo = 0
+            while lo < n:
+                if tuner is not None and has_x and (tuner.want_plain or (tuner.done and tuner.use_plain)):
+                    t = tick()
+                    plain(lo, batch, offset)
+                    if tuner.want_plain:
+                        tuner.record_plain(tick() - t)
+                    lo += 1
+                    continue
+                if tuner is None:
+                    k, timed = max(1, min(self.max_rows // b, k_cap)), False
                 else:
-                    slab = pre.site.index_select(axis, idx_channels[lo:hi]).clone()
-                    for j, value in enumerate(values[lo:hi]):
-                        target = slab.select(axis, j)
-                        target.copy_(value) if isinstance(value, torch.Tensor) else target.fill_(value)
-                logits = runner.run_variants(pre, channels[lo:hi], slab, axis)
-                acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, b, -1), batch, offset)
+                    k, timed = tuner.chunk(n - lo, b, n)
+                    k = min(k, k_cap)
+                hi = min(lo + k, n)
+                t = tick()
+                stacked(lo, hi, batch, offset, pre)
+                if timed:
+                    tuner.record(k, tick() - t)
+                lo = hi
+            _add(variants, clock.lap())
+        if tuner is None:
+            info = LayerScan(rows=self.max_rows, how=how)
+        else:
+            how = how if tuner.done else "tuning"
+            info = tuner.describe(how, plain=tuner.done and tuner.use_plain)
+        info.units = n
+        info.prefix_seconds, info.prefix_cpu = prefix
+        info.variant_seconds, info.variant_cpu = variants
+        return info
 
+    def rows_for(self, site: str, layer: str | None) -> int:
+        """Stacked rows per run at this site: ``max_rows`` when set, else the tuned size (or
+        :data:`DEFAULT_ROWS` before any scan measured it)."""
+        if self.max_rows is not None:
+            return self.max_rows
+        tuner = self._tuners.get((site, layer))
+        return tuner.rows if tuner is not None and tuner.done else DEFAULT_ROWS
 
     def _scan_set(self, units: list[Unit], spec, params, split: str, data, idx, acc: "_Accumulator", row: int) -> None:
         """One set modified together: the graph is split at the input of the earliest edited module,
@@ -341,13 +420,12 @@ class ScanEngine:
         entries, size = [], 0
         for batch, offset in self._batches(data, idx):
             pre = runner.run_prefix(batch.x.to(self.device))
-            item = (_Labels(batch.y, batch.g), offset, pre)
             if key is not None:
-                entries.append(item)
+                entries.append((_Labels(batch.y, batch.g), offset, pre))
                 size += _nbytes(pre)
                 if size > self.cache_mb * 2**20:  # too large to keep: stream (memory stays flat)
                     key, entries = None, []
-            yield item
+            yield batch, offset, pre
         if key is not None:
             self._remember(key, entries, size, self._base[2])
 
@@ -388,6 +466,11 @@ class _Labels:
     g: torch.Tensor
 
 
+def _add(total: list[float], lap: tuple[float, float]) -> None:
+    total[0] += lap[0]
+    total[1] += lap[1]
+
+
 def _nbytes(pre) -> int:
     tensors = {id(t): t for t in [pre.site, pre.layer_input, pre.chain_input, *pre.kept] if isinstance(t, torch.Tensor)}
     return sum(t.numel() * t.element_size() for t in tensors.values())
@@ -406,53 +489,6 @@ def _describe(params: dict[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         out[key] = value if isinstance(value, (int, float, str, type(None))) else f"<{type(value).__name__}>"
     return out
-
-
-@torch.no_grad()
-def _edited_rows(model: nn.Module, units: list[Unit], name: str, params: dict[str, Any]):
-    """The weight rows (and bias entries) each unit gets from ``intervene`` when edited alone."""
-    module = get_module(model, units[0].layer)
-    rows, biases = [], []
-    for u in units:
-        with intervene(model, [u], name, inplace=True, **params):
-            rows.append(module.weight[u.index].clone())
-            if module.bias is not None:
-                biases.append(module.bias[u.index].clone())
-    return torch.stack(rows), (torch.stack(biases) if biases else None)
-
-
-def _activation_values(units: list[Unit], name: str, params: dict[str, Any]) -> list[float | torch.Tensor]:
-    if name == "zero-activation":
-        return [0.0] * len(units)
-    means = params.get("means")
-    if means is None:
-        raise ValueError("intervention 'mean-activation' needs means= (see activation_means)")
-    layer = units[0].layer
-    if layer not in means:
-        raise KeyError(f"means has no entry for layer {layer!r}; compute them with activation_means")
-    values = torch.as_tensor(means[layer], dtype=torch.float32)
-    return [values[u.index] for u in units]
-
-
-def _unit_outputs(module: nn.Module, x: torch.Tensor, rows: torch.Tensor, bias: torch.Tensor | None,
-                  channels: list[int]) -> torch.Tensor:
-    """The output channels of ``module`` that the edited rows produce, one per row, on input ``x``."""
-    if isinstance(module, nn.Linear):
-        return F.linear(x, rows, bias)
-    if isinstance(module, nn.Conv2d):
-        if module.groups == 1:
-            return module._conv_forward(x, rows, bias)
-        per_group = module.in_channels // module.groups
-        outs = []
-        for j, c in enumerate(channels):
-            g = c // (module.out_channels // module.groups)
-            part = x[:, g * per_group:(g + 1) * per_group]
-            if module.padding_mode != "zeros":
-                raise NotImplementedError("grouped convs with non-zero padding are not supported by the scan engine")
-            outs.append(F.conv2d(part, rows[j:j + 1], None if bias is None else bias[j:j + 1], module.stride,
-                                 module.padding, module.dilation))
-        return torch.cat(outs, dim=1)
-    raise TypeError(f"the scan engine edits Conv2d and Linear layers, not {type(module).__name__}")
 
 
 class _Accumulator:
@@ -528,4 +564,4 @@ def scan_units(model: nn.Module, dataset: GroupDataset, units: Sequence[Unit | s
     return engine.scan(units, intervention, split, **kwargs)
 
 
-__all__ = ["PREFIX_CACHE_MB", "ScanEngine", "ScanResult", "Screen", "ScreenReport", "scan_units"]
+__all__ = ["DEFAULT_ROWS", "PREFIX_CACHE_MB", "LayerScan", "ScanEngine", "ScanResult", "Screen", "ScreenReport", "scan_units"]

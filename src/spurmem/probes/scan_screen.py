@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from spurmem.data.batches import iterate_batches
+from spurmem.probes.scan_edits import activation_values, edited_rows, unit_outputs
 from spurmem.probes.scan_graph import FxSite
 from spurmem.probes.units import Unit, get_module, output_site, unit_axis, units_by_layer
 from spurmem.progress import Progress, human
@@ -330,8 +331,6 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
     (unit, example) pair batch by batch, count the cleared ones and run the rest exactly. The
     exact pairs take their prefix values from the screen's own forward pass. With ``stage`` (a
     name), both phases report their progress (:mod:`spurmem.progress`)."""
-    from spurmem.probes.scan import _activation_values, _edited_rows  # the engine's own edits (scan imports us)
-
     report = ScreenReport(factor=screen.factor)
     weight_space = spec.space == "weight"
     layers = {layer: [Unit(layer, i) for i in ix] for layer, ix in units_by_layer(units).items()}
@@ -341,8 +340,8 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
             ctx[layer] = _LayerContext(
                 units=us, rows=np.array([row_of[u.id] for u in us]),
                 site=layer if weight_space else output_site(engine.model, layer),
-                edit=(_edited_rows(engine.model, us, spec.name, params) if weight_space
-                      else _activation_values(us, spec.name, params)),
+                edit=(edited_rows(engine.model, us, spec.name, params) if weight_space
+                      else activation_values(us, spec.name, params)),
                 slack=torch.zeros(len(us)))
             preparing.advance(len(us), info=layer)
     for layer, c in ctx.items():
@@ -442,8 +441,6 @@ def _screen_layer(engine, sb, screen_pass: ScreenPass, layer: str, c: "_LayerCon
     """The screen's estimate ``[B x K x C]`` and exactly-unchanged mask ``[B x K]`` for one
     layer's units on one batch; None when the screen cannot carry the edit through (the layer's
     pairs then all run exactly)."""
-    from spurmem.probes.scan import _unit_outputs
-
     plan = screen_pass.plans[layer]
     if plan is None:
         return None
@@ -458,7 +455,7 @@ def _screen_layer(engine, sb, screen_pass: ScreenPass, layer: str, c: "_LayerCon
             channels = torch.as_tensor([u.index for u in us[lo:lo + k_max]], device=engine.device)
             if weight_space:
                 rows_w, rows_b = c.edit
-                slab = _unit_outputs(get_module(engine.model, layer), sb.env[plan.layer_input],
+                slab = unit_outputs(get_module(engine.model, layer), sb.env[plan.layer_input],
                                      rows_w[lo:lo + k_max], None if rows_b is None else rows_b[lo:lo + k_max],
                                      channels.tolist())
             else:
@@ -479,8 +476,6 @@ def _exact_batch(engine, c: "_LayerContext", weight_space: bool, sb, batch, posi
     """Run the pairs (unit ``c.units[ks[r]]``, example ``local[r]`` of the screened batch) exactly
     and count them; the prefix values come from the screen's forward pass. Yields the unit
     positions, local example positions, predictions and logits of each chunk."""
-    from spurmem.probes.scan import _unit_outputs
-
     if len(ks) == 0:
         return
     runner = c.runner
@@ -492,7 +487,7 @@ def _exact_batch(engine, c: "_LayerContext", weight_space: bool, sb, batch, posi
     if weight_space:
         rows_w, rows_b = c.edit
         needed, inverse = np.unique(ks, return_inverse=True)
-        slab = _unit_outputs(get_module(engine.model, c.units[0].layer), pre.layer_input, rows_w[needed],
+        slab = unit_outputs(get_module(engine.model, c.units[0].layer), pre.layer_input, rows_w[needed],
                              None if rows_b is None else rows_b[needed], channels_all[needed].tolist())
         values = slab.movedim(axis, 1)[local_t, torch.as_tensor(inverse, device=engine.device)]
     else:
@@ -502,7 +497,8 @@ def _exact_batch(engine, c: "_LayerContext", weight_space: bool, sb, batch, posi
             values[j].copy_(value) if isinstance(value, torch.Tensor) else values[j].fill_(value)
     per_row = max(1, pre.site[0].numel() * pre.site.element_size())
     # a quarter of the stacked-variant budget: the screen pass's values are alive beside it
-    r_max = max(1, min(engine.max_rows, int(engine.memory_mb * 2**20 // (4 * per_row))))
+    rows = engine.rows_for(c.site, c.units[0].layer if weight_space else None)
+    r_max = max(1, min(rows, int(engine.memory_mb * 2**20 // (4 * per_row))))
     for a in range(0, len(ks), r_max):
         z = slice(a, a + r_max)
         logits = runner.run_pairs(pre, local_t[z], channels[z], values[z], axis)

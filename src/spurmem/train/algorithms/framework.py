@@ -117,15 +117,10 @@ class SpurMemFramework(Algorithm):
         ce = self.cross_entropy(z_d, batch.y)
         # value: 2 NT + lambda CE (the two stop-gradient terms); gradient: that of NT(z_d, z_p) + lambda CE
         loss = nt + nt.detach() + self.params.lam * ce
-        with torch.no_grad():
-            disagree = (z_d.argmax(1) != z_p.argmax(1)).float().mean()
-            masked_ce = F.cross_entropy(z_p, batch.y)
-        return loss, {
-            "ntxent": float(nt.detach()),
-            "ce": float(ce.detach()),
-            "masked_ce": float(masked_ce),
-            "disagreement": float(disagree),
-        }
+        with torch.no_grad():  # the logged terms reach the host in one transfer
+            terms = torch.stack([nt.detach(), ce.detach(), F.cross_entropy(z_p, batch.y),
+                                 (z_d.argmax(1) != z_p.argmax(1)).float().mean()]).tolist()
+        return loss, dict(zip(("ntxent", "ce", "masked_ce", "disagreement"), terms))
 
     def describe(self) -> dict[str, Any]:
         """The options and the size of the last mask, for run.json."""
