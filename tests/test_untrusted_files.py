@@ -179,6 +179,26 @@ def test_resume_falls_back_to_the_newest_good_epoch(tmp_path, capsys):
     assert read_info(run)["status"] == "complete"
 
 
+def test_cli_warnings_are_one_line_without_python_source(tmp_path, capsys):
+    """The resume fallback's warning through the CLI: ``spurmem: warning: ...`` naming the bad file,
+    not Python's ``file.py:123: UserWarning`` with a source line."""
+    from spurmem.cli import main
+    from spurmem.train import TrainConfig, read_info, train
+
+    run = tmp_path / "fbcli"
+    train(TrainConfig(name="fbcli", epochs=2, **TINY), run_dir=run, progress=False)
+    info = read_info(run)
+    info["status"] = "running"
+    (run / "run.json").write_text(json.dumps(info))
+    bad = run / "resume" / "epoch_0002.safetensors"
+    bad.write_bytes(bad.read_bytes()[:100])
+    assert main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    warned = [line for line in err if line.startswith("spurmem: warning: resume:")]
+    assert len(warned) == 1 and str(bad) in warned[0]
+    assert not any("UserWarning" in line or ".py:" in line for line in err)
+
+
 def test_critical_units_binary_file_is_one_line(run, tmp_path, capsys):
     units = tmp_path / "units.txt"
     units.write_bytes(b"\x80\x81\xff\x00" * 20)

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from spurmem import __version__, progress
 
@@ -55,14 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_with_overrides(parser, argv)
     apply_common_options(args)  # --threads
+    debug = getattr(args, "debug", False) or os.environ.get("SPURMEM_DEBUG", "") not in ("", "0")
     try:
-        with progress.options(args):
+        with progress.options(args), warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _one_line_warning
             return int(args.func(args) or 0)
     except (SpurmemError, OSError) as exc:
-        if getattr(args, "debug", False) or os.environ.get("SPURMEM_DEBUG", "") not in ("", "0"):
+        if debug:
             raise
         print(f"spurmem: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as ``spurmem: warning: ...`` on one line, without Python's source line (``--debug`` keeps
+    Python's format)."""
+    text = " ".join(str(message).split())
+    print(f"spurmem: warning: {text}", file=file or sys.stderr)
 
 
 def one_line(exc: BaseException) -> str:
