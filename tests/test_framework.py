@@ -227,18 +227,21 @@ def test_logged_terms_are_the_branches_values(shapes):
 class SeqStemCNN(nn.Module):
     """A first block as an nn.Sequential (conv, BN, ReLU6, max-pool), as in MobileNet's Conv2dNormActivation."""
 
-    def __init__(self, reuse_stem: bool = False) -> None:
+    def __init__(self, reuse_stem: bool = False, tied: bool = False) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=True), nn.BatchNorm2d(6), nn.ReLU6(inplace=True),
                                   nn.MaxPool2d(2))
         self.conv2 = nn.Conv2d(6, 8, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(8)
         self.head = nn.Linear(8, 2)
-        self.reuse_stem = reuse_stem
+        self.reuse_stem, self.tied = reuse_stem, tied
 
     def forward(self, x):
         h = self.stem(x * 2.0 if self.reuse_stem else x)  # reuse_stem: the stem's input is not x
-        return self.head(F.relu(self.bn2(self.conv2(h))).mean((2, 3)))
+        out = self.head(F.relu(self.bn2(self.conv2(h))).mean((2, 3)))
+        if self.tied:  # the stem's conv called again outside the stem: it must see the masked weight there too
+            out = out + self.stem[0](x).mean((1, 2, 3))[:, None]
+        return out
 
 
 def _small_cnn():
@@ -249,7 +252,8 @@ def _small_cnn():
 
 @pytest.mark.parametrize("make,granularity,fraction,shared", [
     (_small_cnn, "weight", 0.01, True), (_small_cnn, "weight", 0.3, True), (_small_cnn, "unit", 0.2, True),
-    (SeqStemCNN, "unit", 0.3, True), (lambda: SeqStemCNN(reuse_stem=True), "weight", 0.1, False),
+    (SeqStemCNN, "unit", 0.3, True), (lambda: SeqStemCNN(tied=True), "weight", 0.3, True),
+    (lambda: SeqStemCNN(reuse_stem=True), "weight", 0.1, False),
     (TinyCNN, "weight", 0.1, False),
 ])
 def test_masked_pass_with_shared_stem_matches_functional_call(make, granularity, fraction, shared):

@@ -5,7 +5,8 @@ weights of its blocks (not the patch embedding); for a model with neither (an ML
 A mask is a dict ``{parameter name: bool tensor}`` where True means *kept*; parameters not in the dict
 are kept whole. The masked forward pass runs the model's own weights times the mask through
 ``torch.func.functional_call``, so gradients reach the shared weights through both branches and the
-caller's model is never edited.
+caller's model is never edited. ``MaskedPass`` (the framework's) is the same pass with the first
+block's unaffected channels taken from the dense pass (see its comment below).
 """
 
 from __future__ import annotations
@@ -309,7 +310,6 @@ class MaskedPass:
                     self.stem = found
                     self.channels = rows.nonzero().flatten()
                     self.stem_keys = {k: conv_names[k] is conv.weight for k in mask if k in own}
-        self.rest_keys = [k for k in mask if self.stem is None or k not in self.stem_keys]
         self.failed = False
         self.last_shared = False  # whether the last call used the shared stem
 
@@ -364,7 +364,9 @@ class MaskedPass:
             return replaced
 
         params = dict(self.model.named_parameters())
-        swapped = {k: params[k] * self.mask[k] for k in self.rest_keys}
+        # the whole mask, the stem's entries too: a stem weight used elsewhere (tied, or its module called
+        # again) must be masked there as well; the unused products cost one multiply of the stem's weight
+        swapped = {k: params[k] * m for k, m in self.mask.items()}
         swapped.update({k: b.clone() for k, b in self.model.named_buffers()})
         module.forward = forward
         try:
