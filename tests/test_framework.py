@@ -222,3 +222,96 @@ def test_logged_terms_are_the_branches_values(shapes):
     assert terms["masked_ce"] == pytest.approx(float(F.cross_entropy(z_p, batch.y)), rel=1e-6)
     assert terms["disagreement"] == pytest.approx(float((z_d.argmax(1) != z_p.argmax(1)).float().mean()))
     assert terms["masked_ce"] != terms["ce"]
+
+
+class SeqStemCNN(nn.Module):
+    """A first block as an nn.Sequential (conv, BN, ReLU6, max-pool), as in MobileNet's Conv2dNormActivation."""
+
+    def __init__(self, reuse_stem: bool = False, tied: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=True), nn.BatchNorm2d(6), nn.ReLU6(inplace=True),
+                                  nn.MaxPool2d(2))
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 2)
+        self.reuse_stem, self.tied = reuse_stem, tied
+
+    def forward(self, x):
+        h = self.stem(x * 2.0 if self.reuse_stem else x)  # reuse_stem: the stem's input is not x
+        out = self.head(F.relu(self.bn2(self.conv2(h))).mean((2, 3)))
+        if self.tied:  # the stem's conv called again outside the stem: it must see the masked weight there too
+            out = out + self.stem[0](x).mean((1, 2, 3))[:, None]
+        return out
+
+
+def _small_cnn():
+    from spurmem.models import build_model
+
+    return build_model("small-cnn", 2, width=0.5)
+
+
+@pytest.mark.parametrize("make,granularity,fraction,shared", [
+    (_small_cnn, "weight", 0.01, True), (_small_cnn, "weight", 0.3, True), (_small_cnn, "unit", 0.2, True),
+    (SeqStemCNN, "unit", 0.3, True), (lambda: SeqStemCNN(tied=True), "weight", 0.3, True),
+    (lambda: SeqStemCNN(reuse_stem=True), "weight", 0.1, False),
+    (TinyCNN, "weight", 0.1, False),
+])
+def test_masked_pass_with_shared_stem_matches_functional_call(make, granularity, fraction, shared):
+    """The shared-stem masked pass: same output, same gradients (summed with the dense branch's) and the same
+    untouched running statistics as ``functional_call`` with ``param * mask``; where it does not apply it
+    falls back to that."""
+    from spurmem.train.algorithms.masking import MaskedPass
+
+    torch.manual_seed(0)
+    model = make().train()
+    x = torch.randn(10, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    mask = compute_mask(model, "smallest", granularity, fraction)
+    plan = MaskedPass(model, mask)
+    with plan.capture() as stem:
+        z_d = model(x)
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    z_p = plan(x, stem.output(x) if stem is not None else None)
+    assert plan.last_shared == shared
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, stats[k]), k  # the masked pass updates no running statistics
+    (z_d.square().sum() + (z_p * torch.arange(2.0)).sum()).backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    ref_d, ref_p = model(x), masked_forward(model, mask, x)
+    torch.testing.assert_close(z_p, ref_p, rtol=1e-5, atol=1e-6)
+    (ref_d.square().sum() + (ref_p * torch.arange(2.0)).sum()).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("contrast_on", ["probabilities", "features"])
+def test_two_pass_gradients_equal_three_pass_on_the_small_cnn(shapes, contrast_on):
+    torch.manual_seed(0)
+    model = _small_cnn().train()
+    batch = make_batch(n=12)
+    batch.x = torch.randn(12, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    algo = SpurMemFramework(shapes, fraction=0.05, contrast_on=contrast_on, **{"lambda": 0.3})
+    algo.setup(model, torch.device("cpu"))
+    loss, _ = algo.loss(model, batch)
+    assert algo._pass.last_shared
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    if contrast_on == "probabilities":
+        ref = published_three_pass_loss(model, algo.mask, batch.x, batch.y, 0.5, 0.3)
+    else:
+        feats = {}
+        hook = model.fc.register_forward_pre_hook(lambda m, a: feats.setdefault(len(feats), a[0]))
+        z_d = model(batch.x)
+        masked_forward(model, algo.mask, batch.x)
+        hook.remove()
+        ref = (nt_xent(feats[0].detach(), feats[1], 0.5) + nt_xent(feats[0], feats[1].detach(), 0.5)
+               + 0.3 * F.cross_entropy(z_d, batch.y))
+    ref.backward()
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    update = SpurMemFramework(shapes, fraction=0.05, masked_bn_stats="update")
+    update.setup(model, torch.device("cpu"))
+    update.loss(model, batch)
+    assert update._pass.stem is None and not update._pass.last_shared  # BN updates from the masked pass: the generic path

@@ -25,7 +25,7 @@ from spurmem.data.schema import GroupDataset
 from spurmem.train.algorithm import Algorithm
 from spurmem.train.algorithms.contrastive import nt_xent
 from spurmem.train.algorithms.features import capture_head_input
-from spurmem.train.algorithms.masking import Mask, compute_mask, load_unit_ids, mask_summary, masked_forward
+from spurmem.train.algorithms.masking import Mask, MaskedPass, compute_mask, load_unit_ids, mask_summary
 from spurmem.train.algorithms.params import AlgorithmParams, parse_params
 
 
@@ -59,6 +59,7 @@ class SpurMemFramework(Algorithm):
     group_labels = "none"
     labels_note = "training class labels (the loss uses no group labels)"
     Params = FrameworkParams
+    share_stem = True  # reuse the dense first block's unaffected channels in the masked pass (same gradients)
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:
         super().__init__(dataset, **hparams)
@@ -73,6 +74,7 @@ class SpurMemFramework(Algorithm):
 
             raise ConfigError("algorithm 'spurmem': target=critical needs algorithm_params.critical_units")
         self.mask: Mask | None = None
+        self._pass: MaskedPass | None = None
 
     def setup(self, model: torch.nn.Module, device: torch.device) -> None:
         self.update_mask(model)
@@ -93,17 +95,28 @@ class SpurMemFramework(Algorithm):
         assert features is not None
         return features
 
+    def masked_pass(self, model: torch.nn.Module) -> MaskedPass:
+        """The masked forward for the current mask and model, built once per mask."""
+        plan = self._pass
+        if plan is None or plan.mask is not self.mask or plan.model is not model:
+            keep = self.params.masked_bn_stats == "update"
+            plan = self._pass = MaskedPass(model, self.mask, keep, share_stem=self.share_stem)
+        return plan
+
     def branches(self, model: torch.nn.Module, x: torch.Tensor):
         """Dense and masked logits, and their penultimate features when the contrast needs them."""
         if self.mask is None:
             self.update_mask(model)
         assert self.mask is not None
-        keep = self.params.masked_bn_stats == "update"
+        masked = self.masked_pass(model)
         if self.params.contrast_on != "features":
-            return model(x), masked_forward(model, self.mask, x, keep), None, None
+            with masked.capture() as stem:
+                z_d = model(x)
+            return z_d, masked(x, stem.output(x) if stem is not None else None), None, None
         with capture_head_input(model) as captured:
-            z_d = model(x)
-            z_p = masked_forward(model, self.mask, x, keep)
+            with masked.capture() as stem:
+                z_d = model(x)
+            z_p = masked(x, stem.output(x) if stem is not None else None)
         return z_d, z_p, captured[0], captured[1]
 
     def cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
