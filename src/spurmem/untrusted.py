@@ -15,6 +15,7 @@ import io
 import json
 import math
 import struct
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +99,9 @@ def read_torch_weights(path: str | Path, expected: str = "a torch weights file")
 
     data = read_file_bytes(path, expected)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the outcome is reported below
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for unsafe or corrupt files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnreadableFileError(path, expected, f"refused by torch.load(weights_only=True): {reason}") from None
