@@ -225,9 +225,6 @@ class _Loop:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            bad = _nonfinite_tensor(model.named_parameters())
-            if bad is not None:
-                raise self._fault(epoch, step, f"weight {bad!r} is not finite after the optimiser step")
             if c.schedule == "cosine":
                 self.scheduler.step()
             n = len(batch.y)
@@ -235,6 +232,11 @@ class _Loop:
             for k, v in batch_terms.items():
                 terms[k] = terms.get(k, 0.0) + float(v) * n
             bar.advance(1, info=f"epoch {epoch}/{c.epochs} loss {loss_sum / n_seen:.4f}")
+        # Once per epoch, not per step: non-finite weights mid-epoch make the next step's (checked) loss
+        # non-finite; this catches the last step's, before the epoch's weights are saved.
+        bad = _nonfinite_tensor(model.named_parameters()) if n_seen else None
+        if bad is not None:
+            raise self._fault(epoch, step, f"weight {bad!r} is not finite after the optimiser step")
         if c.schedule == "plateau":
             self.scheduler.step(batch_loss_sum)  # the epoch's summed (per-batch) training loss
         seconds = time.perf_counter() - t0
