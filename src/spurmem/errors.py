@@ -32,3 +32,8 @@ class RunLockedError(SpurmemError):
 
 class NumericalFaultError(SpurmemError):
     """Training produced a non-finite loss or non-finite weights; the message names epoch and step."""
+
+
+class DistributedError(SpurmemError):
+    """A data-parallel (torchrun) job cannot go on: its launch variables are inconsistent, or another rank
+    failed (the message carries rank 0's error), or the gathered predictions do not cover a split."""

@@ -50,11 +50,17 @@ def iterate_batches(
     augment: Augment | None = None,
     indices: torch.Tensor | None = None,
     drop_last: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
     """Yield batches of ``split`` (optionally restricted to ``indices``).
 
     ``sample_weights`` draws ``len`` examples with replacement in proportion to the weights
     (group-balanced resampling); ``shuffle`` permutes. Both use ``generator`` so runs are reproducible.
+
+    ``shard=(rank, world_size)`` (data-parallel training) yields only this rank's contiguous share of every
+    batch of the full order, which every rank draws alike from the same ``generator``. Augmentation then
+    draws from a generator seeded per batch and rank by one draw of ``generator``, so that ``generator``
+    stays the same on every rank (and the augmentation differs from a single process's).
     """
     base = torch.arange(len(split)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
     if sample_weights is not None:
@@ -69,7 +75,14 @@ def iterate_batches(
     group = split.group
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
+        augment_generator = generator
+        if shard is not None:
+            rank, world_size = shard
+            if augment is not None:
+                seed = int(torch.randint(2**62, (1,), generator=generator))  # drawn alike on every rank
+                augment_generator = torch.Generator().manual_seed(seed + rank)
+            idx = torch.tensor_split(idx, world_size)[rank]
         x = to_float(split.images[idx], mean, std)
         if augment is not None:
-            x = augment(x, generator)
+            x = augment(x, augment_generator)
         yield Batch(x=x, y=split.y[idx], a=split.a[idx], g=group[idx], index=idx)
