@@ -138,6 +138,17 @@ def main(out: Path) -> None:
     dist.barrier()
     result = train(configs["erm-mlp"], run_dir=runs / "resumed", resume=True, dataset=dataset, progress=False)
     assert result.resumed_from == 1, result.resumed_from
+    failures = {}  # what each rank raises when rank 0 refuses the run folder, and when training diverges
+    diverging = configs["erm-mlp"].model_copy(update={"name": "nan", "optimizer": "sgd", "lr": 1e6,
+                                                      "eval_splits": ["val"]})
+    for label, config, run_dir in (("exists", configs["erm-mlp"], runs / "erm-mlp"), ("diverges", diverging,
+                                                                                      runs / "nan")):
+        try:
+            train(config, run_dir=run_dir, dataset=dataset, progress=False)
+            failures[label] = None
+        except Exception as exc:  # noqa: BLE001 - recorded for the test
+            failures[label] = f"{type(exc).__name__}: {exc}"
+    (out / f"failures_rank{rank}.json").write_text(json.dumps(failures))
     dist.destroy_process_group()
     if rank != 0:
         (out / f"writes_rank{rank}.json").write_text(json.dumps(writes))

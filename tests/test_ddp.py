@@ -169,6 +169,17 @@ def test_resume_under_torchrun_gives_the_uninterrupted_run(job):
     assert [r["train_loss"] for r in read_history(resumed)] == [r["train_loss"] for r in read_history(whole)]
 
 
+def test_a_refusal_or_a_divergence_on_rank_0_stops_every_rank(job):
+    f0 = json.loads((job / "failures_rank0.json").read_text())
+    f1 = json.loads((job / "failures_rank1.json").read_text())
+    assert f0["exists"].startswith("FileExistsError") and "--resume" in f0["exists"]
+    assert f1["exists"].startswith("DistributedError: rank 0 failed: FileExistsError")
+    # the loss is all-reduced before it is checked: both ranks stop at the same step
+    assert f0["diverges"].startswith("NumericalFaultError") and f1["diverges"].startswith("NumericalFaultError")
+    assert f0["diverges"].split("step")[1] == f1["diverges"].split("step")[1]
+    assert read_info(job / "runs" / "nan")["status"] == "failed"
+
+
 # -- without a launch --------------------------------------------------------------------------------
 
 
