@@ -215,4 +215,7 @@ def test_shards_partition_every_global_batch_and_keep_the_generator_in_step(digi
             pass
     assert torch.equal(gens[0].get_state(), gens[1].get_state())  # next epoch's order: the same on both ranks
     with pytest.raises(ConfigError, match="global batch"):
-        DataParallel(0, 4, 0, "gloo").check_batch_size(6)
+        DataParallel(0, 4, 0, "gloo").check(6, False, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="sync_bn=true needs CUDA"):
+        DataParallel(0, 2, 0, "gloo").check(64, True, torch.device("cpu"))
+    SINGLE.check(1, True, torch.device("cpu"))  # one process: sync_bn is ignored

@@ -79,19 +79,23 @@ class DataParallel:
         """``(rank, world_size)`` for ``iterate_batches(shard=...)``; None in one process."""
         return (self.rank, self.world_size) if self.active else None
 
-    def check_batch_size(self, batch_size: int) -> None:
-        if self.active and batch_size < 2 * self.world_size:
+    def check(self, batch_size: int, sync_bn: bool, device: torch.device) -> None:
+        """The config errors of a data-parallel run, found before the run folder is touched."""
+        if not self.active:
+            return
+        if batch_size < 2 * self.world_size:
             raise ConfigError(f"batch_size={batch_size} is the global batch, split over {self.world_size} processes: "
                               f"it must be at least {2 * self.world_size} (2 examples a process, for BatchNorm)")
+        if sync_bn and device.type != "cuda":
+            raise ConfigError("sync_bn=true needs CUDA (torch's SyncBatchNorm does not run on the CPU); "
+                              "leave it false with gloo")
 
     # -- the model and the step -----------------------------------------------------------------
     def prepare_model(self, model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
         """The model to train: BatchNorm made synchronous across ranks when ``sync_bn`` (CUDA only)."""
         if not (self.active and sync_bn):
             return model
-        if device.type != "cuda":
-            raise ConfigError("sync_bn=true needs CUDA (torch's SyncBatchNorm does not run on the CPU); "
-                              "leave it false with gloo")
+        self.check(2 * self.world_size, sync_bn, device)
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
     def step(self, model: nn.Module, algorithm: Any) -> Callable[[Any], tuple[torch.Tensor, dict[str, float]]]:
@@ -119,7 +123,7 @@ class DataParallel:
         dist.all_reduce(total)
         return share * self.world_size, float(total)
 
-    def sum(self, values: list[float]) -> list[float]:
+    def sum_floats(self, values: list[float]) -> list[float]:
         """Element-wise sums over ranks (the values themselves in one process)."""
         if not self.active or not values:
             return values

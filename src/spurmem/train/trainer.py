@@ -88,7 +88,7 @@ def train(
     check_config(config)  # before touching the run directory (--overwrite deletes it)
     device = training_device(resolve_device(config.device))
     with data_parallel(device) as dp, contextlib.ExitStack() as held:
-        dp.check_batch_size(config.batch_size)
+        dp.check(config.batch_size, config.sync_bn, device)  # before the run folder is touched
 
         def prepare() -> tuple[int | None, bool]:
             held.enter_context(folder_lock(run_dir, f"train {config.name}"))
@@ -258,7 +258,7 @@ class _Loop:
             raise self._fault(epoch, step, f"weight {bad!r} is not finite after the optimiser step")
         if self.dp.active:  # the epoch's sums over every rank's examples
             keys = list(terms)  # the same order on every rank
-            loss_sum, n_seen, *sums = self.dp.sum([loss_sum, n_seen, *(terms[k] for k in keys)])
+            loss_sum, n_seen, *sums = self.dp.sum_floats([loss_sum, n_seen, *(terms[k] for k in keys)])
             terms = dict(zip(keys, sums))
         if c.schedule == "plateau":
             self.scheduler.step(batch_loss_sum)  # the epoch's summed (per-batch) training loss
