@@ -41,7 +41,7 @@ def load_config(model_cls: type[M], path: str | Path | None = None, overrides: S
     origins: dict[tuple[str, ...], str] = {}
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(data, key, value, item)
+        set_dotted(data, key, value, item)
         origins[tuple(key.split("."))] = f"override {item!r}"
     return validate_config(model_cls, data, source=source, lines=lines, origins=origins)
 
@@ -177,7 +177,9 @@ def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...], out: dict[tuple[
             _key_lines(value_node, key, out)
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
+    """Set the dotted ``key`` of the nested mapping ``data`` to ``value`` (mappings made on the way);
+    ``item`` (the override or setting it came from) names it in the error for a key under a non-mapping."""
     parts = key.split(".")
     target = data
     for i, part in enumerate(parts[:-1]):

@@ -86,7 +86,8 @@ def _mitigate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from spurmem.config import load_config
-    from spurmem.train.compare import CompareConfig, run_compare, run_status
+    from spurmem.train.compare import CompareConfig, run_compare
+    from spurmem.train.run import run_status
     from spurmem.train.compare_table import write_comparison
 
     config = load_config(CompareConfig, args.config, args.overrides)
