@@ -150,3 +150,12 @@ def test_compare_on_two_workers_gives_the_same_table_as_on_one(tmp_path):
     one, two = table(1), table(2)
     assert len(one) == 6
     pd.testing.assert_frame_equal(one, two)
+
+
+def test_train_fields_are_set_on_the_base_for_every_job(tmp_path):
+    sweep = load_config(SweepConfig, write_sweep(tmp_path, train={"epochs": 3, "dataset_params.seed": 4}))
+    jobs = plan_sweep(sweep)
+    assert [j.config.epochs for j in jobs] == [3] * 4
+    assert all(j.config.dataset_params == {"upscale": 1, "seed": 4, "rho": r} for j, r in zip(jobs, RHOS))
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        plan_sweep(load_config(SweepConfig, write_sweep(tmp_path, train={"epoch": 3})))

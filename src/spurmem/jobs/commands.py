@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "skipped, interrupted ones resumed, a failed job retried `retries` times and then reported "
                     "without stopping the others. Writes <out>/results.csv (one row per job: varied settings, "
                     "status, selected epoch and rule, val/test WGA, average accuracy) and <out>/summary.md. "
-                    "Exit status 1 when a job failed. Keys: name, out_dir, base, grid, random.trials, random.seed, "
+                    "Exit status 1 when a job failed. Keys: name, out_dir, base, train (TrainConfig fields for every job), grid, random.trials, random.seed, "
                     "random.params, executor, workers, threads_per_job, gpus_per_job, retries, ray_address.",
         epilog="example: spurmem sweep sweep.yaml --workers 2 retries=0   (docs/scale.md)",
     )

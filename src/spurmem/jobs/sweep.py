@@ -5,6 +5,7 @@ as independent jobs on an executor (:mod:`spurmem.jobs.executor`), collected int
 
     name: lr-seeds
     base: erm_colored_digits            # a TrainConfig file (or shipped config name), or the fields inline
+    train: {device: cpu}                # set on the base for every job
     grid: {seed: [0, 1, 2], lr: [1e-3, 3e-4]}           # dotted keys -> values; the cartesian product
     random: {trials: 4, seed: 0, params: {weight_decay: {log_uniform: [1e-5, 1e-2]}}}
     executor: local                     # or ray (pip install 'spurmem[ray]')
@@ -96,6 +97,8 @@ class SweepConfig(BaseModel):
     out_dir: str | None = Field(None, description="default runs/<name>")
     base: str | dict[str, Any] = Field(default_factory=dict, description="a TrainConfig YAML file (relative to the "
                                        "sweep file, or the name of a shipped config) or its fields inline")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (dotted keys) set on the base "
+                                  "for every job, e.g. {device: cuda}")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (cartesian product)")
     random: RandomSearch | None = None
     executor: Literal["local", "ray"] = "local"
@@ -191,6 +194,9 @@ def plan_sweep(sweep: SweepConfig, relative_to: Path | None = None) -> list[Swee
     for settings in cells(sweep):
         data = copy.deepcopy(base)
         origins = {}
+        for key, value in sweep.train.items():
+            set_dotted(data, key, copy.deepcopy(value), f"sweep train.{key}")
+            origins[tuple(key.split("."))] = f"sweep train.{key}"
         for key, value in settings.items():
             set_dotted(data, key, value, f"sweep key {key}")
             origins[tuple(key.split("."))] = f"sweep setting {key}={_short(value)!s}"

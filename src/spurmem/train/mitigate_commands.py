@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Keys: name, out_dir, dataset, dataset_params, model, model_params, weights, algorithms, "
                     "seeds, epochs, fine_tune_epochs, budget, init_epoch, group_labels, selection, train_eval, "
                     "hparams.<algorithm>.<field or params.NAME>, variants.<label>.{algorithm, field, params}, "
-                    "train.<TrainConfig field>, search.trials, search.seed.",
+                    "train.<TrainConfig field>, search.trials, search.seed, executor (local|ray), workers (runs at a time; "
+                    "default 1), threads_per_job, ray_address (docs/scale.md).",
         epilog="example: spurmem compare seeds=[0,1,2] epochs=30 'algorithms=[erm,erm-continue,spurmem]' "
                "hparams.spurmem.params.fraction=0.05 train.device=cpu",
     )
