@@ -159,3 +159,9 @@ def test_train_fields_are_set_on_the_base_for_every_job(tmp_path):
     assert all(j.config.dataset_params == {"upscale": 1, "seed": 4, "rho": r} for j, r in zip(jobs, RHOS))
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         plan_sweep(load_config(SweepConfig, write_sweep(tmp_path, train={"epoch": 3})))
+
+
+def test_ray_missing_is_a_one_line_config_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'spurmem\[ray\]'"):
+        make_executor("ray")
