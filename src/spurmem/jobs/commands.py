@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "skipped, interrupted ones resumed, a failed job retried `retries` times and then reported "
                     "without stopping the others. Writes <out>/results.csv (one row per job: varied settings, "
                     "status, selected epoch and rule, val/test WGA, average accuracy) and <out>/summary.md. "
-                    "Exit status 1 when a job failed. Keys: name, out_dir, base, train (TrainConfig fields for every job), grid, random.trials, random.seed, "
+                    "Exit status 1 when a job failed. Keys: name, out_dir, kind (train, or compare: each job a whole comparison), base, train (TrainConfig fields for every job), grid, random.trials, random.seed, "
                     "random.params, executor, workers, threads_per_job, gpus_per_job, retries, ray_address.",
         epilog="example: spurmem sweep sweep.yaml --workers 2 retries=0   (docs/scale.md)",
     )
@@ -46,12 +46,12 @@ def _sweep(args: argparse.Namespace) -> int:
     part = parse_shard(args.shard)
     if args.dry_run:
         from spurmem.jobs.executor import shard
-        from spurmem.train.run import run_status
+        from spurmem.jobs.tasks import TASKS
 
         jobs = shard(plan_sweep(sweep, relative_to), part)
         width = max((len(j.label) for j in jobs), default=0)
         for j in jobs:
-            print(f"{j.label:<{width}}  {run_status(j.run_dir):<8} {j.run_dir}")
+            print(f"{j.label:<{width}}  {TASKS[j.kind].status(j.run_dir):<8} {j.run_dir}")
         return 0
     if args.collect:
         result = collect_sweep(sweep, relative_to)

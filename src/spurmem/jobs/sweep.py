@@ -12,7 +12,9 @@ as independent jobs on an executor (:mod:`spurmem.jobs.executor`), collected int
     workers: 2
     retries: 1
 
-Every grid cell x random trial is one run in ``<out>/runs/<base name>-<config hash>``. A finished run
+Every grid cell x random trial is one run in ``<out>/runs/<base name>-<config hash>`` (with ``kind:
+compare`` the base is a CompareConfig and each job a whole comparison in that folder, one row per
+algorithm in the table, means over its seeds). A finished run
 (run.json ``complete``) is skipped on a re-run, an interrupted one resumed, a failed one retried
 ``retries`` times and then reported with its error; each job's outcome is kept in
 ``<out>/jobs/<run name>.json``. At the end ``<out>/results.csv`` (one row per job: its varied
@@ -95,6 +97,8 @@ class SweepConfig(BaseModel):
 
     name: str = "sweep"
     out_dir: str | None = Field(None, description="default runs/<name>")
+    kind: Literal["train", "compare"] = Field("train", description="what base is: a TrainConfig (each job one run) "
+                                              "or a CompareConfig (each job a whole comparison)")
     base: str | dict[str, Any] = Field(default_factory=dict, description="a TrainConfig YAML file (relative to the "
                                        "sweep file, or the name of a shipped config) or its fields inline")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (dotted keys) set on the base "
@@ -136,8 +140,10 @@ class SweepJob:
     def label(self) -> str:
         return " ".join(f"{k}={_short(v)}" for k, v in self.settings.items()) or "base"
 
+    kind: str = "train"
+
     def job(self, progress: bool = False) -> Job:
-        return Job(self.label, "train", {"config": self.config.model_dump(mode="json"), "run_dir": str(self.run_dir),
+        return Job(self.label, self.kind, {"config": self.config.model_dump(mode="json"), "run_dir": str(self.run_dir),
                                          "progress": progress}, self.run_dir)
 
 
@@ -172,6 +178,20 @@ def base_data(sweep: SweepConfig, relative_to: Path | None = None) -> tuple[dict
     return data, str(path)
 
 
+COMPARE_HASH_EXCLUDE = ("name", "out_dir", "executor", "workers", "threads_per_job", "ray_address")
+
+
+def base_model(kind: str) -> tuple[type[BaseModel], tuple[str, ...]]:
+    """The config model of a sweep's base and the fields that do not change a job's results."""
+    if kind == "compare":
+        from spurmem.train.compare import CompareConfig
+
+        return CompareConfig, COMPARE_HASH_EXCLUDE
+    from spurmem.train.config import HASH_EXCLUDE, TrainConfig
+
+    return TrainConfig, HASH_EXCLUDE
+
+
 def cells(sweep: SweepConfig) -> list[dict[str, Any]]:
     """The varied settings of every job: each grid cell (in the grid's key order, the last key
     fastest) with each random trial (drawn in order from ``random.seed``)."""
@@ -186,8 +206,7 @@ def cells(sweep: SweepConfig) -> list[dict[str, Any]]:
 def plan_sweep(sweep: SweepConfig, relative_to: Path | None = None) -> list[SweepJob]:
     """Every job of the sweep with its validated TrainConfig and run folder; a grid cell that is not a
     valid TrainConfig, or two cells that make the same run, is a ConfigError naming them."""
-    from spurmem.train.config import HASH_EXCLUDE, TrainConfig
-
+    model_cls, exclude = base_model(sweep.kind)
     base, source = base_data(sweep, relative_to)
     jobs: list[SweepJob] = []
     seen: dict[Path, str] = {}
@@ -200,13 +219,14 @@ def plan_sweep(sweep: SweepConfig, relative_to: Path | None = None) -> list[Swee
         for key, value in settings.items():
             set_dotted(data, key, value, f"sweep key {key}")
             origins[tuple(key.split("."))] = f"sweep setting {key}={_short(value)!s}"
-        config = validate_config(TrainConfig, data, source=source, origins=origins)
-        name = f"{config.name}-{config_hash(config, HASH_EXCLUDE)[:8]}"
-        config = config.model_copy(update={"name": name})
-        job = SweepJob(settings, config, sweep.output / RUNS_DIR / name)
+        config = validate_config(model_cls, data, source=source, origins=origins)
+        name = f"{config.name}-{config_hash(config, exclude)[:8]}"
+        run_dir = sweep.output / RUNS_DIR / name
+        config = config.model_copy(update={"name": name, **({"out_dir": str(run_dir)} if sweep.kind == "compare" else {})})
+        job = SweepJob(settings, config, run_dir, sweep.kind)
         if job.run_dir in seen:
             raise ConfigError(f"sweep {sweep.name}: {seen[job.run_dir]!r} and {job.label!r} make the same run "
-                              f"(the keys {', '.join(HASH_EXCLUDE)} do not change a run)")
+                              f"(the keys {', '.join(exclude)} do not change a run)")
         seen[job.run_dir] = job.label
         jobs.append(job)
     return jobs
@@ -271,7 +291,8 @@ def results_table(sweep: SweepConfig, jobs: list[SweepJob], outcomes: dict[Path,
     the job's record and folder say."""
     import pandas as pd
 
-    from spurmem.train.run import read_history, read_info, run_status
+    from spurmem.jobs.tasks import TASKS
+    from spurmem.train.run import read_history, read_info
     from spurmem.untrusted import read_json_file
 
     keys = list(dict.fromkeys(k for j in jobs for k in j.settings))
@@ -280,7 +301,7 @@ def results_table(sweep: SweepConfig, jobs: list[SweepJob], outcomes: dict[Path,
         record_path = sweep.output / JOBS_DIR / f"{j.run_dir.name}.json"
         record = read_json_file(record_path, "a sweep job record (JSON)") if record_path.is_file() else {}
         record = record if isinstance(record, dict) else {}
-        folder = run_status(j.run_dir)
+        folder = TASKS[j.kind].status(j.run_dir)
         outcome = outcomes.get(j.run_dir)
         status = outcome.status if outcome is not None else (
             "complete" if folder == "complete" else record.get("status") or ("not run" if folder == "new" else folder))
@@ -290,6 +311,9 @@ def results_table(sweep: SweepConfig, jobs: list[SweepJob], outcomes: dict[Path,
                status != "skipped" else "", "run_dir": str(j.run_dir),
                "seconds": outcome.seconds if outcome is not None and outcome.status == "complete"
                else record.get("seconds")}
+        if j.kind == "compare":
+            rows += _compare_rows(row, j.run_dir) if folder == "complete" else [{**row, "algorithm": None}]
+            continue
         if folder == "complete":
             info = read_info(j.run_dir)
             selection = info.get("selection") or {}
@@ -302,7 +326,25 @@ def results_table(sweep: SweepConfig, jobs: list[SweepJob], outcomes: dict[Path,
             if row["seconds"] is None:
                 row["seconds"] = info.get("seconds")
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*keys, *RESULT_COLUMNS])
+    columns = [*keys, *(["algorithm", "seeds"] if any(j.kind == "compare" for j in jobs) else []), *RESULT_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _compare_rows(row: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """One row per algorithm of a finished comparison job: means over its seeds (per_run.csv)."""
+    import pandas as pd
+
+    per_run = pd.read_csv(folder / "per_run.csv")
+    rows = []
+    for algorithm, part in per_run.groupby("algorithm", sort=False):
+        rule = part["selection_rule"].iloc[0]
+        epochs = sorted(set(part["selected_epoch"].tolist()))
+        rows.append({**row, "algorithm": algorithm, "seeds": len(part), "selection_rule": rule,
+                     "selected_epoch": epochs[0] if len(epochs) == 1 else "/".join(map(str, epochs)),
+                     "selection_value": part["selection_value"].mean(),
+                     "val_wga": part["selection_value"].mean() if rule == "val_wga" else None,
+                     "test_wga": part["test/worst_group_accuracy"].mean(), "test_average": part["test/average"].mean()})
+    return rows
 
 
 def write_results(folder: Path, sweep: SweepConfig, table) -> dict[str, Path]:
@@ -320,9 +362,9 @@ def write_results(folder: Path, sweep: SweepConfig, table) -> dict[str, Path]:
     header = ["job", "status", "selected epoch", "val WGA %", "test WGA %", "test avg %"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ordered = table.sort_values("selection_value", ascending=False, na_position="last", kind="stable")
-    for r in ordered.itertuples(index=False):
-        d = r._asdict()
-        lines.append("| " + " | ".join([d["job"], d["status"], _cell(d["selected_epoch"], 1, "{:.0f}"),
+    for d in ordered.to_dict("records"):
+        job = d["job"] + (f" {d['algorithm']}" if isinstance(d.get("algorithm"), str) else "")
+        lines.append("| " + " | ".join([job, d["status"], _cell(d["selected_epoch"], 1, "{:.0f}"),
                                         _cell(d["val_wga"]), _cell(d["test_wga"]), _cell(d["test_average"])]) + " |")
     failed = table[table["status"] == "failed"]
     if len(failed):

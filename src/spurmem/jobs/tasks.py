@@ -78,6 +78,26 @@ def train_run(config: dict[str, Any], run_dir: str, progress: bool = False,
     return {"selection": result.selection.to_dict(), "seconds": result.seconds}
 
 
+def compare_run(config: dict[str, Any], run_dir: str, progress: bool = False) -> dict[str, Any]:
+    """Run the :class:`~spurmem.train.compare.CompareConfig` ``config`` (its runs one after another
+    in this worker, unless it names an executor of its own) into ``run_dir`` and write its tables."""
+    from spurmem.config import validate_config
+    from spurmem.train.compare import CompareConfig, run_compare
+    from spurmem.train.compare_table import write_comparison
+
+    cmp = validate_config(CompareConfig, {**config, "out_dir": run_dir}, source=f"job config of {run_dir}")
+    _, paths = write_comparison(run_compare(cmp, progress=progress, log=lambda _: None))
+    return {"written": [str(p) for p in paths.values()]}
+
+
+def _compare_status(run_dir: Path) -> str:
+    """``complete`` once comparison.json is written (the tables come last), else as a folder."""
+    run_dir = Path(run_dir)
+    if (run_dir / "comparison.json").is_file():
+        return "complete"
+    return "partial" if run_dir.is_dir() and any(run_dir.iterdir()) else "new"
+
+
 def _train_status(run_dir: Path) -> str:
     from spurmem.train.run import run_status
 
@@ -92,6 +112,7 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "train": Task(run=train_run, status=_train_status),
+    "compare": Task(run=compare_run, status=_compare_status),
 }
 
 
@@ -122,4 +143,4 @@ def run_job(job: Job) -> Attempt:
             torch.set_num_threads(threads_before)
 
 
-__all__ = ["TASKS", "Task", "job_dataset", "run_job", "shared_dataset", "train_run"]
+__all__ = ["TASKS", "Task", "compare_run", "job_dataset", "run_job", "shared_dataset", "train_run"]
