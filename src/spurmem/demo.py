@@ -158,7 +158,7 @@ class _Demo:
 
 
 def _run_status(run_dir: Path) -> str:
-    from spurmem.train.compare import run_status
+    from spurmem.train.run import run_status
 
     return run_status(run_dir)
 

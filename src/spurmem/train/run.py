@@ -98,6 +98,15 @@ def read_info(run_dir: str | Path) -> dict[str, Any]:
     return info
 
 
+def run_status(run_dir: str | Path) -> str:
+    """``complete`` (run.json says so), ``partial`` (a folder to resume) or ``new`` (no folder, or an
+    empty one)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).is_file():
+        return "partial" if run_dir.is_dir() and any(run_dir.iterdir()) else "new"
+    return "complete" if read_info(run_dir).get("status") == "complete" else "partial"
+
+
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of metrics.jsonl, in epoch order."""
     path = Path(run_dir) / METRICS_FILE
