@@ -35,6 +35,7 @@ from spurmem.train.run import (
     CONFIG_FILE, PREDICTIONS, RUN_FILE, build_dataset, build_run_model, is_half_made, load_run, read_config,
     read_history, read_info, write_history, write_info,
 )
+from spurmem.train.retention import Retention
 from spurmem.train.selection import Selection, select_epoch
 
 
@@ -141,6 +142,7 @@ class _Loop:
         self.steps_per_epoch = n_train // config.batch_size if self.drop_last else math.ceil(n_train / config.batch_size)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
+        self.retention = Retention.of(config)
         self.history: list[dict[str, Any]] = []
         self.timings = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0}
 
@@ -267,8 +269,7 @@ class _Loop:
         if row is not None:
             write_history(self.run_dir, self.history)
         ckpt.prune_training_state(self.run_dir, keep=epoch)
-        if not c.save_checkpoints:
-            self._prune_checkpoints(epoch)
+        self._prune_checkpoints(epoch)
         self.timings["checkpoint"] += time.perf_counter() - t0
         self.info.update(epochs_completed=epoch, **self._progress_fields())
         write_info(self.run_dir, self.info)  # so that a killed run still says how far it got and how long it took
@@ -304,12 +305,25 @@ class _Loop:
         return select_epoch(self.history, self.config.selection)
 
     def _prune_checkpoints(self, latest: int) -> None:
-        keep = {0, latest, *ckpt.resumable_epochs(self.run_dir)}  # the resume fallback keeps its weights
-        if self.history and any(r["epoch"] > 0 for r in self.history):
-            keep.add(self._select().epoch)
-        for e in ckpt.list_epochs(self.run_dir):
+        """Delete the epoch checkpoints the retention policy does not keep (``retention.py``)."""
+        present = ckpt.list_epochs(self.run_dir)
+        resumable = ckpt.resumable_epochs(self.run_dir)
+        finished = latest == self.config.epochs
+        keep = self.retention.kept(present, latest, resumable, self._selected_epochs(resumable, finished), finished)
+        for e in present:
             if e not in keep:
                 ckpt.delete_epoch_weights(self.run_dir, e)
+
+    def _selected_epochs(self, resumable: list[int], finished: bool) -> list[int]:
+        """The epoch selected over the history so far and, until the run is finished, over the history
+        up to the resume fallback (the epoch a ``--resume`` past an unreadable newest epoch starts from)."""
+        limits = [math.inf] + ([resumable[-2]] if len(resumable) > 1 and not finished else [])
+        out = []
+        for upto in limits:
+            rows = [r for r in self.history if r["epoch"] <= upto]
+            if any(r["epoch"] > 0 for r in rows):
+                out.append(select_epoch(rows, self.config.selection).epoch)
+        return out
 
     def _restore(self, epoch: int) -> None:
         """Load weights, optimiser, schedule, RNG and algorithm state of a complete epoch."""
@@ -356,6 +370,7 @@ class _Loop:
             "threads": torch.get_num_threads(), "n_parameters": sum(p.numel() for p in self.model.parameters()),
             "weights": None if self.weights_report is None else self.weights_report.summary(),
             "init_from": self.init_source, "dataset_info": self.dataset.describe(),
+            "retention": self.retention.to_dict(),
             "started": previous.get("started", utc_now()), "finished": None,
             "resumed_from": [*previous.get("resumed_from", []), start] if start is not None else [],
         }
