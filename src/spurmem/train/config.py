@@ -74,20 +74,17 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _save_checkpoints(cls, data: Any) -> Any:
-        """The old ``save_checkpoints`` key (in the config.yaml of runs made before retention): true is
-        ``checkpoints: all``, false is ``checkpoints: retain`` with ``keep_every: 0``."""
+        """The old ``save_checkpoints`` key (in the config.yaml of runs made before retention, and in
+        overrides merged into a dumped config): true sets ``checkpoints: all``, false sets
+        ``checkpoints: retain`` with ``keep_every: 0``, over what the config says."""
         if not isinstance(data, dict) or "save_checkpoints" not in data:
             return data
         data = dict(data)
         old = data.pop("save_checkpoints")
         if not isinstance(old, bool):
-            raise ValueError(f"save_checkpoints (replaced by checkpoints: all|retain) must be true or false, got {old!r}")
-        new = {"checkpoints": "all"} if old else {"checkpoints": "retain", "keep_every": 0}
-        clash = {k: data[k] for k in new if k in data and data[k] != new[k]}
-        if clash:
-            raise ValueError(f"save_checkpoints={str(old).lower()} means {new}, but the config also sets {clash}; "
-                             f"use checkpoints/keep_every only")
-        return {**data, **new}
+            raise ValueError(f"save_checkpoints (now checkpoints: all|retain and keep_every) must be true or false, "
+                             f"got {old!r}")
+        return {**data, **({"checkpoints": "all"} if old else {"checkpoints": "retain", "keep_every": 0})}
 
     @field_validator("device")
     @classmethod
