@@ -79,6 +79,36 @@ def test_cuda_batches_are_pinned_moved_and_match_the_cpu(shapes, augment):
     assert pinned.x.is_pinned() and pinned.x.dtype == torch.uint8
 
 
+@cuda
+@pytest.mark.parametrize("augment", ["flip-crop", "rrc-flip"])
+def test_cuda_steps_do_not_wait_for_the_gpu(shapes, augment):
+    """Input path, ERM loss and terms, backward, Adam and the cosine schedule with CUDA's sync debug mode
+    set to error: nothing in a step synchronises with the host; only the read does."""
+    from spurmem.models import build_model
+    from spurmem.train.algorithm import Algorithm
+
+    device = torch.device("cuda")
+    model = build_model("small-cnn", 2, width=0.5).to(device)
+    algo, opt = Algorithm(shapes), torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    losses = EpochLosses(check_every=1000)
+    batches = device_batches(shapes["train"], 32, shapes.mean, shapes.std, device, augment=build_augment(augment),
+                             generator=torch.Generator().manual_seed(0), workers=1)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step, batch in enumerate(batches, 1):
+            loss, terms = algo.loss(model, batch)
+            assert losses.add(step, loss, len(batch.y), terms) is None
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert losses.read() is None and losses.n_seen == 200
+
+
 def test_epoch_losses_read_in_batches_give_the_per_step_sums_and_the_first_bad_step():
     losses = [torch.tensor(v) for v in (0.5, 0.25, 0.125, 1.5, 2.0)]
     every, lazy = EpochLosses(1), EpochLosses(3)

@@ -56,7 +56,7 @@ def device_batches(
         from spurmem.train.prefetch import prefetch
 
         batches = prefetch(batches, depth=2 * workers)
-    constants = tuple(t.to(device) for t in normalisation(mean, std)) if on_device else None
+    constants = tuple(t.to(device, non_blocking=True) for t in normalisation(mean, std)) if on_device else None
     for batch in batches:
         batch = batch.to(device, non_blocking=True)
         if on_device:
