@@ -32,3 +32,8 @@ class RunLockedError(SpurmemError):
 
 class NumericalFaultError(SpurmemError):
     """Training produced a non-finite loss or non-finite weights; the message names epoch and step."""
+
+
+class MissingCheckpointError(SpurmemError, FileNotFoundError):
+    """A run has no checkpoint for the asked epoch (pruned by its retention policy, or never trained);
+    the message lists the epochs it kept."""

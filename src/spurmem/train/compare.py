@@ -227,6 +227,8 @@ def plan_run(
         fields["weights"] = None
     else:
         fields["epochs"] = cmp.epochs if base else cmp.scratch_epochs
+    if algorithm == "erm":  # the others load these epochs of the ERM run; keep_epochs is not in the hash
+        fields["keep_epochs"] = sorted({*fields.get("keep_epochs", []), *stage1_epochs(cmp)})
     if algorithm in registry.NEEDS_STAGE1:
         assert erm_dir is not None
         params = fields["algorithm_params"]
@@ -238,6 +240,21 @@ def plan_run(
     name = f"{label}-{config_hash(config, HASH_EXCLUDE)[:6]}-s{seed}"
     config = config.model_copy(update={"name": name})
     return PlannedRun(label, seed, h, config, cmp.output / "runs" / name, trial, base)
+
+
+def stage1_epochs(cmp: CompareConfig) -> set[int]:
+    """Epochs of the ERM runs the other algorithms load: an integer ``init_epoch`` and every
+    ``identification_epoch`` JTT may use (configured, or any the random search may draw)."""
+    epochs = {cmp.init_epoch} if isinstance(cmp.init_epoch, int) else set()
+    for label in cmp.algorithms:
+        algorithm = cmp.base_algorithm(label)
+        if algorithm not in registry.NEEDS_STAGE1:
+            continue
+        epochs.add(hparams_for(cmp, label).params.get("identification_epoch", 1))
+        space = registry.SEARCH_SPACES.get(algorithm, {}).get("params.identification_epoch")
+        if cmp.search.trials and space is not None:
+            epochs.update(space.values)
+    return {e for e in epochs if isinstance(e, int)}
 
 
 def run_job(planned: PlannedRun, progress: bool = False):

@@ -33,7 +33,7 @@ from spurmem.data import GroupDataset, load_dataset
 from spurmem.device import resolve_device
 from spurmem.errors import UnreadableFileError
 from spurmem.record import dumps_strict, write_json_atomic, write_text_atomic
-from spurmem.train.checkpoint import list_epochs, load_epoch_weights
+from spurmem.train.checkpoint import list_epochs, load_epoch_weights, missing_checkpoint
 from spurmem.train.config import TrainConfig
 from spurmem.untrusted import read_json_file, read_text_file
 
@@ -154,7 +154,7 @@ def resolve_epoch(run_dir: str | Path, epoch: EpochSpec) -> int:
     if not isinstance(epoch, int):
         raise ValueError(f"epoch must be 'selected', 'last' or an integer, got {epoch!r}")
     if epoch not in available:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint for epoch {epoch}; available: {available}")
+        raise missing_checkpoint(run_dir, epoch)
     return epoch
 
 

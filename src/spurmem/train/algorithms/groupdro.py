@@ -66,8 +66,8 @@ class GroupDRO(Algorithm):
         adjusted = self.group_losses(losses, batch.g) + self.adjustment.to(losses.device)
         self.update_q(adjusted)
         robust = (self.q * adjusted).sum()
-        terms = {"robust_loss": float(robust.detach()), "ce": float(losses.detach().mean())}
-        terms.update({f"q_g{g}": float(v) for g, v in enumerate(self.q.tolist())})
+        terms = {"robust_loss": robust.detach(), "ce": losses.detach().mean()}
+        terms.update({f"q_g{g}": v for g, v in enumerate(self.q.detach().unbind())})
         return robust, terms
 
     def describe(self) -> dict[str, Any]:
