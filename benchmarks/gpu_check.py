@@ -277,6 +277,9 @@ def main(argv=None) -> list[Row]:
     bf16 = "bf16 autocast" if args.amp else "float32 (no bf16 off CUDA)"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        # One-time costs (CUDA context, cuBLAS/cuDNN handles, lazy imports) out of the first measured run.
+        warm = synthetic_waterbirds(args.size, [args.batch_size, 2, 2, args.batch_size], 4, seed=1)
+        trainer_rate(warm, tmp, "warm-up", args)
         for key, setting, fields in (
             ("erm-fp32", "float32", {}),
             ("erm-bf16", f"{bf16} + channels-last", {"amp": args.amp, "channels_last": True}),
