@@ -265,10 +265,21 @@ def main(argv=None) -> list[Row]:
     batch = f"batch {args.batch_size}, {args.size} px, {len(dataset['train'])} images"
     rows: list[Row] = []
     model = None
+    env = environment(device)
+    title = f"GPU check ({'smoke, ' if args.smoke else ''}{device})"
+    command = " ".join(["benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def add(row: Row) -> None:
+        """Keep the row and rewrite the file, so that a run killed by its time limit leaves a table."""
+        rows.append(row)
+        partial = [f"partial: {time.perf_counter() - t0:.0f} s so far; command: {command}"]
+        out.write_text(markdown(rows, env + partial, title))
 
     def over_budget(key: str, check: str, setting: str, unit: str) -> bool:
         if time.perf_counter() - t0 > args.budget:
-            rows.append(Row(key, check, setting, None, unit, f"skipped: past the {args.budget:.0f} s budget"))
+            add(Row(key, check, setting, None, unit, f"skipped: past the {args.budget:.0f} s budget"))
             return True
         return False
 
@@ -294,7 +305,7 @@ def main(argv=None) -> list[Row]:
             rate, trained, note = trainer_rate(dataset, tmp, key, args, **fields)
             if key == "erm-fp32":
                 model = trained
-            rows.append(Row(key, check, f"{args.model}, {setting}, {batch}", rate, "images/s", note))
+            add(Row(key, check, f"{args.model}, {setting}, {batch}", rate, "images/s", note))
     by_key = {r.key: r for r in rows}
 
     def ratio(a: str, b: str, text: str) -> str:
@@ -314,7 +325,7 @@ def main(argv=None) -> list[Row]:
             continue
         rate = hand_rate(dataset, args, amp=amp, channels_last=key == "hand-bf16")
         trainer_key = "erm-fp32" if key == "hand-fp32" else "erm-bf16"
-        rows.append(Row(key, check, full, rate, "images/s"))
+        add(Row(key, check, full, rate, "images/s"))
         by_key[key] = rows[-1]
         rows[-1].note = ratio(trainer_key, key, "trainer / hand loop")
     if not over_budget("scan", "screened unit scan (zero)", f"{args.scan_examples} images", "units/s"):
@@ -322,15 +333,12 @@ def main(argv=None) -> list[Row]:
             from spurmem.models import build_model
 
             model = build_model(args.model, 2, img_size=args.size, **args.model_params)
-        rows.append(scan_row(model, dataset, args))
+        add(scan_row(model, dataset, args))
     if not over_budget("ddp", "DDP smoke step (torchrun, NCCL)", "2 GPUs", "s"):
-        rows.append(ddp_row(args))
-    env_lines = environment(device) + [f"total {time.perf_counter() - t0:.0f} s; command: "
-                                       f"{' '.join(['benchmarks/gpu_check.py', *(argv if argv is not None else sys.argv[1:])])}"]
-    text = markdown(rows, env_lines, f"GPU check ({'smoke, ' if args.smoke else ''}{device})")
+        add(ddp_row(args))
+    text = markdown(rows, env + [f"total {time.perf_counter() - t0:.0f} s; command: {command}"], title)
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    out.write_text(text)
     print(f"written to {args.out}")
     return rows
 
