@@ -97,7 +97,7 @@ def test_every_real_benchmark_train_config_loads_the_fixture(name, folders, tmp_
 
 @pytest.mark.parametrize("name", sorted(COMPARE_CONFIGS))
 def test_the_real_benchmark_compare_config_loads_the_fixture(name, folders, tmp_path):
-    from spurmem.train.compare import CompareConfig, check_protocol, hparams_for
+    from spurmem.train.compare import CompareConfig, check_protocol, hparams_for, plan_run
 
     dataset = COMPARE_CONFIGS[name]
     cmp = load_config(CompareConfig, f"configs/{name}.yaml", [
@@ -107,6 +107,9 @@ def test_the_real_benchmark_compare_config_loads_the_fixture(name, folders, tmp_
     erm, jtt, framework = (hparams_for(cmp, a) for a in ("erm", "jtt", "spurmem"))
     assert erm.train["optimizer"] == jtt.train["optimizer"] == "sgd" and jtt.params["identification_epoch"] == 60
     assert framework.train["optimizer"] == "adam" and framework.train["lr"] == pytest.approx(2e-4)
+    planned = {a: plan_run(cmp, a, 0, hparams_for(cmp, a), tmp_path / "erm").config for a in cmp.algorithms}
+    assert {a for a, c in planned.items() if c.weights} == {"erm", "reweight", "groupdro", "jtt"}  # the rest start from ERM
+    assert planned["jtt"].algorithm_params["identification_epoch"] == 60 and planned["spurmem"].epochs == 21
 
 
 def test_the_count_check_names_the_file_and_the_differing_groups(folders, tmp_path):
