@@ -6,7 +6,7 @@ STAMP := $(VENV)/.spurmem-installed
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test setup data-system pretrained-weights clean-venv lint
+.PHONY: demo test setup data-system pretrained-weights clean-venv lint gpu-check
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The GPU check (benchmarks/gpu_check.py): no venv, nothing installed; the python of $PYTHON, else
+# python/python3, with its own torch. Table to $OUT/gpu_check.md, else ./gpu_check.md.
+gpu-check:
+	@bash scripts/gpu_check.sh
 
 clean-venv:
 	rm -rf $(VENV)

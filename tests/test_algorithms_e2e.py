@@ -22,7 +22,7 @@ def digits():
 @pytest.fixture(scope="module")
 def erm_run(digits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "erm"
-    train(TrainConfig(name="erm", dataset="colored-digits", batch_size=64, epochs=3), run_dir=run_dir,
+    train(TrainConfig(name="erm", dataset="colored-digits", batch_size=64, epochs=3, keep_epochs=[1]), run_dir=run_dir,
           dataset=digits, progress=False)
     return run_dir
 

@@ -193,7 +193,7 @@ def test_relative_and_absolute_roots_share_one_cache(wb, tmp_path, monkeypatch):
 def test_bad_size_and_resize(wb, tmp_path):
     with pytest.raises(DataError, match=r"size must be a positive whole number of pixels, got 0"):
         load_dataset("waterbirds", root=str(wb), size=0, cache_dir=str(tmp_path))
-    with pytest.raises(DataError, match=r"resize must be one of center-crop, stretch; got 'crop'"):
+    with pytest.raises(DataError, match=r"resize must be one of center-crop, stretch, stretch-center-crop, resize-center-crop; got 'crop'"):
         load_dataset("waterbirds", root=str(wb), size=8, resize="crop", cache_dir=str(tmp_path))
     with pytest.raises(DataError, match=r"normalize must be one of imagenet, train; got 'none'"):
         load_dataset("waterbirds", root=str(wb), size=8, normalize="none", cache_dir=str(tmp_path))

@@ -2,7 +2,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from spurmem.cli import main
 
@@ -14,7 +13,7 @@ def run_dir(tmp_path_factory):
     config = TrainConfig(name="tiny", dataset="synthetic-shapes",
                          dataset_params={"n_train": 200, "n_val": 80, "n_test": 80, "size": 12},
                          model="small-cnn", model_params={"widths": [4, 8]}, epochs=4, batch_size=64,
-                         lr=0.01, selection="last", device="cpu")
+                         lr=0.01, selection="last", device="cpu", keep_rewind=3)  # rewind_epochs=3 below
     return train(config, run_dir=tmp_path_factory.mktemp("runs") / "tiny", progress=False).run_dir
 
 

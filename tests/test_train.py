@@ -63,7 +63,7 @@ def test_run_directory_layout_and_contents(tmp_path, shapes):
     assert "train/worst_group_accuracy" in row and "test/average" not in row  # only eval_splits
     best = max(r["val/worst_group_accuracy"] for r in history if r["epoch"] > 0)
     assert result.selection.value == best
-    assert list_epochs(run) == [0, 1, 2, 3]
+    assert list_epochs(run) == sorted({0, result.selection.epoch, 2, 3})  # retained: 2 is the resume fallback
     ckpt_info = ckpt.read_checkpoint_info(run, 2)
     assert ckpt_info["epoch"] == 2 and ckpt_info["seed"] == 0 and ckpt_info["config_hash"] == info["config_hash"]
     assert ckpt_info["metrics"]["val/worst_group_accuracy"] == row["val/worst_group_accuracy"]

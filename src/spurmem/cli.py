@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "spurmem.train.commands",
     "spurmem.train.mitigate_commands",
     "spurmem.memorization.commands",
+    "spurmem.jobs.commands",
 ]
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
@@ -41,7 +43,7 @@ def load_config(model_cls: type[M], path: str | Path | None = None, overrides: S
     origins: dict[tuple[str, ...], str] = {}
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(data, key, value, item)
+        set_dotted(data, key, value, item)
         origins[tuple(key.split("."))] = f"override {item!r}"
     return validate_config(model_cls, data, source=source, lines=lines, origins=origins)
 
@@ -177,7 +179,9 @@ def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...], out: dict[tuple[
             _key_lines(value_node, key, out)
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
+    """Set the dotted ``key`` of the nested mapping ``data`` to ``value`` (mappings made on the way);
+    ``item`` (the override or setting it came from) names it in the error for a key under a non-mapping."""
     parts = key.split(".")
     target = data
     for i, part in enumerate(parts[:-1]):
@@ -191,15 +195,29 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
 
 
 def _fields_at(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """Field names of the (nested) pydantic model that holds the last element of ``loc``."""
+    """Field names of the (nested) pydantic model that holds the last element of ``loc``; a model
+    may sit in an optional field (``X | None``) or be the values of a mapping (``dict[str, X]``)."""
     current: Any = model_cls
     for part in loc[:-1]:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+        current = _unwrap_optional(current)
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        elif typing.get_origin(current) is dict and len(typing.get_args(current)) == 2:
+            current = typing.get_args(current)[1]  # ``part`` is a key of the mapping
+        else:
             return None
-        current = current.model_fields[part].annotation
+    current = _unwrap_optional(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return None
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """``X | None`` (or ``Optional[X]``) -> ``X``; anything else as it is."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
 
 
 def _origin(loc: tuple[str, ...], origins: dict[tuple[str, ...], str]) -> str | None:

@@ -158,7 +158,7 @@ class _Demo:
 
 
 def _run_status(run_dir: Path) -> str:
-    from spurmem.train.compare import run_status
+    from spurmem.train.run import run_status
 
     return run_status(run_dir)
 
@@ -212,7 +212,7 @@ def _scan_examples(demo: _Demo) -> None:
     epochs = c.example_epochs or c.erm_epochs
     # Only the last epoch of each half model is used, so evaluating it alone saves time.
     _memorization_command(demo, ["examples", str(demo.erm_dir), f"epochs={epochs}", f"eval_every={epochs}",
-                                 "save_checkpoints=false", "--models", str(c.example_models), "--device", c.device])
+                                 "keep_every=0", "--models", str(c.example_models), "--device", c.device])
 
 
 def _comparison_done(demo: _Demo) -> bool:

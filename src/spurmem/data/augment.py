@@ -1,8 +1,9 @@
 """Augmentation on float image batches, after the decoded cache (the ``Augment`` of ``batches.py``).
 
 Each augmentation is a callable ``aug(x, generator) -> x`` on a normalised float batch
-``N x C x H x W``, vectorised over the batch and drawing all randomness from ``generator`` so a
-seeded run is reproducible. ``AUGMENTATIONS`` maps names to their classes; :func:`build_augment`
+``N x C x H x W`` on any device, vectorised over the batch and drawing all randomness from
+``generator`` (a CPU generator: a few numbers per image, copied to the batch's device without waiting
+for it) so a seeded run is reproducible and draws the same crops and flips on the CPU and on a GPU. ``AUGMENTATIONS`` maps names to their classes; :func:`build_augment`
 looks one up by name (``"none"`` gives ``None``: no augmentation).
 
 * ``flip``: horizontal flip with probability 1/2.
@@ -40,7 +41,7 @@ class Flip:
     """Horizontal flip of each image with probability 1/2."""
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        flip = _flip_mask(len(x), generator).to(x.device).view(-1, 1, 1, 1)
+        flip = _flip_mask(len(x), generator).to(x.device, non_blocking=True).view(-1, 1, 1, 1)
         return torch.where(flip, x.flip(-1), x)
 
 
@@ -54,8 +55,8 @@ class FlipCrop:
         n, c, h, w = x.shape
         p = int(self.padding)
         padded = F.pad(x, (p, p, p, p))
-        top = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-        left = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        top = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device, non_blocking=True)
+        left = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device, non_blocking=True)
         rows = (top[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         batch = torch.arange(n, device=x.device)[:, None, None, None]
@@ -88,7 +89,7 @@ class ResizedCropFlip:
         theta[:, 0, 2] = cx
         theta[:, 1, 1] = height
         theta[:, 1, 2] = cy
-        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta.to(x.device, x.dtype, non_blocking=True), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

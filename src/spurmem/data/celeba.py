@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from spurmem.data.image_cache import DEFAULT_MAX_PIXELS
+from spurmem.data.known_counts import ExpectCounts, celeba_key
 from spurmem.data.image_folder import FolderRecords, build_folder_dataset, check_folder
 from spurmem.data.schema import DataError, GroupDataset
 from spurmem.data.tables import Table, read_csv, read_whitespace
@@ -53,11 +54,16 @@ def load_celeba(
     progress: bool = True,
     allow_outside_root: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    train_resize: str | None = None,
+    expect_counts: ExpectCounts = "auto",
+    strict_counts: bool = False,
 ) -> GroupDataset:
     """CelebA from ``root``: y = ``target`` attribute, a = ``spurious`` attribute; images decoded
     once at ``size`` px (centre square of the aligned 178x218 faces by default) into the cache.
     Image paths must lie inside ``root`` unless ``allow_outside_root``; images above ``max_pixels``
-    are refused."""
+    are refused. ``train_resize``: the training split's own resize rule (default ``resize``). With
+    Blond_Hair x Male the group counts are checked against the published ones (``expect_counts``
+    auto/true/false, ``strict_counts``: :mod:`spurmem.data.known_counts`)."""
     folder = check_folder(root, "celeba")
     images_dir = folder / "img_align_celeba"
     if (images_dir / "img_align_celeba").is_dir():  # the layout of the common Kaggle archive
@@ -93,4 +99,5 @@ def load_celeba(
         source=f"CelebA folder {folder} ({attrs.path.name}, {parts.path.name})",
         params={"root": str(folder), "target": target, "spurious": spurious},
         root=folder, allow_outside_root=allow_outside_root, max_pixels=max_pixels,
+        train_resize=train_resize, benchmark=celeba_key(target, spurious), expect_counts=expect_counts, strict_counts=strict_counts,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,8 @@ from spurmem.progress import Progress
 
 CACHE_VERSION = 1
 DEFAULT_MAX_PIXELS = 40_000_000  # per image, read from the header before decoding (PIL's own limit: ~179 MP)
-RESIZE_RULES = ("center-crop", "stretch")
+RESIZE_RULES = ("center-crop", "stretch", "stretch-center-crop", "resize-center-crop")
+EVAL_CROP = 224 / 256  # the published eval transform: resize to 256, keep the centre 224
 PROGRESS_MIN = 256  # show a progress bar when decoding at least this many images
 
 
@@ -48,10 +50,32 @@ class DecodedImages:
     hit: bool  # True when the cache file existed and was reused
 
 
+def crop_box(width: int, height: int, resize: str) -> tuple[float, float, float, float]:
+    """The region of a ``width`` x ``height`` image that ``resize`` scales to the output square.
+
+    * ``center-crop``: the centre square (the shorter side scaled to the output size).
+    * ``stretch``: the whole image (both sides scaled).
+    * ``stretch-center-crop``: both sides scaled to size / EVAL_CROP (256 for 224), the centre
+      size x size kept, i.e. the centre 87.5% of each side: the Waterbirds eval transform of the
+      GroupDRO and DFR code (``Resize((256, 256))`` then ``CenterCrop(224)``).
+    * ``resize-center-crop``: the shorter side scaled to size / EVAL_CROP, the centre square kept:
+      torchvision's ImageNet eval transform (``Resize(256)`` then ``CenterCrop(224)``).
+    """
+    if resize == "stretch":
+        return (0.0, 0.0, float(width), float(height))
+    if resize == "stretch-center-crop":
+        w, h = width * EVAL_CROP, height * EVAL_CROP
+    else:
+        side = min(width, height) * (EVAL_CROP if resize == "resize-center-crop" else 1.0)
+        w = h = side
+    left, top = (width - w) / 2, (height - h) / 2
+    return (left, top, left + w, top + h)
+
+
 def decode_image(path: Path, size: int, resize: str = "center-crop", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """One image file -> uint8 3 x size x size (RGB). ``center-crop`` keeps the aspect ratio (the
-    shorter side is scaled to ``size``, the centre kept); ``stretch`` scales both sides. An image of
-    more than ``max_pixels`` pixels (by its header: PIL opens lazily) is a DataError, never decoded."""
+    """One image file -> uint8 3 x size x size (RGB), the :func:`crop_box` of ``resize`` scaled to
+    ``size`` (bilinear). An image of more than ``max_pixels`` pixels (by its header: PIL opens
+    lazily) is a DataError, never decoded."""
     from PIL import Image
 
     with Image.open(path) as img:
@@ -59,15 +83,10 @@ def decode_image(path: Path, size: int, resize: str = "center-crop", max_pixels:
         if w * h > max_pixels:
             raise DataError(f"image {path} is {w} x {h} = {w * h} pixels, above the limit max_pixels={max_pixels} "
                             "(raise the dataset parameter max_pixels to allow it)")
-        img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when much larger than size
+        need = size if resize in ("center-crop", "stretch") else math.ceil(size / EVAL_CROP)  # the crop keeps >= size px
+        img.draft("RGB", (need, need))  # JPEG: decode at a reduced scale when much larger than needed
         img = img.convert("RGB")
-        w, h = img.size
-        box = None
-        if resize == "center-crop":
-            side = min(w, h)
-            left, top = (w - side) / 2, (h - side) / 2
-            box = (left, top, left + side, top + side)
-        img = img.resize((size, size), Image.BILINEAR, box=box)
+        img = img.resize((size, size), Image.BILINEAR, box=crop_box(*img.size, resize))
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 

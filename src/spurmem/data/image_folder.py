@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from spurmem.data.image_cache import DEFAULT_MAX_PIXELS, decoded_images
+from spurmem.data.image_cache import DEFAULT_MAX_PIXELS, RESIZE_RULES, decoded_images
+from spurmem.data.known_counts import ExpectCounts, check_known_counts
 from spurmem.data.schema import SPLITS, DataError, GroupDataset, SplitData, group_index
 from spurmem.data.spurious import channel_stats
 
@@ -126,30 +127,54 @@ def build_folder_dataset(
     root: Path,
     allow_outside_root: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    train_resize: str | None = None,
+    benchmark: str | None = None,
+    expect_counts: ExpectCounts = "auto",
+    strict_counts: bool = False,
 ) -> GroupDataset:
-    """Confine the paths to ``root``, validate groups, decode images through the cache, and assemble
-    the dataset."""
+    """Confine the paths to ``root``, validate groups, check the counts of a known ``benchmark``
+    (:mod:`spurmem.data.known_counts`), decode images through the cache, and assemble the dataset.
+
+    ``train_resize`` (default: ``resize``) is the resize rule of the training split alone, e.g. the
+    whole image (``stretch``) for random resized crops while val/test keep the centre crop."""
     if normalize not in NORMALIZATIONS:
         raise DataError(f"{name}: normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
+    if resize not in RESIZE_RULES:
+        raise DataError(f"resize must be one of {', '.join(RESIZE_RULES)}; got {resize!r}")
+    train_resize = resize if train_resize is None else train_resize
+    if train_resize not in RESIZE_RULES:
+        raise DataError(f"{name}: train_resize must be one of {', '.join(RESIZE_RULES)}; got {train_resize!r}")
     if not isinstance(allow_outside_root, bool):
         raise DataError(f"{name}: allow_outside_root must be true or false, got {allow_outside_root!r}")
     if not allow_outside_root:
         _check_confined(rec, root)
     _check_unique(rec)
     _check_groups(rec, class_names, attr_names)
+    n_attrs = len(attr_names)
+    if benchmark is not None:
+        g = group_index(rec.y, rec.a, n_attrs)
+        found = {name: np.bincount(g[rec.split == s], minlength=len(class_names) * n_attrs).tolist()
+                 for s, name in enumerate(SPLITS)}
+        group_names = [f"{c}/{a}" for c in class_names for a in attr_names]
+        check_known_counts(benchmark, found, group_names, rec.described_in, expect_counts, strict_counts)
     order = np.argsort(rec.split, kind="stable")
-    decoded = decoded_images(
-        [rec.paths[i] for i in order], size, resize=resize, cache_dir=cache_dir,
-        origins=[rec.origins[i] for i in order], progress=progress, max_pixels=max_pixels,
-    )
     bounds = np.searchsorted(rec.split[order], np.arange(len(SPLITS) + 1))
+    # One cache file for all splits, or two (train; val + test) when the training split has its own rule.
+    parts = [(0, len(order), resize)] if train_resize == resize else [
+        (0, bounds[1], train_resize), (bounds[1], len(order), resize)]
+    decoded = [decoded_images(
+        [rec.paths[i] for i in order[lo:hi]], size, resize=rule, cache_dir=cache_dir,
+        origins=[rec.origins[i] for i in order[lo:hi]], progress=progress, max_pixels=max_pixels,
+    ) for lo, hi, rule in parts]
     splits = {}
     for s, split_name in enumerate(SPLITS):
         rows = order[bounds[s] : bounds[s + 1]]
+        part = 0 if len(parts) == 1 or s == 0 else 1
+        lo = parts[part][0]
         splits[split_name] = SplitData(
-            images=decoded.images[bounds[s] : bounds[s + 1]],  # a view of the memory map, not a copy
+            images=decoded[part].images[bounds[s] - lo : bounds[s + 1] - lo],  # a view of the memory map
             y=torch.from_numpy(rec.y[rows]), a=torch.from_numpy(rec.a[rows]),
-            ids=[rec.ids[i] for i in rows], n_attrs=len(attr_names),
+            ids=[rec.ids[i] for i in rows], n_attrs=n_attrs,
         )
     if normalize == "imagenet":
         mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -157,10 +182,13 @@ def build_folder_dataset(
         train = splits["train"].images
         pick = np.unique(np.linspace(0, len(train) - 1, min(len(train), STATS_SAMPLE)).round().astype(int))
         mean, std = channel_stats(train[torch.from_numpy(pick)])
-    cache_state = "reused" if decoded.hit else "built"
+    caches = "; ".join(f"decoded cache {d.path} ({'reused' if d.hit else 'built'})" for d in decoded)
+    extra = {} if benchmark is None else {"expect_counts": expect_counts, "strict_counts": strict_counts}
+    if train_resize != resize:
+        extra["train_resize"] = train_resize
     return GroupDataset(
         name=name, splits=splits, class_names=class_names, attr_names=attr_names, mean=mean, std=std,
-        source=f"{source}; decoded cache {decoded.path} ({cache_state})",
+        source=f"{source}; {caches}",
         params={**params, "size": size, "resize": resize, "normalize": normalize,
-                "allow_outside_root": allow_outside_root, "max_pixels": max_pixels},
+                "allow_outside_root": allow_outside_root, "max_pixels": max_pixels, **extra},
     )

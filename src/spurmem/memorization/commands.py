@@ -78,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training-config overrides for the half models")
     e.add_argument("--models", type=int, default=8, help="number of half-data models, even (default 8)")
     e.add_argument("--flip-k", type=int, default=10, help="top-k units zeroed together for the flip order")
+    e.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the half-data models train (docs/scale.md; default local)")
+    e.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="half-data models trained at a time (default 1: one after another in this process)")
+    e.add_argument("--ray-address", metavar="ADDRESS", help="--executor ray: 'auto' or ray://HOST:PORT of a running "
+                   "cluster (default: a Ray instance started here)")
     add_common_options(e, {"epoch": "last", "seed": 0, "device": "auto", "threads": 0},
                        helps={"epoch": "checkpoint of each half model to evaluate", "seed": "seed of the random halves"})
     e.set_defaults(func=_examples)
@@ -182,12 +188,16 @@ def _examples(args: argparse.Namespace) -> int:
     loaded = load_run(args.run_dir, epoch="selected", device=args.device)
     overrides = dict(parse_override(item) for item in args.overrides)
     out = args.run_dir / OUT_DIR
+    from spurmem.jobs.executor import make_executor
+
     with folder_lock(out, "memorization examples"), \
+            make_executor(args.executor, workers=args.parallel, address=args.ray_address) as executor, \
             record_command(args.run_dir, "memorization examples",
                            config={"models": args.models, "epoch": args.epoch, "overrides": overrides},
                            seeds=[args.seed]) as rec:
         result = example_memorization(loaded.config, loaded.dataset, out, models=args.models, seed=args.seed,
-                                      epoch=args.epoch, device=args.device, progress=True, **overrides)
+                                      epoch=args.epoch, device=args.device, progress=True, executor=executor,
+                                      **overrides)
         files = {"examples.csv": result.examples.to_csv(index=False),
                  "examples_groups.csv": result.groups.to_csv(index=False)}
         summary = {**result.info, "run_dir": str(args.run_dir)}

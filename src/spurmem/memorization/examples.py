@@ -92,7 +92,8 @@ def group_distribution(examples: pd.DataFrame, dataset: GroupDataset, high: floa
     return pd.DataFrame(rows)
 
 
-def _half_dataset(dataset: GroupDataset, idx: np.ndarray) -> GroupDataset:
+def half_dataset(dataset: GroupDataset, idx: np.ndarray) -> GroupDataset:
+    """``dataset`` with only the training examples ``idx`` (the other splits as they are)."""
     splits = dict(dataset.splits)
     splits["train"] = dataset["train"].subset(idx)
     return GroupDataset(dataset.name, splits, dataset.class_names, dataset.attr_names, dataset.mean, dataset.std,
@@ -101,14 +102,21 @@ def _half_dataset(dataset: GroupDataset, idx: np.ndarray) -> GroupDataset:
 
 def example_memorization(config, dataset: GroupDataset, out_dir: str | Path, *, models: int = 8, seed: int = 0,
                          epoch: str | int = "last", device: str = "auto", progress: bool = False,
-                         **overrides: Any) -> ExampleMemorization:
+                         executor=None, **overrides: Any) -> ExampleMemorization:
     """Train ``models`` half-data models with ``config`` (a :class:`~spurmem.train.TrainConfig`; fields
     in ``overrides`` replace its own) under ``out_dir/halves/`` and estimate every training example's
-    memorisation. Finished models are reused, so an interrupted estimate resumes."""
+    memorisation. Finished models are reused, so an interrupted estimate resumes.
+
+    The models are independent jobs of ``executor`` (a :class:`~spurmem.jobs.Executor`; default: the
+    local one with one worker, i.e. one after another in this process, on ``dataset``). On more
+    workers or on Ray each worker builds the dataset from ``config.dataset``/``dataset_params``, so
+    ``dataset`` must be that dataset (as it is for a run loaded with ``load_run``)."""
     from spurmem.config import validate_config
+    from spurmem.jobs.executor import Job, make_executor, raise_for_failures, run_jobs
+    from spurmem.jobs.tasks import shared_dataset
     from spurmem.metrics import predict
     from spurmem.record import write_json_atomic
-    from spurmem.train import load_run, train
+    from spurmem.train import load_run
 
     import warnings
 
@@ -121,23 +129,33 @@ def example_memorization(config, dataset: GroupDataset, out_dir: str | Path, *, 
     p_true = np.zeros((models, n))
     included = np.zeros((models, n), dtype=bool)
     epochs = overrides.get("epochs", config.epochs)
-    with Progress("memorization examples", models, unit="models", enabled=progress,
-                  cost=f"{models} half-data models x {epochs} epochs on {n // 2:,} of {n:,} training examples "
-                       "each") as bar:
-        for m, idx in enumerate(subsets):
-            run_dir = out_dir / HALVES_DIR / f"model_{m:02d}"
-            cfg = validate_config(type(config), {**config.model_dump(), "name": f"{config.name}-half{m:02d}",
-                                                 "seed": config.seed + m, **overrides}, source="half-model overrides")
-            write_json_atomic(run_dir.parent / f"model_{m:02d}.subset.json",
-                              {"model": m, "seed": seed, "pair": m // 2, "complement_of": m ^ 1,
-                               "train_indices": idx.tolist()})
-            bar.log(f"half-data model {m + 1}/{models} -> {run_dir}")
-            train(cfg, run_dir=run_dir, resume=run_dir.exists(), dataset=_half_dataset(dataset, idx),
-                  progress=progress)
-            loaded = load_run(run_dir, epoch=epoch, device=device, dataset=dataset)
-            pred = predict(loaded.model, dataset, "train", device=device)
-            correct[m], p_true[m], included[m, idx] = pred.correct, pred.p_true, True
-            bar.advance(1, info=f"model {m + 1} done")
+    own = executor is None
+    executor = make_executor("local", workers=1) if own else executor
+    inline = executor.name == "local" and executor.slots == 1
+    jobs = []
+    for m, idx in enumerate(subsets):
+        run_dir = out_dir / HALVES_DIR / f"model_{m:02d}"
+        cfg = validate_config(type(config), {**config.model_dump(), "name": f"{config.name}-half{m:02d}",
+                                             "seed": config.seed + m, **overrides}, source="half-model overrides")
+        write_json_atomic(run_dir.parent / f"model_{m:02d}.subset.json",
+                          {"model": m, "seed": seed, "pair": m // 2, "complement_of": m ^ 1,
+                           "train_indices": idx.tolist()})
+        jobs.append(Job(f"half-data model {m + 1}/{models}", "train",
+                        {"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir),
+                         "progress": progress and inline, "train_indices": idx.tolist()}, run_dir))
+    try:
+        with Progress("memorization examples", models, unit="models", enabled=progress,
+                      cost=f"{models} half-data models x {epochs} epochs on {n // 2:,} of {n:,} training examples "
+                           f"each; {executor.describe()}") as bar, \
+                shared_dataset(config.dataset, config.dataset_params, dataset):
+            raise_for_failures(run_jobs(jobs, executor, progress=bar), "memorization examples")
+    finally:
+        if own:
+            executor.close()
+    for m, (idx, job) in enumerate(zip(subsets, jobs)):
+        loaded = load_run(job.run_dir, epoch=epoch, device=device, dataset=dataset)
+        pred = predict(loaded.model, dataset, "train", device=device)
+        correct[m], p_true[m], included[m, idx] = pred.correct, pred.p_true, True
     table = estimate(correct, p_true, included)
     data = dataset["train"]
     table.insert(0, "index", np.arange(n))

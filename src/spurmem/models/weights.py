@@ -42,13 +42,17 @@ class WeightsReport:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A flat state dict from a ``.safetensors`` file or a torch file (``weights_only=True``).
 
-    Unwraps the usual containers (``{"state_dict": ...}``, ``{"model": ...}``) and a common
+    ``~`` is expanded. Unwraps the usual containers (``{"state_dict": ...}``, ``{"model": ...}``) and a common
     ``module.`` prefix (DataParallel). Anything unreadable (missing, truncated, a lying safetensors header, a pickle with code in it) is
     an :class:`~spurmem.errors.UnreadableFileError` naming the file.
     """
     from spurmem.untrusted import read_safetensors, read_torch_weights
 
-    path = Path(path)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UnreadableFileError(path, "a weights file", "no such file; nothing is downloaded: pass the ImageNet "
+                                  "file you have, e.g. torchvision's resnet50-0676ba61.pth or timm's model.safetensors "
+                                  "(docs/real-benchmarks.md)")
     if path.suffix == ".safetensors":
         state = read_safetensors(path, "a weights file (safetensors)")
     else:

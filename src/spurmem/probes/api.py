@@ -69,7 +69,8 @@ def probe_run(run_dir: str | Path, config: ProbeConfig | None = None, *, progres
         available = list_epochs(run_dir)
         if rewind_epoch not in available:
             raise ConfigError(f"rewind_epochs={config.rewind_epochs}: the probed epoch is {loaded.epoch}, so rewind "
-                              f"needs epoch {rewind_epoch}, but {run_dir} has checkpoints {available}")
+                              f"needs epoch {rewind_epoch}, but {run_dir} has checkpoints {available} (train with "
+                              f"keep_rewind={config.rewind_epochs} or checkpoints=all to keep it)")
         rewind_source = load_epoch_weights(run_dir, rewind_epoch)
     out_dir = run_dir / PROBES_DIR / config.name
     source = {"run_dir": str(run_dir), "epoch": loaded.epoch, "rewind_epoch": rewind_epoch,

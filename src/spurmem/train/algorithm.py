@@ -56,11 +56,12 @@ class Algorithm:
         """Per-training-example sampling weights, or None for uniform shuffling."""
         return None
 
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """The batch loss to minimise, and named terms to log (floats)."""
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        """The batch loss to minimise, and named terms to log: floats or detached 0-dim tensors (the loop
+        reads tensors every few steps in one transfer; ``float(t)`` here would wait for the GPU every step)."""
         logits = model(batch.x)
         loss = F.cross_entropy(logits, batch.y)
-        return loss, {"ce": float(loss.detach())}
+        return loss, {"ce": loss.detach()}
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready facts about what the algorithm did (e.g. DFR's chosen C), stored in run.json."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import save as st_save
 
-from spurmem.errors import UnreadableFileError
+from spurmem.errors import MissingCheckpointError, UnreadableFileError
 from spurmem.record import write_bytes_atomic, write_json_atomic
 from spurmem.untrusted import read_file_bytes, read_json_file, read_safetensors, sha256_hex
 
@@ -79,12 +79,29 @@ def list_epochs(run_dir: str | Path) -> list[int]:
 def load_epoch_weights(run_dir: str | Path, epoch: int, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The model state dict saved at ``epoch`` (e.g. for a ``rewind`` intervention)."""
     if epoch not in list_epochs(run_dir):
-        raise FileNotFoundError(
-            f"{run_dir}: no complete checkpoint for epoch {epoch}; available: {list_epochs(run_dir)}"
-        )
+        raise missing_checkpoint(run_dir, epoch)
     info = read_checkpoint_info(run_dir, epoch)
     return load_tensors(weights_path(run_dir, epoch), device, sha256=info.get("sha256"),
                         expected=f"the model weights of epoch {epoch} (safetensors)")
+
+
+def missing_checkpoint(run_dir: str | Path, epoch: int) -> MissingCheckpointError:
+    """The error for an epoch without a complete checkpoint: one line naming the kept epochs and, for
+    an epoch the run trained, the retention policy that deleted it (run.json's ``retention``)."""
+    kept = list_epochs(run_dir)
+    try:
+        info = read_json_file(Path(run_dir) / "run.json", "a run record (JSON)")
+    except (UnreadableFileError, OSError):
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    done, policy = info.get("epochs_completed"), info.get("retention")
+    why = ""
+    if isinstance(done, int) and 0 <= epoch <= done and isinstance(policy, dict) and policy.get("checkpoints") == "retain":
+        why = (f" (pruned: the run keeps checkpoints=retain, keep_every={policy.get('keep_every')}, "
+               f"keep_epochs={policy.get('keep_epochs')}; train with checkpoints=all or keep_epochs=[{epoch}] to keep it)")
+    elif isinstance(done, int) and epoch > done:
+        why = f" (the run has completed {done} epochs)"
+    return MissingCheckpointError(f"{run_dir}: no checkpoint for epoch {epoch}{why}; kept epochs available: {kept}")
 
 
 def read_checkpoint_info(run_dir: str | Path, epoch: int) -> dict[str, Any]:

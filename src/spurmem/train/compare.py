@@ -88,6 +88,12 @@ class CompareConfig(BaseModel):
     )
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every run (device, ...)")
     search: SearchConfig = Field(default_factory=SearchConfig)
+    executor: Literal["local", "ray"] = Field("local", description="where the runs go (docs/scale.md); local with "
+                                              "workers 1: one after another in this process")
+    workers: int | None = Field(1, ge=1, description="runs at a time (null: cores // threads_per_job)")
+    threads_per_job: int | None = Field(None, ge=1, description="torch threads of each run (default: cores // workers)")
+    ray_address: str | None = Field(None, description="executor=ray: 'auto' or ray://HOST:PORT (default: a Ray "
+                                                     "instance started here)")
 
     @model_validator(mode="after")
     def _algorithms(self) -> "CompareConfig":
@@ -221,6 +227,8 @@ def plan_run(
         fields["weights"] = None
     else:
         fields["epochs"] = cmp.epochs if base else cmp.scratch_epochs
+    if algorithm == "erm":  # the others load these epochs of the ERM run; keep_epochs is not in the hash
+        fields["keep_epochs"] = sorted({*fields.get("keep_epochs", []), *stage1_epochs(cmp)})
     if algorithm in registry.NEEDS_STAGE1:
         assert erm_dir is not None
         params = fields["algorithm_params"]
@@ -234,49 +242,60 @@ def plan_run(
     return PlannedRun(label, seed, h, config, cmp.output / "runs" / name, trial, base)
 
 
-def run_status(run_dir: Path) -> str:
-    """``complete``, ``partial`` (resumable) or ``new``."""
-    from spurmem.train.run import read_info
+def stage1_epochs(cmp: CompareConfig) -> set[int]:
+    """Epochs of the ERM runs the other algorithms load: an integer ``init_epoch`` and every
+    ``identification_epoch`` JTT may use (configured, or any the random search may draw)."""
+    epochs = {cmp.init_epoch} if isinstance(cmp.init_epoch, int) else set()
+    for label in cmp.algorithms:
+        algorithm = cmp.base_algorithm(label)
+        if algorithm not in registry.NEEDS_STAGE1:
+            continue
+        epochs.add(hparams_for(cmp, label).params.get("identification_epoch", 1))
+        space = registry.SEARCH_SPACES.get(algorithm, {}).get("params.identification_epoch")
+        if cmp.search.trials and space is not None:
+            epochs.update(space.values)
+    return {e for e in epochs if isinstance(e, int)}
 
-    if not (run_dir / "run.json").is_file():
-        return "partial" if run_dir.is_dir() and any(run_dir.iterdir()) else "new"
-    return "complete" if read_info(run_dir).get("status") == "complete" else "partial"
 
+def run_job(planned: PlannedRun, progress: bool = False):
+    """The executor job that trains (or resumes) one planned run (``spurmem.jobs``)."""
+    from spurmem.jobs.executor import Job
 
-def execute(planned: PlannedRun, dataset: GroupDataset, progress: bool, log) -> float | None:
-    """Train (or resume, or skip) one planned run; returns its selection value."""
-    from spurmem.train import train
-    from spurmem.train.run import read_info
-
-    status = run_status(planned.run_dir)
-    label = f"{planned.label} seed {planned.seed}" + (f" trial {planned.trial}" if planned.trial is not None else "")
-    if status == "complete":
-        log(f"{label}: complete, skipped ({planned.run_dir})")
-    else:
-        log(f"{label}: {'resuming' if status == 'partial' else 'training'} -> {planned.run_dir}")
-        train(planned.config, run_dir=planned.run_dir, resume=status == "partial", progress=progress, dataset=dataset)
-    selection = read_info(planned.run_dir).get("selection") or {}
-    return selection.get("value")
+    name = f"{planned.label} seed {planned.seed}" + (f" trial {planned.trial}" if planned.trial is not None else "")
+    return Job(name, "train", {"config": planned.config.model_dump(mode="json"), "run_dir": str(planned.run_dir),
+                               "progress": progress}, planned.run_dir)
 
 
 def run_compare(cmp: CompareConfig, progress: bool = True, log=print, dry_run: bool = False) -> CompareResult:
     """Run every algorithm x seed and return the plan.
 
-    Phase 1 fixes each algorithm's hyper-parameters (a random search, when asked, runs on the first
-    seed, ERM first because the others build on it). Phase 2 runs seed by seed, ERM first within a
-    seed, so an interrupted comparison leaves whole seeds finished rather than whole algorithms.
+    The runs go through the executor of ``cmp.executor`` (``local`` with ``workers: 1``, the default:
+    one after another in this process) in waves of runs that do not depend on each other. Phase 1
+    fixes each algorithm's hyper-parameters (a random search, when asked, runs its trials on the first
+    seed as one wave, ERM first because the others build on it). Phase 2 runs every run that starts
+    from scratch (the ERM runs of every seed among them), then every run that builds on an ERM run.
+    A run that fails stops the comparison after its wave (:class:`~spurmem.jobs.JobsFailedError`).
     """
     check_protocol(cmp)
     if dry_run:
-        return _run_compare(cmp, progress, log, dry_run)
+        return _run_compare(cmp, progress, log, None)
+    from spurmem.jobs.executor import make_executor
+    from spurmem.jobs.tasks import shared_dataset
     from spurmem.locks import folder_lock
 
     with folder_lock(cmp.output, f"compare {cmp.name}"):
-        return _run_compare(cmp, progress, log, dry_run)
+        dataset = load_dataset(cmp.dataset, **cmp.dataset_params)
+        with make_executor(cmp.executor, workers=cmp.workers, threads_per_job=cmp.threads_per_job,
+                           address=cmp.ray_address) as executor, \
+                shared_dataset(cmp.dataset, cmp.dataset_params, dataset):
+            return _run_compare(cmp, progress, log, executor, dataset)
 
 
-def _run_compare(cmp: CompareConfig, progress: bool, log, dry_run: bool) -> CompareResult:
-    dataset = None if dry_run else load_dataset(cmp.dataset, **cmp.dataset_params)
+def _run_compare(cmp: CompareConfig, progress: bool, log, executor, dataset: GroupDataset | None = None
+                 ) -> CompareResult:
+    from spurmem.jobs.executor import raise_for_failures, run_jobs
+
+    dry_run = executor is None
     order = ["erm"] + [a for a in cmp.algorithms if a != "erm"]
     first = cmp.seeds[0]
     chosen: dict[str, registry.HParams] = {}
@@ -291,30 +310,39 @@ def _run_compare(cmp: CompareConfig, progress: bool, log, dry_run: bool) -> Comp
 
     bar = Progress(f"compare {cmp.name}", len(cmp.seeds) * len(order), unit="runs", enabled=progress and not dry_run,
                    cost=f"{len(order)} algorithms x {len(cmp.seeds)} seeds x {cmp.epochs} epochs "
-                        f"(+ search trials), finished runs skipped")
+                        f"(+ search trials), finished runs skipped"
+                        + ("" if dry_run else f"; {executor.describe()}"))
+    inline = not dry_run and executor.name == "local" and executor.slots == 1
 
-    def do(p: PlannedRun) -> float | None:
-        if dry_run:
-            return None
-        value = execute(p, dataset, progress, log)
-        executed.add(p.run_dir)
-        bar.advance(1, info=f"{p.algorithm} seed {p.seed} done")
-        return value
+    def wave(planned: list[PlannedRun]) -> None:
+        """Train the runs of ``planned`` (independent of each other), each once."""
+        todo = list({p.run_dir: p for p in planned if p.run_dir not in executed}.values())
+        if dry_run or not todo:
+            return
+        outcomes = run_jobs([run_job(p, progress=progress and inline) for p in todo], executor, progress=bar, log=log)
+        raise_for_failures(outcomes, f"compare {cmp.name}")
+        executed.update(p.run_dir for p in todo)
+
+    def selection_value(p: PlannedRun) -> float | None:
+        from spurmem.train.run import read_info
+
+        return (read_info(p.run_dir).get("selection") or {}).get("value")
 
     for algorithm in order:  # phase 1
         h = hparams_for(cmp, algorithm)
         draws = [] if dry_run else registry.search_draws(cmp.base_algorithm(algorithm), cmp.search.trials,
                                                          cmp.search.seed)
         if draws:
-            if base(algorithm, first) is not None and erm_dirs[first] not in executed:
-                do(plan_run(cmp, "erm", first, chosen["erm"], None, base=True))
+            if base(algorithm, first) is not None:
+                wave([plan_run(cmp, "erm", first, chosen["erm"], None, base=True)])
             candidates = [h] + [hparams_for(cmp, algorithm, d) for d in draws]
             bar.set_total(bar.total + len(candidates) - 1)  # the chosen trial is phase 2's run of this seed
+            trials = [plan_run(cmp, algorithm, first, cand, base(algorithm, first), t) for t, cand in enumerate(candidates)]
+            runs.extend(trials)
+            wave(trials)
             scores = []
-            for t, cand in enumerate(candidates):
-                trial = plan_run(cmp, algorithm, first, cand, base(algorithm, first), t)
-                runs.append(trial)
-                value = do(trial)
+            for t, (cand, trial) in enumerate(zip(candidates, trials)):
+                value = selection_value(trial)
                 scores.append(float("-inf") if value is None else value)
                 search_log.append({"algorithm": algorithm, "trial": t, "seed": first, "hparams": cand.to_dict(),
                                    "selection_value": value})
@@ -326,6 +354,8 @@ def _run_compare(cmp: CompareConfig, progress: bool, log, dry_run: bool) -> Comp
     needs_base = any(base(a, first) is not None for a in cmp.algorithms)
     reported = [a for a in order if a != "erm" or "erm" in cmp.algorithms]
     bases: list[PlannedRun] = []
+    from_scratch: list[PlannedRun] = []
+    building: list[PlannedRun] = []  # runs that start from (or read) the ERM run of their seed
     for seed in cmp.seeds:  # phase 2
         b = plan_run(cmp, "erm", seed, chosen["erm"], None, base=True)
         if needs_base:
@@ -333,13 +363,13 @@ def _run_compare(cmp: CompareConfig, progress: bool, log, dry_run: bool) -> Comp
                 b.base = False  # the reported erm row itself
             else:
                 bases.append(b)  # trained for the others, not a row of the table
-            if b.run_dir not in executed:
-                do(b)
+            from_scratch.append(b)
         for algorithm in reported:
             p = plan_run(cmp, algorithm, seed, chosen[algorithm], base(algorithm, seed))
             runs.append(p)
-            if p.run_dir not in executed:
-                do(p)
+            (building if base(algorithm, seed) is not None else from_scratch).append(p)
+    wave(from_scratch)
+    wave(building)
     bar.close()
     if "erm" not in cmp.algorithms:
         chosen.pop("erm", None)

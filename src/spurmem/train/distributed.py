@@ -108,20 +108,21 @@ class DataParallel:
         return DistributedDataParallel(_AlgorithmStep(model, algorithm))
 
     def rank_share(self, loss: torch.Tensor, n_local: int, n_global: int,
-                   over_ranks: LossOverRanks) -> tuple[torch.Tensor, float]:
-        """(the loss to back-propagate, the global batch's loss value, the same on every rank).
+                   over_ranks: LossOverRanks) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss to back-propagate, the global batch's loss value as a detached 0-dim tensor, the same on
+        every rank; read on the host by the trainer's batched reads, not here).
 
         DDP averages gradients over ranks; the loss returned is ``world_size`` times this rank's share of the
         global loss, so the average is the gradient of the global loss. The value is all-reduced, so a
         non-finite loss on any rank stops every rank at the same step."""
         if not self.active:
-            return loss, float(loss.detach())
+            return loss, loss.detach()
         import torch.distributed as dist
 
         share = loss if over_ranks == "share" else loss * (n_local / n_global)
         total = share.detach().float().reshape(1).clone()
         dist.all_reduce(total)
-        return share * self.world_size, float(total)
+        return share * self.world_size, total.reshape(())
 
     def sum_floats(self, values: list[float]) -> list[float]:
         """Element-wise sums over ranks (the values themselves in one process)."""

@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Keys: name, out_dir, dataset, dataset_params, model, model_params, weights, algorithms, "
                     "seeds, epochs, fine_tune_epochs, budget, init_epoch, group_labels, selection, train_eval, "
                     "hparams.<algorithm>.<field or params.NAME>, variants.<label>.{algorithm, field, params}, "
-                    "train.<TrainConfig field>, search.trials, search.seed.",
+                    "train.<TrainConfig field>, search.trials, search.seed, executor (local|ray), workers (runs at a time; "
+                    "default 1), threads_per_job, ray_address (docs/scale.md).",
         epilog="example: spurmem compare seeds=[0,1,2] epochs=30 'algorithms=[erm,erm-continue,spurmem]' "
                "hparams.spurmem.params.fraction=0.05 train.device=cpu",
     )
@@ -89,7 +90,8 @@ def _mitigate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from spurmem.config import load_config
-    from spurmem.train.compare import CompareConfig, run_compare, run_status
+    from spurmem.train.compare import CompareConfig, run_compare
+    from spurmem.train.run import run_status
     from spurmem.train.compare_table import write_comparison
 
     config = load_config(CompareConfig, args.config, args.overrides)

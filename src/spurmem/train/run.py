@@ -33,7 +33,7 @@ from spurmem.data import GroupDataset, load_dataset
 from spurmem.device import resolve_device
 from spurmem.errors import UnreadableFileError
 from spurmem.record import dumps_strict, write_json_atomic, write_text_atomic
-from spurmem.train.checkpoint import list_epochs, load_epoch_weights
+from spurmem.train.checkpoint import list_epochs, load_epoch_weights, missing_checkpoint
 from spurmem.train.config import TrainConfig
 from spurmem.untrusted import read_json_file, read_text_file
 
@@ -98,6 +98,15 @@ def read_info(run_dir: str | Path) -> dict[str, Any]:
     return info
 
 
+def run_status(run_dir: str | Path) -> str:
+    """``complete`` (run.json says so), ``partial`` (a folder to resume) or ``new`` (no folder, or an
+    empty one)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).is_file():
+        return "partial" if run_dir.is_dir() and any(run_dir.iterdir()) else "new"
+    return "complete" if read_info(run_dir).get("status") == "complete" else "partial"
+
+
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of metrics.jsonl, in epoch order."""
     path = Path(run_dir) / METRICS_FILE
@@ -145,7 +154,7 @@ def resolve_epoch(run_dir: str | Path, epoch: EpochSpec) -> int:
     if not isinstance(epoch, int):
         raise ValueError(f"epoch must be 'selected', 'last' or an integer, got {epoch!r}")
     if epoch not in available:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint for epoch {epoch}; available: {available}")
+        raise missing_checkpoint(run_dir, epoch)
     return epoch
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import torch
 
 from spurmem.config import ConfigError, config_hash, dump_config
-from spurmem.data import GroupDataset, iterate_batches
+from spurmem.data import GroupDataset
 from spurmem.device import resolve_device
 from spurmem.errors import NumericalFaultError
 from spurmem.locks import LOCK_FILE, folder_lock
@@ -29,13 +29,17 @@ from spurmem.metrics import metrics_from_predictions, summarize
 from spurmem.progress import Progress
 from spurmem.record import environment, record_command, utc_now, write_text_atomic
 from spurmem.train import checkpoint as ckpt
+from spurmem.train import cuda_settings
 from spurmem.train.algorithm import Algorithm, selection_group_labels
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
 from spurmem.train.distributed import SINGLE, DataParallel, data_parallel, training_device
+from spurmem.train.device_batches import device_batches
+from spurmem.train import epoch_losses
 from spurmem.train.run import (
     CONFIG_FILE, PREDICTIONS, RUN_FILE, build_dataset, build_run_model, is_half_made, load_run, read_config,
     read_history, read_info, write_history, write_info,
 )
+from spurmem.train.retention import Retention
 from spurmem.train.selection import Selection, select_epoch
 
 
@@ -101,6 +105,7 @@ def train(
         threads_before = torch.get_num_threads()
         if config.threads:
             torch.set_num_threads(config.threads)
+        undo_cuda_settings = cuda_settings.apply(config.tf32, config.cudnn_benchmark) if device.type == "cuda" else None
         try:
             loop = _Loop(config, run_dir, dataset if dataset is not None else build_dataset(config), dp, device)
             if not dp.is_main:
@@ -111,6 +116,8 @@ def train(
                 return loop.run(start, progress)
         finally:
             torch.set_num_threads(threads_before)
+            if undo_cuda_settings is not None:
+                undo_cuda_settings()
 
 
 class _Loop:
@@ -150,6 +157,8 @@ class _Loop:
         self.model = dp.prepare_model(self.model, self.device, config.sync_bn)
         self.algorithm: Algorithm = ALGORITHMS[config.algorithm](dataset, **config.algorithm_params)
         self.algorithm.setup(self.model, self.device)
+        if config.compile:  # in place: state_dict keys, hooks and submodule names stay those of the model
+            self.model.compile()
         self.step = dp.step(self.model, self.algorithm)  # the batch loss (inside DDP when data-parallel)
         self.generator = torch.Generator().manual_seed(config.seed)
         n_train = self.n_train = len(dataset["train"])
@@ -159,6 +168,7 @@ class _Loop:
         self.steps_per_epoch = n_train // config.batch_size if self.drop_last else math.ceil(n_train / config.batch_size)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
+        self.retention = Retention.of(config)
         self.history: list[dict[str, Any]] = []
         self.timings = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0}
 
@@ -220,42 +230,35 @@ class _Loop:
         algorithm.on_epoch_start(epoch, model)
         model.train()
         weights = algorithm.sample_weights()
-        batches = iterate_batches(
-            self.dataset["train"], c.batch_size, self.dataset.mean, self.dataset.std,
-            shuffle=weights is None, generator=self.generator, sample_weights=weights,
-            augment=self.augment, drop_last=self.drop_last, shard=self.dp.shard_spec,
+        batches = device_batches(
+            self.dataset["train"], c.batch_size, self.dataset.mean, self.dataset.std, self.device,
+            shuffle=weights is None, generator=self.generator, sample_weights=weights, augment=self.augment,
+            drop_last=self.drop_last, workers=c.workers, channels_last=c.channels_last,
+            shard=self.dp.shard_spec,
         )
-        if c.workers > 0:
-            from spurmem.train.prefetch import prefetch
-
-            batches = prefetch(batches, depth=2 * c.workers)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
-        loss_sum, batch_loss_sum, n_seen, terms = 0.0, 0.0, 0, {}
+        losses = epoch_losses.EpochLosses(epoch_losses.check_interval(self.device))  # no per-step sync on CUDA
+        step = 0
         for step, batch in enumerate(batches, 1):
-            batch = batch.to(self.device, non_blocking=True)
-            if c.channels_last:
-                batch.x = batch.x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 loss, batch_terms = self.step(batch)
             n_global = min(c.batch_size, self.n_train - (step - 1) * c.batch_size)
             loss, value = self.dp.rank_share(loss, len(batch.y), n_global, algorithm.loss_over_ranks)
-            if not math.isfinite(value):
-                raise self._fault(epoch, step, f"the training loss is {value}")
+            self._check_finite(epoch, losses.add(step, value, len(batch.y), batch_terms))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             if c.schedule == "cosine":
                 self.scheduler.step()
-            n = len(batch.y)
-            loss_sum, batch_loss_sum, n_seen = loss_sum + value * n, batch_loss_sum + value, n_seen + n
-            for k, v in batch_terms.items():
-                terms[k] = terms.get(k, 0.0) + float(v) * n
-            bar.advance(1, info=f"epoch {epoch}/{c.epochs} loss {loss_sum / n_seen:.4f}")
+            bar.advance(1, info=None if losses.unread else f"epoch {epoch}/{c.epochs} loss {losses.mean:.4f}")
+        self._check_finite(epoch, losses.read())
+        n_seen, loss_sum, batch_loss_sum = losses.n_seen, losses.loss_sum, losses.batch_loss_sum
         # Once per epoch, not per step: non-finite weights mid-epoch make the next step's (checked) loss
         # non-finite; this catches the last step's, before the epoch's weights are saved.
         bad = _nonfinite_tensor(model.named_parameters()) if n_seen else None
         if bad is not None:
             raise self._fault(epoch, step, f"weight {bad!r} is not finite after the optimiser step")
+        terms = dict(losses.terms)
         if self.dp.active:  # the epoch's sums over every rank's examples
             keys = list(terms)  # the same order on every rank
             loss_sum, n_seen, *sums = self.dp.sum_floats([loss_sum, n_seen, *(terms[k] for k in keys)])
@@ -295,13 +298,17 @@ class _Loop:
         if row is not None:
             write_history(self.run_dir, self.history)
         ckpt.prune_training_state(self.run_dir, keep=epoch)
-        if not c.save_checkpoints:
-            self._prune_checkpoints(epoch)
+        self._prune_checkpoints(epoch)
         self.timings["checkpoint"] += time.perf_counter() - t0
         self.info.update(epochs_completed=epoch, **self._progress_fields())
         write_info(self.run_dir, self.info)  # so that a killed run still says how far it got and how long it took
 
     # -- helpers ------------------------------------------------------------------------------
+    def _check_finite(self, epoch: int, bad: tuple[int, float] | None) -> None:
+        """Raise the fault for ``bad`` = (step, loss) from :class:`EpochLosses` (None: all finite)."""
+        if bad is not None:
+            raise self._fault(epoch, bad[0], f"the training loss is {bad[1]}")
+
     def _fault(self, epoch: int, step: int, what: str) -> NumericalFaultError:
         good = ckpt.list_epochs(self.run_dir)
         kept = f"the last good checkpoint is epoch {good[-1]}" if good else "no checkpoint was saved"
@@ -332,12 +339,25 @@ class _Loop:
         return select_epoch(self.history, self.config.selection)
 
     def _prune_checkpoints(self, latest: int) -> None:
-        keep = {0, latest, *ckpt.resumable_epochs(self.run_dir)}  # the resume fallback keeps its weights
-        if self.history and any(r["epoch"] > 0 for r in self.history):
-            keep.add(self._select().epoch)
-        for e in ckpt.list_epochs(self.run_dir):
+        """Delete the epoch checkpoints the retention policy does not keep (``retention.py``)."""
+        present = ckpt.list_epochs(self.run_dir)
+        resumable = ckpt.resumable_epochs(self.run_dir)
+        finished = latest == self.config.epochs
+        keep = self.retention.kept(present, latest, resumable, self._selected_epochs(resumable, finished), finished)
+        for e in present:
             if e not in keep:
                 ckpt.delete_epoch_weights(self.run_dir, e)
+
+    def _selected_epochs(self, resumable: list[int], finished: bool) -> list[int]:
+        """The epoch selected over the history so far and, until the run is finished, over the history
+        up to the resume fallback (the epoch a ``--resume`` past an unreadable newest epoch starts from)."""
+        limits = [math.inf] + ([resumable[-2]] if len(resumable) > 1 and not finished else [])
+        out = []
+        for upto in limits:
+            rows = [r for r in self.history if r["epoch"] <= upto]
+            if any(r["epoch"] > 0 for r in rows):
+                out.append(select_epoch(rows, self.config.selection).epoch)
+        return out
 
     def _restore(self, epoch: int) -> None:
         """Load weights, optimiser, schedule, RNG and algorithm state of a complete epoch (rank 0 reads them;
@@ -393,10 +413,12 @@ class _Loop:
             "spurmem_version": env["spurmem_version"], "git_commit": env["git_commit"], "host": env["host"],
             "pid": env["pid"],
             "torch_version": env["torch_version"], "device": str(self.device), "amp": self.amp,
+            "compile": c.compile, "cuda_settings": {"applied": self.device.type == "cuda", **cuda_settings.current()},
             "threads": torch.get_num_threads(), "n_parameters": sum(p.numel() for p in self.model.parameters()),
             **self.dp.describe(),
             "weights": None if self.weights_report is None else self.weights_report.summary(),
             "init_from": self.init_source, "dataset_info": self.dataset.describe(),
+            "retention": self.retention.to_dict(),
             "started": previous.get("started", utc_now()), "finished": None,
             "resumed_from": [*previous.get("resumed_from", []), start] if start is not None else [],
         }

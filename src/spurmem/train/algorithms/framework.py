@@ -130,9 +130,9 @@ class SpurMemFramework(Algorithm):
         ce = self.cross_entropy(z_d, batch.y)
         # value: 2 NT + lambda CE (the two stop-gradient terms); gradient: that of NT(z_d, z_p) + lambda CE
         loss = nt + nt.detach() + self.params.lam * ce
-        with torch.no_grad():  # the logged terms reach the host in one transfer
+        with torch.no_grad():  # tensors: the loop reads them with the loss, every few steps (no sync per step)
             terms = torch.stack([nt.detach(), ce.detach(), F.cross_entropy(z_p, batch.y),
-                                 (z_d.argmax(1) != z_p.argmax(1)).float().mean()]).tolist()
+                                 (z_d.argmax(1) != z_p.argmax(1)).float().mean()]).unbind()
         return loss, dict(zip(("ntxent", "ce", "masked_ce", "disagreement"), terms))
 
     def describe(self) -> dict[str, Any]:

@@ -85,8 +85,8 @@ class GroupDRO(Algorithm):
             self.update_q(total[:n] / global_counts + adjustment)
             robust = (self.q * (total[:n] / global_counts + adjustment)).sum()
             share = (self.q * (sums / global_counts + adjustment / dp.world_size)).sum()
-        terms = {"robust_loss": float(robust.detach()), "ce": float(losses.detach().mean())}
-        terms.update({f"q_g{g}": float(v) for g, v in enumerate(self.q.tolist())})
+        terms = {"robust_loss": robust.detach(), "ce": losses.detach().mean()}
+        terms.update({f"q_g{g}": v for g, v in enumerate(self.q.detach().unbind())})
         return share, terms
 
     def describe(self) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class JTT(Algorithm):
         self.params = parse_params(JTTParams, hparams, self.name)
         self.errors: torch.Tensor | None = None
         self._weights_dev: torch.Tensor | None = None
+        self._errors_dev: tuple[torch.Tensor, torch.Tensor] | None = None  # (the error set, it on the device)
 
     def setup(self, model: torch.nn.Module, device: torch.device) -> None:
         if self.errors is None:
@@ -95,15 +96,17 @@ class JTT(Algorithm):
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         assert self.errors is not None and self._weights_dev is not None, "setup() first"
-        in_errors = self.errors.to(batch.index.device)[batch.index]
-        terms = {"error_set_share": float(in_errors.float().mean())}
+        if self._errors_dev is None or self._errors_dev[0] is not self.errors:  # copied once, not every step
+            self._errors_dev = (self.errors, self.errors.to(batch.index.device))
+        in_errors = self._errors_dev[1][batch.index]
+        terms = {"error_set_share": in_errors.float().mean()}
         if self.params.mode == "sample":
             loss, base = super().loss(model, batch)
             return loss, {**base, **terms}
         losses = F.cross_entropy(model(batch.x), batch.y, reduction="none")
         w = self._weights_dev[batch.index.to(self._weights_dev.device)]
         loss = (w * losses).mean()
-        return loss, {"weighted_ce": float(loss.detach()), "ce": float(losses.detach().mean()), **terms}
+        return loss, {"weighted_ce": loss.detach(), "ce": losses.detach().mean(), **terms}
 
     def describe(self) -> dict[str, Any]:
         """Size and group make-up of the error set, for run.json."""

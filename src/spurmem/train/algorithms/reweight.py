@@ -60,4 +60,4 @@ class Reweight(Algorithm):
         losses = F.cross_entropy(model(batch.x), batch.y, reduction="none")
         w = self._device_weights[batch.g]
         loss = (w * losses).mean()  # unbiased for the group-balanced loss: the weights average 1
-        return loss, {"weighted_ce": float(loss.detach()), "ce": float(losses.detach().mean())}
+        return loss, {"weighted_ce": loss.detach(), "ce": losses.detach().mean()}
