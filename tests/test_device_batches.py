@@ -210,3 +210,24 @@ def test_algorithm_terms_are_tensors_read_later(shapes):
         assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in terms.values()), name
     with torch.no_grad():
         assert float(terms["ce"]) == pytest.approx(float(F.cross_entropy(model(batch.x), batch.y)))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sharded_device_order_equals_the_sharded_cpu_path(shapes, workers):
+    """Under data-parallel training each rank's device-side batches (uint8 moved, then augmented) are the
+    CPU path's sharded batches bit for bit, and the shared generator ends in the same state on every
+    rank: otherwise the ranks would draw different epoch orders next."""
+    aug = build_augment("rrc-flip")
+    ends = []
+    for rank in (0, 1):
+        gen_ref, gen_new = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        ref = list(iterate_batches(shapes["train"], 32, shapes.mean, shapes.std, shuffle=True, generator=gen_ref,
+                                   augment=aug, shard=(rank, 2)))
+        got = list(device_batches(shapes["train"], 32, shapes.mean, shapes.std, CPU, generator=gen_new, augment=aug,
+                                  convert_on_device=True, workers=workers, shard=(rank, 2)))
+        assert len(got) == len(ref) == math.ceil(200 / 32)
+        for a, b in zip(ref, got):
+            assert torch.equal(a.index, b.index) and torch.equal(a.x, b.x)
+        assert torch.equal(gen_ref.get_state(), gen_new.get_state())
+        ends.append(gen_new.get_state())
+    assert torch.equal(ends[0], ends[1])

@@ -34,6 +34,11 @@ class NumericalFaultError(SpurmemError):
     """Training produced a non-finite loss or non-finite weights; the message names epoch and step."""
 
 
+class DistributedError(SpurmemError):
+    """A data-parallel (torchrun) job cannot go on: its launch variables are inconsistent, or another rank
+    failed (the message carries rank 0's error), or the gathered predictions do not cover a split."""
+
+
 class MissingCheckpointError(SpurmemError, FileNotFoundError):
     """A run has no checkpoint for the asked epoch (pruned by its retention policy, or never trained);
     the message lists the epochs it kept."""

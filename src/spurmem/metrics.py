@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from spurmem.data.batches import iterate_batches
-from spurmem.data.schema import GroupDataset
+from spurmem.data.schema import GroupDataset, SplitData
 from spurmem.device import resolve_device
 
 
@@ -94,14 +94,18 @@ def predict(
             seen.append(batch.index)
     finally:
         model.train(was_training)
-    idx = torch.cat(seen).numpy()
+    return predictions_at(data, split, torch.cat(seen).numpy(), torch.cat(out).numpy())
+
+
+def predictions_at(data: SplitData, split: str, idx: np.ndarray, logits: np.ndarray) -> Predictions:
+    """:class:`Predictions` of the examples ``idx`` of ``data`` (a split's data) with their ``logits`` rows."""
     return Predictions(
         split=split,
         ids=[data.ids[i] for i in idx],
         y=data.y.numpy()[idx],
         a=data.a.numpy()[idx],
         group=data.group.numpy()[idx],
-        logits=torch.cat(out).numpy(),
+        logits=logits,
     )
 
 

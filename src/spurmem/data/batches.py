@@ -58,6 +58,13 @@ def to_float(
     return x.mul_(scale.to(x.device)).sub_(shift.to(x.device))
 
 
+def shard_augment_generator(generator: torch.Generator, rank: int) -> torch.Generator:
+    """The generator one rank of a data-parallel job augments a batch with: seeded by one draw of
+    ``generator``, made alike on every rank (so ``generator`` stays in step), plus the rank."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return torch.Generator().manual_seed(seed + rank)
+
+
 def iterate_batches(
     split: SplitData,
     batch_size: int,
@@ -70,12 +77,19 @@ def iterate_batches(
     augment: Augment | None = None,
     indices: torch.Tensor | None = None,
     drop_last: bool = False,
+    shard: tuple[int, int] | None = None,
     as_uint8: bool = False,
 ) -> Iterator[Batch]:
     """Yield batches of ``split`` (optionally restricted to ``indices``).
 
     ``sample_weights`` draws ``len`` examples with replacement in proportion to the weights
     (group-balanced resampling); ``shuffle`` permutes. Both use ``generator`` so runs are reproducible.
+
+    ``shard=(rank, world_size)`` (data-parallel training) yields only this rank's contiguous share of every
+    batch of the full order, which every rank draws alike from the same ``generator``. Augmentation then
+    draws from a generator seeded per batch and rank by one draw of ``generator``, so that ``generator``
+    stays the same on every rank (and the augmentation differs from a single process's).
+
     ``as_uint8``: the images as stored, not converted (``augment`` must then be None: it runs later).
     """
     if as_uint8 and augment is not None:
@@ -93,11 +107,17 @@ def iterate_batches(
     group = split.group
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
+        augment_generator = generator
+        if shard is not None:
+            rank, world_size = shard
+            if augment is not None:
+                augment_generator = shard_augment_generator(generator, rank)
+            idx = torch.tensor_split(idx, world_size)[rank]
         x = split.images[idx]
         if as_uint8:
             yield Batch(x=x, y=split.y[idx], a=split.a[idx], g=group[idx], index=idx)
             continue
         x = to_float(x, mean, std)
         if augment is not None:
-            x = augment(x, generator)
+            x = augment(x, augment_generator)
         yield Batch(x=x, y=split.y[idx], a=split.a[idx], g=group[idx], index=idx)

@@ -37,6 +37,10 @@ class Algorithm:
     group_labels: GroupLabels = "none"
     labels_note = "training class labels"  # one line: what the algorithm uses, for run.json and the docs
     trains = True  # False: all the work is in setup (a head refit of an init_from run), run with epochs=0
+    # Under data-parallel training (spurmem.train.distributed): "mean" when ``loss`` is a mean over the batch's
+    # examples (the trainer weights each rank's by its share of the global batch); "share" when ``loss`` already
+    # returns this rank's share of the global-batch loss (it all-reduces what it needs, as GroupDRO does).
+    loss_over_ranks: Literal["mean", "share"] = "mean"
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:
         self.dataset = dataset

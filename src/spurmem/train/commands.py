@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from spurmem.config import ConfigError, load_config
     from spurmem.train import TrainConfig, train
+    from spurmem.train.distributed import is_main_process
     from spurmem.train.run import CONFIG_FILE, is_half_made, recorded_config
 
     config_path = args.config
@@ -69,6 +70,8 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     result = train(config, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
                    progress=True)
+    if not is_main_process():  # under torchrun: rank 0 prints the summary
+        return 0
     row = result.row()
     sel = result.selection
     value = "" if sel.value is None else f" ({sel.metric} = {100 * sel.value:.1f})"

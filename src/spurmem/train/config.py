@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
                                                     "algorithms for the (fixed) batch shape; no effect on the CPU")
     workers: int = Field(0, ge=0)
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default); 1 is fastest on a busy machine")
+    sync_bn: bool = Field(False, description="under torchrun on CUDA: BatchNorm statistics over the global batch "
+                                             "(SyncBatchNorm) instead of per process; ignored in one process")
 
     eval_splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
     eval_every: int = Field(1, ge=1)

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from spurmem.data.batches import Augment, Batch, iterate_batches, normalisation, to_float
+from spurmem.data.batches import Augment, Batch, iterate_batches, normalisation, shard_augment_generator, to_float
 from spurmem.data.schema import SplitData
 
 
@@ -39,16 +39,19 @@ def device_batches(
     workers: int = 0,
     channels_last: bool = False,
     convert_on_device: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
     """Training batches of ``split`` on ``device`` (see the module docstring for the two paths).
 
     ``convert_on_device``: move uint8 and convert/augment after the move (default: on CUDA only);
-    batches are pinned on CUDA.
+    batches are pinned on CUDA. ``shard=(rank, world_size)``: this rank's share of every batch
+    (data-parallel training; :func:`~spurmem.data.batches.iterate_batches`), augmented on the device with
+    the same per-batch generator the CPU path uses.
     """
     on_device = device.type == "cuda" if convert_on_device is None else convert_on_device
     batches: Iterator[Batch] = iterate_batches(
         split, batch_size, mean, std, shuffle=shuffle, generator=generator, sample_weights=sample_weights,
-        augment=None if on_device else augment, drop_last=drop_last, as_uint8=on_device,
+        augment=None if on_device else augment, drop_last=drop_last, as_uint8=on_device, shard=shard,
     )
     if device.type == "cuda":
         batches = (b.pin_memory() for b in batches)
@@ -61,8 +64,9 @@ def device_batches(
         batch = batch.to(device, non_blocking=True)
         if on_device:
             batch.x = to_float(batch.x, mean, std, constants)
-            if augment is not None:
-                batch.x = augment(batch.x, generator)
+            if augment is not None:  # the permutation was drawn before the first batch: this order is fixed
+                gen = generator if shard is None else shard_augment_generator(generator, shard[0])
+                batch.x = augment(batch.x, gen)
         if channels_last:
             batch.x = batch.x.contiguous(memory_format=torch.channels_last)
         yield batch

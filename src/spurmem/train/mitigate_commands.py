@@ -65,12 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _mitigate(args: argparse.Namespace) -> int:
     from spurmem.train import train
+    from spurmem.train.distributed import is_main_process
     from spurmem.train.mitigate import mitigation_config
 
     epoch = args.epoch
     config = mitigation_config(args.run_dir, args.overrides, init_epoch=epoch, name=args.name)
     result = train(config, run_dir=args.out, resume=args.resume, overwrite=args.overwrite,
                    progress=True)
+    if not is_main_process():  # under torchrun: rank 0 prints the summary
+        return 0
     start, row = result.history[0], result.row()
     sel = result.selection
     print(f"run: {result.run_dir}   {config.algorithm} from {args.run_dir} (epoch {epoch})   "

@@ -25,13 +25,14 @@ from spurmem.data import GroupDataset
 from spurmem.device import resolve_device
 from spurmem.errors import NumericalFaultError
 from spurmem.locks import LOCK_FILE, folder_lock
-from spurmem.metrics import evaluate, predict, summarize
+from spurmem.metrics import metrics_from_predictions, summarize
 from spurmem.progress import Progress
 from spurmem.record import environment, record_command, utc_now, write_text_atomic
 from spurmem.train import checkpoint as ckpt
 from spurmem.train import cuda_settings
 from spurmem.train.algorithm import Algorithm, selection_group_labels
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
+from spurmem.train.distributed import SINGLE, DataParallel, data_parallel, training_device
 from spurmem.train.device_batches import device_batches
 from spurmem.train import epoch_losses
 from spurmem.train.run import (
@@ -83,20 +84,32 @@ def train(
     fails at once with :class:`~spurmem.errors.RunLockedError`. A non-finite loss or non-finite
     weights stop the run with :class:`~spurmem.errors.NumericalFaultError` (run marked ``failed``,
     the last good epoch kept).
+
+    Under ``torchrun`` (``spurmem.train.distributed``) every process calls this; they train one model
+    data-parallel, and only rank 0 holds the lock and writes.
     """
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
     check_config(config)  # before touching the run directory (--overwrite deletes it)
-    device = resolve_device(config.device)
-    with folder_lock(run_dir, f"train {config.name}"):
-        start = _prepare_run_dir(run_dir, config, resume, overwrite)
-        if start is not None and read_info(run_dir).get("status") == "complete":
-            return _finished_result(run_dir, config)
+    device = training_device(resolve_device(config.device))
+    with data_parallel(device) as dp, contextlib.ExitStack() as held:
+        dp.check(config.batch_size, config.sync_bn, device)  # before the run folder is touched
+
+        def prepare() -> tuple[int | None, bool]:
+            held.enter_context(folder_lock(run_dir, f"train {config.name}"))
+            start = _prepare_run_dir(run_dir, config, resume, overwrite)
+            return start, start is not None and read_info(run_dir).get("status") == "complete"
+
+        start, complete = dp.from_main(prepare)  # rank 0 only; the others get its answer (or its error)
+        if complete:
+            return dp.from_main(lambda: _finished_result(run_dir, config))
         threads_before = torch.get_num_threads()
         if config.threads:
             torch.set_num_threads(config.threads)
         undo_cuda_settings = cuda_settings.apply(config.tf32, config.cudnn_benchmark) if device.type == "cuda" else None
         try:
-            loop = _Loop(config, run_dir, dataset if dataset is not None else build_dataset(config))
+            loop = _Loop(config, run_dir, dataset if dataset is not None else build_dataset(config), dp, device)
+            if not dp.is_main:
+                return loop.run(start, progress=False)
             if start is None:  # the config first: whatever a kill leaves behind can be resumed or overwritten
                 write_text_atomic(run_dir / CONFIG_FILE, dump_config(config))
             with record_command(run_dir, "train", config=config.model_dump(mode="json"), seeds=[config.seed]):
@@ -110,11 +123,12 @@ def train(
 class _Loop:
     """State of one training session: model, algorithm, optimiser, schedule, RNG, history."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, dataset: GroupDataset) -> None:
+    def __init__(self, config: TrainConfig, run_dir: Path, dataset: GroupDataset,
+                 dp: DataParallel = SINGLE, device: torch.device | None = None) -> None:
         from spurmem.train.algorithms import ALGORITHMS
 
-        self.config, self.run_dir, self.dataset = config, run_dir, dataset
-        self.device = resolve_device(config.device)
+        self.config, self.run_dir, self.dataset, self.dp = config, run_dir, dataset, dp
+        self.device = device if device is not None else resolve_device(config.device)
         self.hash = config_hash(config, HASH_EXCLUDE)
         missing = [s for s in config.eval_splits if s not in dataset.splits]
         if missing:
@@ -140,13 +154,17 @@ class _Loop:
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.model = dp.prepare_model(self.model, self.device, config.sync_bn)
         self.algorithm: Algorithm = ALGORITHMS[config.algorithm](dataset, **config.algorithm_params)
         self.algorithm.setup(self.model, self.device)
         if config.compile:  # in place: state_dict keys, hooks and submodule names stay those of the model
             self.model.compile()
+        self.step = dp.step(self.model, self.algorithm)  # the batch loss (inside DDP when data-parallel)
         self.generator = torch.Generator().manual_seed(config.seed)
-        n_train = len(dataset["train"])
-        self.drop_last = n_train % config.batch_size == 1 and n_train > 1  # a batch of 1 breaks BatchNorm
+        n_train = self.n_train = len(dataset["train"])
+        # a batch of 1 breaks BatchNorm: the last batch is dropped when it would leave a process fewer than 2
+        remainder = n_train % config.batch_size
+        self.drop_last = 0 < remainder < 2 * dp.world_size and n_train > remainder
         self.steps_per_epoch = n_train // config.batch_size if self.drop_last else math.ceil(n_train / config.batch_size)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
@@ -175,7 +193,7 @@ class _Loop:
     def run(self, start: int | None, progress: bool) -> TrainResult:
         self._t0 = time.perf_counter()
         info = self.info = self._initial_info(start)
-        write_info(self.run_dir, info)
+        self._write_info()
         try:
             if start is None:
                 self._finish_epoch(0, None)
@@ -196,13 +214,13 @@ class _Loop:
                             f"{'-' if wga is None else f'{100 * wga:.1f}'}  {stats['seconds']:.1f} s")
         except BaseException as exc:
             info.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished=utc_now())
-            write_info(self.run_dir, info)
+            self._write_info()
             raise
         selection = self._select()
         self._write_predictions(selection.epoch)
         info.update(status="complete", selection=selection.to_dict(), finished=utc_now(), **self._progress_fields(),
                     algorithm_info=self.algorithm.describe())
-        write_info(self.run_dir, info)
+        self._write_info()
         return TrainResult(self.run_dir, self.config, selection, self.history, self.config.epochs,
                            info["seconds"], start, self.model)
 
@@ -216,14 +234,17 @@ class _Loop:
             self.dataset["train"], c.batch_size, self.dataset.mean, self.dataset.std, self.device,
             shuffle=weights is None, generator=self.generator, sample_weights=weights, augment=self.augment,
             drop_last=self.drop_last, workers=c.workers, channels_last=c.channels_last,
+            shard=self.dp.shard_spec,
         )
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         losses = epoch_losses.EpochLosses(epoch_losses.check_interval(self.device))  # no per-step sync on CUDA
         step = 0
         for step, batch in enumerate(batches, 1):
             with autocast:
-                loss, batch_terms = algorithm.loss(model, batch)
-            self._check_finite(epoch, losses.add(step, loss, len(batch.y), batch_terms))
+                loss, batch_terms = self.step(batch)
+            n_global = min(c.batch_size, self.n_train - (step - 1) * c.batch_size)
+            loss, value = self.dp.rank_share(loss, len(batch.y), n_global, algorithm.loss_over_ranks)
+            self._check_finite(epoch, losses.add(step, value, len(batch.y), batch_terms))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -237,25 +258,36 @@ class _Loop:
         bad = _nonfinite_tensor(model.named_parameters()) if n_seen else None
         if bad is not None:
             raise self._fault(epoch, step, f"weight {bad!r} is not finite after the optimiser step")
+        terms = dict(losses.terms)
+        if self.dp.active:  # the epoch's sums over every rank's examples
+            keys = list(terms)  # the same order on every rank
+            loss_sum, n_seen, *sums = self.dp.sum_floats([loss_sum, n_seen, *(terms[k] for k in keys)])
+            terms = dict(zip(keys, sums))
         if c.schedule == "plateau":
             self.scheduler.step(batch_loss_sum)  # the epoch's summed (per-batch) training loss
         seconds = time.perf_counter() - t0
         self.timings["train"] += seconds
-        return {"train_loss": loss_sum / max(n_seen, 1), "terms": losses.term_means(), "seconds": round(seconds, 3)}
+        return {"train_loss": loss_sum / max(n_seen, 1), "terms": {k: v / max(n_seen, 1) for k, v in terms.items()},
+                "seconds": round(seconds, 3)}
 
     def _finish_epoch(self, epoch: int, stats: dict[str, Any] | None) -> None:
         """Evaluate (when due), then save weights, resume state, history and run.json, in that order."""
         c = self.config
         row = None
         due = (epoch == 0 and c.eval_init) or (epoch > 0 and (epoch % c.eval_every == 0 or epoch == c.epochs))
+        self.dp.broadcast_state(self.model)  # rank 0's BatchNorm statistics: what it evaluates is what it saves
         if due and c.eval_splits:
             t0 = time.perf_counter()
-            results = evaluate(self.model, self.dataset, c.eval_splits, c.eval_batch_size, self.device)
+            results = {s: metrics_from_predictions(
+                self.dp.predict(self.model, self.dataset, s, c.eval_batch_size, self.device), self.dataset)
+                for s in c.eval_splits}
             self.timings["eval"] += time.perf_counter() - t0
             row = {"epoch": epoch, "lr": self._lr(), "train_loss": None, "terms": {}, "seconds": 0.0,
                    **(stats or {}), **summarize(results),
                    "groups": {s: m.to_dict()["groups"] for s, m in results.items()}}
             self.history.append(row)
+        if not self.dp.is_main:
+            return
         t0 = time.perf_counter()
         ckpt.save_epoch_weights(self.run_dir, epoch, self.model)
         tensors, meta = ckpt.pack_training_state(self.optimizer, self.scheduler, self.generator,
@@ -328,18 +360,23 @@ class _Loop:
         return out
 
     def _restore(self, epoch: int) -> None:
-        """Load weights, optimiser, schedule, RNG and algorithm state of a complete epoch."""
-        self.model.load_state_dict(ckpt.load_epoch_weights(self.run_dir, epoch, self.device))
-        tensors, meta = ckpt.load_training_state(self.run_dir, epoch)
+        """Load weights, optimiser, schedule, RNG and algorithm state of a complete epoch (rank 0 reads them;
+        every rank of a data-parallel job gets the same)."""
+        def read() -> tuple[dict, dict, dict, list[dict]]:
+            rows = [r for r in read_history(self.run_dir) if r["epoch"] <= epoch]
+            marker = ckpt.read_checkpoint_info(self.run_dir, epoch).get("metrics")
+            if marker is not None and all(r["epoch"] != epoch for r in rows):
+                rows.append(marker)  # killed between the checkpoint marker and metrics.jsonl
+            return (ckpt.load_epoch_weights(self.run_dir, epoch, "cpu"), *ckpt.load_training_state(self.run_dir, epoch),
+                    sorted(rows, key=lambda r: r["epoch"]))
+
+        weights, tensors, meta, self.history = self.dp.from_main(read)
+        self.model.load_state_dict(weights)
         algo_state = ckpt.unpack_training_state(tensors, meta, self.optimizer, self.scheduler, self.generator)
         self.algorithm.load_state_dict({k: v.to(self.device) for k, v in algo_state.items()})
-        rows = [r for r in read_history(self.run_dir) if r["epoch"] <= epoch]
-        marker = ckpt.read_checkpoint_info(self.run_dir, epoch).get("metrics")
-        if marker is not None and all(r["epoch"] != epoch for r in rows):
-            rows.append(marker)  # killed between the checkpoint marker and metrics.jsonl
-        self.history = sorted(rows, key=lambda r: r["epoch"])
-        write_history(self.run_dir, self.history)
-        ckpt.prune_training_state(self.run_dir, keep=epoch)  # a kill before the epoch's own pruning
+        if self.dp.is_main:
+            write_history(self.run_dir, self.history)
+            ckpt.prune_training_state(self.run_dir, keep=epoch)  # a kill before the epoch's own pruning
         self.info["epochs_completed"] = epoch  # so a resume at the final epoch still says it
 
     def _write_predictions(self, epoch: int) -> None:
@@ -347,16 +384,23 @@ class _Loop:
         model = self.model
         if epoch != self.config.epochs:
             model = build_run_model(self.config, self.dataset)
-            model.load_state_dict(ckpt.load_epoch_weights(self.run_dir, epoch))
+            if self.dp.is_main:
+                model.load_state_dict(ckpt.load_epoch_weights(self.run_dir, epoch))
             model.to(self.device)
+            self.dp.broadcast_state(model)
         for split in self.config.eval_splits:
-            table = predict(model, self.dataset, split, self.config.eval_batch_size, self.device).table()
+            table = self.dp.predict(model, self.dataset, split, self.config.eval_batch_size, self.device).table()
             table.insert(0, "epoch", epoch)
-            write_text_atomic(self.run_dir / PREDICTIONS / f"{split}.csv", table.to_csv(index=False))
+            if self.dp.is_main:
+                write_text_atomic(self.run_dir / PREDICTIONS / f"{split}.csv", table.to_csv(index=False))
+
+    def _write_info(self) -> None:
+        if self.dp.is_main:
+            write_info(self.run_dir, self.info)
 
     def _initial_info(self, start: int | None) -> dict[str, Any]:
         c = self.config
-        previous = read_info(self.run_dir) if start is not None else {}
+        previous = read_info(self.run_dir) if start is not None and self.dp.is_main else {}  # only rank 0 writes it
         self._seconds_before = float(previous.get("seconds") or 0.0)
         self.timings = {**self.timings, **(previous.get("timings") or {})}
         env = environment()
@@ -371,6 +415,7 @@ class _Loop:
             "torch_version": env["torch_version"], "device": str(self.device), "amp": self.amp,
             "compile": c.compile, "cuda_settings": {"applied": self.device.type == "cuda", **cuda_settings.current()},
             "threads": torch.get_num_threads(), "n_parameters": sum(p.numel() for p in self.model.parameters()),
+            **self.dp.describe(),
             "weights": None if self.weights_report is None else self.weights_report.summary(),
             "init_from": self.init_source, "dataset_info": self.dataset.describe(),
             "retention": self.retention.to_dict(),

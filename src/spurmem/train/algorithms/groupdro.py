@@ -5,6 +5,10 @@ then renormalised. The optional size adjustment adds ``C / sqrt(n_g)`` to each g
 
 As in the reference implementation, a group absent from a batch contributes loss 0 (plus its
 adjustment) to that step's update.
+
+Under data-parallel training the per-group loss sums and counts are summed over ranks before q is
+updated, so q (and its checkpoint) is the same on every rank and equals the one-process q of the same
+global batch; each rank's loss is its share of the global robust loss (``loss_over_ranks = "share"``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class GroupDRO(Algorithm):
     group_labels = "training"
     labels_note = "training group labels (the q-weighted group losses)"
     Params = GroupDROParams
+    loss_over_ranks = "share"
 
     def __init__(self, dataset: GroupDataset, **hparams: Any) -> None:
         super().__init__(dataset, **hparams)
@@ -62,13 +67,27 @@ class GroupDRO(Algorithm):
         self.q = q / q.sum()
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        from spurmem.train.distributed import current
+
         losses = F.cross_entropy(model(batch.x), batch.y, reduction="none")
-        adjusted = self.group_losses(losses, batch.g) + self.adjustment.to(losses.device)
-        self.update_q(adjusted)
-        robust = (self.q * adjusted).sum()
+        dp = current()
+        adjustment = self.adjustment.to(losses.device)
+        if not dp.active:
+            adjusted = self.group_losses(losses, batch.g) + adjustment
+            self.update_q(adjusted)
+            robust = share = (self.q * adjusted).sum()
+        else:  # q from the global batch's group losses; this rank's share of the robust loss
+            n = self.dataset.n_groups
+            sums = torch.zeros(n, device=losses.device, dtype=losses.dtype).index_add(0, batch.g, losses)
+            counts = torch.bincount(batch.g, minlength=n).to(losses.dtype)
+            total = dp.sum_tensor(torch.cat([sums.detach(), counts]))
+            global_counts = total[n:].clamp(min=1)
+            self.update_q(total[:n] / global_counts + adjustment)
+            robust = (self.q * (total[:n] / global_counts + adjustment)).sum()
+            share = (self.q * (sums / global_counts + adjustment / dp.world_size)).sum()
         terms = {"robust_loss": robust.detach(), "ce": losses.detach().mean()}
         terms.update({f"q_g{g}": v for g, v in enumerate(self.q.detach().unbind())})
-        return robust, terms
+        return share, terms
 
     def describe(self) -> dict[str, Any]:
         return {"q": [round(float(v), 6) for v in self.q.tolist()], **self.params.model_dump()}
