@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from spurmem import __version__, progress
+from spurmem.errors import one_line
 
 # Modules that define ``register(subparsers)``; each adds its own sub-commands.
 COMMAND_MODULES = [
@@ -75,19 +76,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     Python's format)."""
     text = " ".join(str(message).split())
     print(f"spurmem: warning: {text}", file=file or sys.stderr)
-
-
-def one_line(exc: BaseException) -> str:
-    """The error as one line: an OSError names its file; the lines of a multi-line message (a
-    heading ending in ':' and its problems) are joined with '; '."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    else:
-        text = str(exc) or type(exc).__name__
-    out = ""
-    for part in (p.strip() for p in text.splitlines() if p.strip()):
-        out += ("" if not out else " " if out.endswith(":") else "; ") + part
-    return out
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

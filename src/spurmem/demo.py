@@ -97,8 +97,9 @@ class DemoConfig(BaseModel):
         return validate_config(ProbeConfig, {**grid, **self.probe}, source="demo probe settings")
 
     @property
-    def scan_epoch(self) -> str:
-        return str(self.probe.get("epoch", "last"))
+    def scan_epoch(self) -> str | int:
+        epoch = self.probe.get("epoch", "last")
+        return int(epoch) if str(epoch).isdigit() else str(epoch)
 
     @property
     def algorithms(self) -> list[str]:
@@ -193,26 +194,20 @@ def _probe(demo: _Demo) -> str:
     return f"{result.n_computed} settings computed, {result.n_resumed} reused"
 
 
-def _memorization_command(demo: _Demo, argv: list[str]) -> None:
-    """The memorisation stage through its CLI (its command writes the files the report reads)."""
-    from spurmem.cli import main
-
-    code = main(["memorization", *argv, *([] if demo.progress else ["--no-progress"])])
-    if code != 0:
-        raise RuntimeError(f"`spurmem memorization {' '.join(argv)}` failed with exit code {code}")
-
-
 def _scan_units(demo: _Demo) -> None:
-    _memorization_command(demo, ["units", str(demo.erm_dir), "--epoch", demo.config.scan_epoch,
-                                 "--device", demo.config.device])
+    from spurmem.memorization.stage import scan_run_units
+
+    scan_run_units(demo.erm_dir, epoch=demo.config.scan_epoch, device=demo.config.device, progress=demo.progress)
 
 
 def _scan_examples(demo: _Demo) -> None:
+    from spurmem.memorization.stage import score_run_examples
+
     c = demo.config
     epochs = c.example_epochs or c.erm_epochs
     # Only the last epoch of each half model is used, so evaluating it alone saves time.
-    _memorization_command(demo, ["examples", str(demo.erm_dir), f"epochs={epochs}", f"eval_every={epochs}",
-                                 "keep_every=0", "--models", str(c.example_models), "--device", c.device])
+    score_run_examples(demo.erm_dir, {"epochs": epochs, "eval_every": epochs, "keep_every": 0},
+                       models=c.example_models, device=c.device, progress=demo.progress)
 
 
 def _comparison_done(demo: _Demo) -> bool:

@@ -42,3 +42,16 @@ class DistributedError(SpurmemError):
 class MissingCheckpointError(SpurmemError, FileNotFoundError):
     """A run has no checkpoint for the asked epoch (pruned by its retention policy, or never trained);
     the message lists the epochs it kept."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line: an OSError names its file; the lines of a multi-line message (a
+    heading ending in ':' and its problems) are joined with '; '."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    out = ""
+    for part in (p.strip() for p in text.splitlines() if p.strip()):
+        out += ("" if not out else " " if out.endswith(":") else "; ") + part
+    return out

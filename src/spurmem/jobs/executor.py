@@ -178,7 +178,7 @@ def run_jobs(jobs: Iterable[Job], executor: Executor, *, retries: int = 0, progr
             try:
                 attempt = executor.result(handle)
             except Exception as exc:  # the worker process died or the engine lost it
-                from spurmem.cli import one_line
+                from spurmem.errors import one_line
 
                 attempt = Attempt(False, error=f"worker lost: {type(exc).__name__}: {one_line(exc)}")
             if attempt.ok:

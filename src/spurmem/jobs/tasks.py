@@ -120,7 +120,7 @@ def run_job(job: Job) -> Attempt:
     """Run one job here and say how it went; never raises for the job's own errors. ``job.threads``
     sets torch's CPU threads for the job (restored after)."""
     from spurmem.errors import RunLockedError
-    from spurmem.cli import one_line
+    from spurmem.errors import one_line
 
     start = time.perf_counter()
     threads_before = None

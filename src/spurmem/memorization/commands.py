@@ -9,13 +9,11 @@ leaves an experiment record in ``RUN_DIR/records/``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from spurmem.cli_options import add_common_options
 
-OUT_DIR = "memorization"
-SCREEN_HINT_UNITS = 1000  # above this many units an exact scan of three splits takes hours on a CPU
+OUT_DIR = "memorization"  # also spurmem.memorization.stage.OUT_DIR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,44 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _units(args: argparse.Namespace) -> int:
-    from spurmem.memorization.units import unit_memorization
+    from spurmem.memorization.stage import scan_run_units
     from spurmem.probes.scan import Screen
-    from spurmem.probes.units import enumerate_units
-    from spurmem.fileset import write_set
-    from spurmem.locks import folder_lock
-    from spurmem.record import json_text, record_command
-    from spurmem.train import load_run
 
-    loaded = load_run(args.run_dir, epoch=args.epoch, device=args.device)
-    out = args.out or args.run_dir / OUT_DIR
-    n_units = len(enumerate_units(loaded.model))
-    if n_units > SCREEN_HINT_UNITS and not (args.screen or args.layers):
-        print(f"note: {n_units} units, each run exactly on every example of three splits; on a CPU this can take "
-              f"hours. --screen runs exactly only the pairs a first-order screen cannot clear, --layers and "
-              f"--examples-per-group narrow the scan (docs/memorization.md)", file=sys.stderr)
     screen = Screen(factor=args.screen_factor, calibration=args.calibration, audit_units=args.audit_units,
                     seed=args.seed) if args.screen else None
-    config = {"heldout": args.heldout, "intervention": args.intervention, "epoch": loaded.epoch,
-              "null_draws": args.null_draws, "seed": args.seed, "layers": args.layers,
-              "examples_per_group": args.examples_per_group,
-              "screen": None if screen is None else {"factor": screen.factor, "calibration": screen.calibration,
-                                                     "audit_units": screen.audit_units}}
-    with folder_lock(out, "memorization units"), \
-            record_command(args.run_dir, "memorization units", config=config, seeds=[args.seed]) as rec:
-        with rec.timed("scan"):
-            result = unit_memorization(loaded.model, loaded.dataset, heldout=args.heldout,
-                                       intervention=args.intervention, null_draws=args.null_draws, seed=args.seed,
-                                       device=args.device, progress=True, screen=screen, layers=args.layers,
-                                       examples_per_group=args.examples_per_group)
-        result.summary.update({"run_dir": str(args.run_dir), "epoch": loaded.epoch})
-        files: dict[str, str | bytes] = {
-            f"{name}.csv": table.to_csv(index=False)
-            for name, table in (("units_ranked", result.ranked), ("units_groups", result.groups),
-                                ("units_curve", result.curve), ("units_layers", result.layers))}
-        files["units_summary.json"] = json_text(result.summary)
-        files["units_curve.png"] = _curve_figure(result.curve, result.summary)
-        write_set(out, "units", files)
-        rec.outputs.append(str(out))
+    result, out = scan_run_units(args.run_dir, epoch=args.epoch, heldout=args.heldout, intervention=args.intervention,
+                                 null_draws=args.null_draws, seed=args.seed, device=args.device, screen=screen,
+                                 layers=args.layers, examples_per_group=args.examples_per_group, out=args.out)
     s = result.summary
     print(f"unit memorisation, {s['units']} units, minority gap {s['base_minority_gap']:+.3f} "
           f"(train {s['base_minority_train_acc']:.3f}, {s['heldout_split']} {s['base_minority_heldout_acc']:.3f})")
@@ -149,74 +117,14 @@ def _units(args: argparse.Namespace) -> int:
     return 0
 
 
-def _curve_figure(curve, summary: dict) -> bytes:
-    """The cumulative-share figure as PNG bytes."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot(curve.fraction_of_units, curve.cumulative_share, label="observed")
-    ax.plot(curve.fraction_of_units, curve.null_mean, "--", label="sign-flip null (mean)")
-    ax.fill_between(curve.fraction_of_units, curve.null_lo, curve.null_hi, alpha=0.2, label="null 95%")
-    ax.plot(curve.fraction_of_units, curve.uniform, ":", color="grey", label="uniform")
-    ax.set_xscale("log")
-    ax.set_xlabel("fraction of units (ranked by score)")
-    ax.set_ylabel("cumulative share of positive score")
-    ax.set_title(f"unit-level memorisation ({summary['units']} units)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _examples(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from spurmem.config import parse_override
-    from spurmem.memorization.examples import example_memorization, flip_order, flips_vs_memorization
-    from spurmem.fileset import check_set, write_set
-    from spurmem.locks import folder_lock
-    from spurmem.record import json_text, record_command
-    from spurmem.train import load_run
+    from spurmem.memorization.stage import score_run_examples
 
-    loaded = load_run(args.run_dir, epoch="selected", device=args.device)
     overrides = dict(parse_override(item) for item in args.overrides)
-    out = args.run_dir / OUT_DIR
-    from spurmem.jobs.executor import make_executor
-
-    with folder_lock(out, "memorization examples"), \
-            make_executor(args.executor, workers=args.parallel, address=args.ray_address) as executor, \
-            record_command(args.run_dir, "memorization examples",
-                           config={"models": args.models, "epoch": args.epoch, "overrides": overrides},
-                           seeds=[args.seed]) as rec:
-        result = example_memorization(loaded.config, loaded.dataset, out, models=args.models, seed=args.seed,
-                                      epoch=args.epoch, device=args.device, progress=True, executor=executor,
-                                      **overrides)
-        files = {"examples.csv": result.examples.to_csv(index=False),
-                 "examples_groups.csv": result.groups.to_csv(index=False)}
-        summary = {**result.info, "run_dir": str(args.run_dir)}
-        ranked_path = out / "units_ranked.csv"
-        units_problem = check_set(out, "units")
-        if ranked_path.exists() and units_problem is None:
-            ranked = pd.read_csv(ranked_path).unit.tolist()
-            flips = flip_order(loaded.model, loaded.dataset, ranked, k_max=args.flip_k, device=args.device,
-                               progress=True)
-            files["examples_flips.csv"] = flips.to_csv(index=False)
-            summary["flips"] = flips_vs_memorization(flips, result.examples)
-            summary["flip_units"] = ranked[: args.flip_k]
-        else:
-            summary["flips"] = (f"skipped: {units_problem}" if units_problem else
-                                f"skipped: {ranked_path} missing (run `spurmem memorization units` first)")
-            (out / "examples_flips.csv").unlink(missing_ok=True)  # an older run's flips are not this set's
-        files["examples_summary.json"] = json_text(summary)
-        write_set(out, "examples", files)
-        rec.outputs.append(str(out))
+    result, out = score_run_examples(args.run_dir, overrides, models=args.models, flip_k=args.flip_k, epoch=args.epoch,
+                                     seed=args.seed, device=args.device, executor=args.executor,
+                                     parallel=args.parallel, ray_address=args.ray_address)
     print(result.groups[["group_name", "count", "mem_mean", "mem_median", "share_high", "share_of_all_high"]]
           .to_string(index=False))
     print(f"  -> {out}")

@@ -64,7 +64,7 @@ def _default(field) -> str:
     return str(field.default)
 
 
-def _available_actions() -> dict[str, str]:
+def available_actions() -> dict[str, str]:
     """The registered sub-actions whose module is installed (a stage may not have landed yet)."""
     from importlib.util import find_spec
 
@@ -73,7 +73,7 @@ def _available_actions() -> dict[str, str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     grid = grid_parser()
-    actions_available = _available_actions()
+    actions_available = available_actions()
     actions = ", ".join(f"`spurmem probe {a} --help`" for a in actions_available)
     p = sub.add_parser(
         "probe", help="probe critical units: scorers x k x interventions, every group, verdicts",
@@ -96,7 +96,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.target in ("-h", "--help"):
         args._probe_parser.print_help()
         return 0
-    if args.target in _available_actions():
+    if args.target in available_actions():
         module = importlib.import_module(PROBE_ACTIONS[args.target])
         sub = argparse.ArgumentParser(prog=f"spurmem probe {args.target}")
         module.add_arguments(sub)

@@ -79,10 +79,10 @@ def _dispatched_actions() -> list[argparse.ArgumentParser]:
     (``spurmem probe ACTION``, registered in ``PROBE_ACTIONS``), built as their command builds them."""
     import importlib
 
-    from spurmem.probes.commands import PROBE_ACTIONS, _available_actions
+    from spurmem.probes.commands import PROBE_ACTIONS, available_actions
 
     parsers = []
-    for name in _available_actions():
+    for name in available_actions():
         sub = argparse.ArgumentParser(prog=f"spurmem probe {name}")
         importlib.import_module(PROBE_ACTIONS[name]).add_arguments(sub)
         parsers.append(sub)
