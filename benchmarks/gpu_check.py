@@ -15,7 +15,7 @@ measures, in one run:
   1,000 images: ``--scan-units`` channels of each of ``--scan-layers`` layers spread over the
   network, on the model the float32 ERM run left;
 * a 2-GPU DDP smoke step when two GPUs exist: ``torchrun --nproc_per_node=2 -m spurmem train`` on
-  ``synthetic-shapes`` (needs spurmem's torchrun support; reported as failed, not fatal, without it).
+  ``synthetic-shapes`` (docs/scale.md; a failure is reported in its row, not fatal).
 
 It installs nothing and downloads nothing (random weights: a speed check needs no ImageNet file),
 prints one markdown table and writes it to ``--out``. A section past the ``--budget`` seconds is
@@ -214,7 +214,7 @@ def ddp_row(args) -> Row:
         seconds = time.perf_counter() - start
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1][:160]
-        return Row("ddp", check, setting, None, "s", f"failed (exit {done.returncode}; torchrun support needed): {last}")
+        return Row("ddp", check, setting, None, "s", f"failed (exit {done.returncode}): {last}")
     return Row("ddp", check, setting, seconds, "s", "whole torchrun call, both ranks")
 
 
