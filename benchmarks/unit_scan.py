@@ -88,7 +88,7 @@ def floor_seconds(engine: ScanEngine, layer: str, split, idx) -> np.ndarray:
     runner = FxSite(engine.graph, layer, layer, use_chain=False)
     total = np.zeros(2)
     with torch.no_grad():
-        for batch, _ in engine._batches(engine.dataset[split], torch.as_tensor(idx)):
+        for batch, _ in engine.batches(engine.dataset[split], torch.as_tensor(idx)):
             pre = runner.run_prefix(batch.x)
             clock = Stopwatch()
             runner.run_suffix_clean(pre)
