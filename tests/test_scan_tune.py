@@ -129,7 +129,11 @@ def test_stem_layer_goes_straight_to_plain_passes(shapes, stem_model, monkeypatc
     runner = engine.site("stem", "stem")
     prefixes, stacks = _spy(runner, "run_prefix"), _spy(runner, "run_variants")
     calls = _count_edits(monkeypatch)
+    relu = engine.model.relu  # in place in the caller's model, out of place in the engine's copy
+    modes = []
+    relu.register_forward_hook(lambda m, i, o: modes.append(m.inplace))
     res = engine.scan(units, "zero", "train", per_example=True)
+    assert set(modes) == {True, False} and not relu.inplace  # in place again only in plain passes
     info = res.layer_scans["stem"]
     assert info.how == "graph" and info.plain and info.rows is None and res.plain_layers == ["stem"]
     assert info.saved_share < scan_tune.PLAIN_SHARE and "plain passes" in info.why

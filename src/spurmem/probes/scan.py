@@ -44,7 +44,7 @@ from spurmem.data.schema import GroupDataset
 from spurmem.device import resolve_device
 from spurmem.probes.interventions import get_intervention, intervene
 from spurmem.probes.scan_edits import activation_values, edited_rows, unit_outputs
-from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, multiply_adds, trace
+from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, inplace_again, multiply_adds, trace
 from spurmem.probes.scan_result import Accumulator, ScanResult
 from spurmem.probes.scan_screen import Screen, ScreenReport, screened_scan
 from spurmem.probes.scan_tune import PLAIN_SHARE, ChunkTuner, LayerScan, Stopwatch
@@ -305,11 +305,11 @@ class ScanEngine:
     def _plain_passes(self, units: list[Unit], rows: list[int], spec, params, data, idx, acc: "Accumulator",
                       start: int, tick) -> tuple[float, int]:
         """Each unit's edit made once (in place, undone on exit), then the examples of ``idx`` from
-        position ``start`` on run through the edited model, batch by batch: what the naive loop does,
-        without its copy of the model. Returns the ``tick`` seconds and the size of the first batch."""
+        position ``start`` on run through the edited model, batch by batch (its activations in place
+        again, as in the caller's model): what the naive loop does, without its copy of the model. Returns the ``tick`` seconds and the size of the first batch."""
         first = None
         for unit, row in zip(units, rows):
-            with intervene(self.model, [unit], spec.name, inplace=True, **params):
+            with intervene(self.model, [unit], spec.name, inplace=True, **params), inplace_again(self.model):
                 for batch, offset in self.batches(data, idx, start):
                     t = tick()
                     logits = self.model(batch.x.to(self.device))

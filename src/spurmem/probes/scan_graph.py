@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import math
 import operator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +29,31 @@ _INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, 
 
 def functional_copy(model: nn.Module) -> nn.Module:
     """A private eval-mode copy whose modules never write into their inputs (the engine reuses
-    prefix values across chunks, so an in-place op in a suffix must not change them)."""
+    prefix values across chunks, so an in-place op in a suffix must not change them); the modules
+    that did are listed in its ``inplace_modules`` (see :func:`inplace_again`)."""
     private = copy.deepcopy(model).eval()
+    switched = []
     for module in private.modules():
         if getattr(module, "inplace", False) is True:
             module.inplace = False
+            switched.append(module)
+    private.inplace_modules = switched  # a plain attribute: not a submodule, not in the state dict
     return private
+
+
+@contextmanager
+def inplace_again(model: nn.Module) -> Iterator[nn.Module]:
+    """The modules :func:`functional_copy` made out-of-place write into their inputs again, for
+    passes of the whole model that share no values with other passes (the plain passes: faster,
+    as the caller's model is, since no new tensor is allocated per activation)."""
+    modules = getattr(model, "inplace_modules", [])
+    for module in modules:
+        module.inplace = True
+    try:
+        yield model
+    finally:
+        for module in modules:
+            module.inplace = False
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:
