@@ -240,7 +240,7 @@ def main() -> None:
               f"  | {per_unit[0]:6.3f} ({per_unit[1]:6.3f}) | {floor[0]:6.3f} ({floor[1]:6.3f})"
               f" | {naive[0]:6.3f} ({naive[1]:6.3f}) | {per_unit[0] / floor[0]:5.2f} ({per_unit[1] / floor[1]:4.2f})"
               f"  {naive[0] / per_unit[0]:5.2f} ({naive[1] / per_unit[1]:4.2f})", flush=True)
-        share = "" if tune.saved_share is None else f"stacking saves {tune.saved_share:.1%} of a forward; "
+        share = "" if tune.saved_share is None or tune.how == "graph" else f"stacking saves {tune.saved_share:.1%} of a forward; "
         print(f"{'':24s} why: {share}{tune.why}; tried s/unit and batch {tune.per_unit_seconds}", flush=True)
         if extra:
             print(extra, flush=True)
@@ -265,7 +265,9 @@ def main() -> None:
           f"engine/floor {e[0] / f[0]:.2f} wall, {e[1] / f[1]:.2f} CPU, worst layer {wf[0]:.2f} wall ({wf_at[0]}), "
           f"{wf[1]:.2f} CPU ({wf_at[1]}); engine vs naive {n[0] / e[0]:.2f}x wall, {n[1] / e[1]:.2f}x CPU, "
           f"worst layer {wn[0]:.2f}x wall ({wn_at[0]}), {wn[1]:.2f}x CPU ({wn_at[1]}); "
-          f"plain layers: {', '.join(plain_layers) or 'none'}")
+          f"plain layers: {', '.join(plain_layers) or 'none'}"
+          + ("" if fixed is None else f"; fixed {args.compare_rows} rows / tuned {totals['fixed'][0] / e[0]:.2f} wall, "
+                                      f"{totals['fixed'][1] / e[1]:.2f} CPU"))
     engine_seconds, floor_seconds_, naive_total = e[1], f[1], n[1]
 
     if args.screened:

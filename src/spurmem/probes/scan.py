@@ -18,7 +18,10 @@ engine exploits three kinds of structure, and gives the same predictions:
 * **Chunks sized by measurement.** How many variants to stack per suffix run depends on the layer
   and the machine; the engine times a few sizes on a layer's first chunks and keeps the fastest, and
   runs plain per-unit passes of the edited model where those are faster still
-  (:mod:`~spurmem.probes.scan_tune`; ``ScanResult.layer_scans`` says what each layer used).
+  (:mod:`~spurmem.probes.scan_tune`; ``ScanResult.layer_scans`` says what each layer used). A layer
+  where stacking saves almost nothing (the stem, whose suffix is the whole network: the graph's
+  multiply-adds say so) runs plain passes at once, without a prefix pass or trial chunks; a plain
+  pass makes each unit's edit once for all batches, so it is the naive loop without its model copy.
 
 Data are streamed in batches, so memory depends on the batch and chunk sizes, never on the dataset.
 The edited rows come from :func:`~spurmem.probes.interventions.intervene` itself (one unit at a
