@@ -8,7 +8,7 @@ import pytest
 from spurmem.data import iterate_batches
 from spurmem.probes import scan, scan_tune
 from spurmem.probes.scan import ScanEngine
-from spurmem.probes.scan_tune import ChunkTuner
+from spurmem.probes.scan_tune import ChunkTuner, RowTuner
 from spurmem.probes.units import enumerate_units, get_module
 from probe_models import CheapStem, train_briefly
 from test_scan import _trained_small_cnn, assert_agree, naive_counts
@@ -137,6 +137,7 @@ def test_stem_layer_goes_straight_to_plain_passes(shapes, stem_model, monkeypatc
     info = res.layer_scans["stem"]
     assert info.how == "graph" and info.plain and info.rows is None and res.plain_layers == ["stem"]
     assert info.saved_share < scan_tune.PLAIN_SHARE and "plain passes" in info.why
+    assert info.plain_rows == 16 and "16 examples per plain call" in info.why  # PLAIN_ROWS capped at the batch
     assert info.per_unit_seconds == {} and info.prefix_seconds == 0 and info.variant_seconds > 0  # nothing timed
     assert prefixes == [] and stacks == []  # no prefix pass, no stacked chunk
     assert calls == [u.id for u in stem]  # each stem unit edited once for all 13 batches; the rest stacked
@@ -163,3 +164,19 @@ def test_plain_passes_edit_each_unit_once(shapes, cnn, monkeypatch):
     fixed = ScanEngine(cnn, shapes, batch_size=16, device="cpu", max_rows=48).scan(units, "zero", "train")
     assert res.correct.tolist() == fixed.correct.tolist() and res.pred_count.tolist() == fixed.pred_count.tolist()
     np.testing.assert_allclose(res.margin_sum, fixed.margin_sum, rtol=1e-4, atol=1e-3)
+
+
+def test_plain_rows_search_stops_at_the_first_slower_size():
+    tuner = RowTuner(b=100)
+    assert tuner.candidates == [16, 32, 64, 100]
+    tuner.record(16, 1.6)  # 0.1 s per example
+    tuner.record(7, 0.1)  # the end of a batch: measures nothing
+    assert tuner.rows == 32 and not tuner.done
+    tuner.record(32, 2.88)  # 0.09
+    tuner.record(64, 6.4)  # 0.1: slower, so 32 it is
+    assert tuner.done and tuner.rows == 32 and sorted(tuner.per_example) == [16, 32, 64]
+    assert "32 examples per plain call" in tuner.describe()
+    whole = RowTuner(b=8)
+    assert whole.candidates == [8]
+    whole.record(8, 1.0)
+    assert whole.done and whole.rows == 8

@@ -21,7 +21,8 @@ engine exploits three kinds of structure, and gives the same predictions:
   (:mod:`~spurmem.probes.scan_tune`; ``ScanResult.layer_scans`` says what each layer used). A layer
   where stacking saves almost nothing (the stem, whose suffix is the whole network: the graph's
   multiply-adds say so) runs plain passes at once, without a prefix pass or trial chunks; a plain
-  pass makes each unit's edit once for all batches, so it is the naive loop without its model copy.
+  pass makes each unit's edit once for all batches, so it is the naive loop without its model copy
+  (on the CPU, in calls of a measured number of examples: fewer than a batch can be faster).
 
 Data are streamed in batches, so memory depends on the batch and chunk sizes, never on the dataset.
 The edited rows come from :func:`~spurmem.probes.interventions.intervene` itself (one unit at a
@@ -50,7 +51,7 @@ from spurmem.probes.scan_edits import activation_values, edited_rows, unit_outpu
 from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, inplace_again, multiply_adds, trace
 from spurmem.probes.scan_result import Accumulator, ScanResult
 from spurmem.probes.scan_screen import Screen, ScreenReport, screened_scan
-from spurmem.probes.scan_tune import PLAIN_SHARE, ChunkTuner, LayerScan, Stopwatch
+from spurmem.probes.scan_tune import PLAIN_SHARE, ChunkTuner, LayerScan, RowTuner, Stopwatch
 from spurmem.probes.units import Unit, enumerate_units, get_module, output_site, unit_axis, units_by_layer
 from spurmem.progress import Progress, human
 
@@ -99,6 +100,7 @@ class ScanEngine:
         self._tuners: dict[tuple[str, str | None], ChunkTuner] = {}
         self._cost: dict[str, int] | None = None  # multiply-adds per module, for the plain-or-stacked choice
         self._shares: dict[tuple[str, str | None], float] = {}
+        self._row_tuners: dict[tuple[str, str | None], RowTuner] = {}  # examples per plain call
 
     @property
     def kind(self) -> str:
@@ -222,13 +224,14 @@ class ScanEngine:
         tuner = None if self.max_rows is not None else self._tuners.get(key)
         saved = None if self.max_rows is not None else self._saved_share(runner, key, data, idx)
         if saved is not None and saved < PLAIN_SHARE:  # stacking cannot win: plain at once
-            self._plain_passes(units, rows, spec, params, data, idx, acc, 0, tick)
+            self._plain_passes(key, units, rows, spec, params, data, idx, acc, 0, tick)
             why = (f"plain passes: stacking saves {saved:.1%} of a forward pass per unit (< {PLAIN_SHARE:.0%}); "
                    "no prefix pass, nothing timed")
-            return _timed(LayerScan(rows=None, how="graph", why=why, saved_share=saved), n, [0.0, 0.0], clock.lap())
+            info = self._plain_info(LayerScan(rows=None, how="graph", why=why, saved_share=saved), key)
+            return _timed(info, n, [0.0, 0.0], clock.lap())
         if tuner is not None and tuner.done and tuner.use_plain:
-            self._plain_passes(units, rows, spec, params, data, idx, acc, 0, tick)
-            info = tuner.describe("cached")
+            self._plain_passes(key, units, rows, spec, params, data, idx, acc, 0, tick)
+            info = self._plain_info(tuner.describe("cached"), key)
             info.saved_share = saved
             return _timed(info, n, [0.0, 0.0], clock.lap())
 
@@ -270,7 +273,7 @@ class ScanEngine:
             while i < len(todo):
                 if tuner is not None and tuner.want_plain:  # time one unit's plain passes (all its batches)
                     p = todo.pop(i)
-                    seconds, examples = self._plain_passes([units[p]], [rows[p]], spec, params, data, idx, acc,
+                    seconds, examples = self._plain_passes(key, [units[p]], [rows[p]], spec, params, data, idx, acc,
                                                            offset, tick)
                     tuner.record_plain(seconds * tuner.b / examples)
                     if tuner.use_plain:
@@ -293,33 +296,52 @@ class ScanEngine:
                 break
         if plain_rest is not None:  # plain passes won: the rest of the layer runs them
             done, after, rest, current = plain_rest
-            self._plain_passes([units[p] for p in done], [rows[p] for p in done], spec, params, data, idx, acc,
+            self._plain_passes(key, [units[p] for p in done], [rows[p] for p in done], spec, params, data, idx, acc,
                                after, tick)
-            self._plain_passes([units[p] for p in rest], [rows[p] for p in rest], spec, params, data, idx, acc,
+            self._plain_passes(key, [units[p] for p in rest], [rows[p] for p in rest], spec, params, data, idx, acc,
                                current, tick)
             _add(variants, clock.lap())
         if tuner is None:
             info = LayerScan(rows=self.max_rows, how=how, why=f"max_rows={self.max_rows} set")
         else:
-            info = tuner.describe(how if tuner.done else "tuning")
+            info = self._plain_info(tuner.describe(how if tuner.done else "tuning"), key)
             info.saved_share = saved
         return _timed(info, n, prefix, variants)
 
-    def _plain_passes(self, units: list[Unit], rows: list[int], spec, params, data, idx, acc: "Accumulator",
-                      start: int, tick) -> tuple[float, int]:
+    def _plain_passes(self, key: tuple, units: list[Unit], rows: list[int], spec, params, data, idx,
+                      acc: "Accumulator", start: int, tick) -> tuple[float, int]:
         """Each unit's edit made once (in place, undone on exit), then the examples of ``idx`` from
         position ``start`` on run through the edited model, batch by batch (its activations in place
-        again, as in the caller's model): what the naive loop does, without its copy of the model. Returns the ``tick`` seconds and the size of the first batch."""
+        again, as in the caller's model): what the naive loop does, without its copy of the model.
+        On the CPU each batch runs in calls of the measured size (:class:`RowTuner`, kept per site).
+        Returns the ``tick`` seconds and the size of the first batch."""
+        tuner = self._row_tuners.get(key)
+        if tuner is None and self.device.type == "cpu":
+            tuner = self._row_tuners[key] = RowTuner(min(self.batch_size, max(len(idx), 1)))
         first = None
         for unit, row in zip(units, rows):
             with intervene(self.model, [unit], spec.name, inplace=True, **params), inplace_again(self.model):
                 for batch, offset in self.batches(data, idx, start):
-                    t = tick()
-                    logits = self.model(batch.x.to(self.device))
-                    acc.add_rows([row], logits.unsqueeze(0), batch, offset)
+                    x = batch.x.to(self.device)
+                    t0, parts, lo = tick(), [], 0
+                    while lo < len(x):
+                        r = len(x) if tuner is None else tuner.rows
+                        t = tick()
+                        parts.append(self.model(x[lo:lo + r]))
+                        if tuner is not None:
+                            tuner.record(len(parts[-1]), tick() - t)
+                        lo += r
+                    acc.add_rows([row], torch.cat(parts).unsqueeze(0), batch, offset)
                     if first is None:
-                        first = (tick() - t, len(batch.y))
+                        first = (tick() - t0, len(batch.y))
         return first or (0.0, 1)
+
+    def _plain_info(self, info: LayerScan, key: tuple) -> LayerScan:
+        tuner = self._row_tuners.get(key)
+        if info.plain and tuner is not None and tuner.per_example:
+            info.plain_rows = tuner.rows
+            info.why += f"; {tuner.describe()}"
+        return info
 
     def _saved_share(self, runner, key: tuple, data, idx) -> float | None:
         """:meth:`FxSite.saved_share` of this site, from the model's multiply-adds (counted once, on

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 TUNE_ROWS = (128, 256, 512, 1024, 2048, 4096)
 PLAIN_MARGIN = 1.0  # plain passes wherever they measured faster (where the two are close, either will do)
+PLAIN_ROWS = (16, 32, 64, 128, 256)  # examples per call of a plain pass, tried in this order
 PLAIN_SHARE = 0.02  # plain passes without measuring where stacking saves less than this share of a forward pass
 
 
@@ -41,7 +42,8 @@ class LayerScan:
     says it in words. ``saved_share``: the share of a forward pass's multiply-adds a stacked
     variant does not repeat (None for a model ``torch.fx`` cannot trace, or a fixed ``max_rows``).
     ``per_unit_seconds``: the measured seconds (CPU time on the CPU, wall time on an accelerator)
-    per variant and batch of each candidate (``"plain"`` or the rows). ``prefix_*``/``variant_*``:
+    per variant and batch of each candidate (``"plain"`` or the rows). ``plain_rows``: examples per
+    call of the plain passes (measured, see :class:`RowTuner`), where they ran. ``prefix_*``/``variant_*``:
     wall and CPU seconds of this scan's prefix passes and of its variants (edits, suffix runs and
     counting), over ``units`` units."""
 
@@ -50,6 +52,7 @@ class LayerScan:
     why: str = ""
     saved_share: float | None = None
     per_unit_seconds: dict[str, float] = field(default_factory=dict)
+    plain_rows: int | None = None
     units: int = 0
     prefix_seconds: float = 0.0
     prefix_cpu: float = 0.0
@@ -162,6 +165,45 @@ class ChunkTuner:
         return out
 
 
+class RowTuner:
+    """Doubling search for the examples per call of a layer's plain passes (``PLAIN_ROWS``, capped
+    at the batch ``b``): a whole-network pass of fewer examples keeps its activations closer to the
+    caches and can cost less per example than the full batch. Each size times one real call (its
+    logits are kept) until one is slower per example than the previous; the fastest is kept."""
+
+    def __init__(self, b: int) -> None:
+        self.b = b
+        self.candidates = sorted({min(r, b) for r in PLAIN_ROWS})
+        self.step = 0
+        self.per_example: dict[int, float] = {}
+        self.best: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.best is not None
+
+    @property
+    def rows(self) -> int:
+        """Examples for the next call: the size being measured, or the one chosen."""
+        return self.best if self.best is not None else self.candidates[self.step]
+
+    def record(self, rows: int, seconds: float) -> None:
+        if self.done or rows != self.candidates[self.step]:
+            return  # a short call (the end of a batch) measures nothing
+        self.per_example[rows] = seconds / rows
+        if self.step and self.per_example[rows] > self.per_example[self.candidates[self.step - 1]]:
+            self.best = self.candidates[self.step - 1]
+        elif self.step + 1 == len(self.candidates):
+            self.best = rows
+        else:
+            self.step += 1
+
+    def describe(self) -> str:
+        tried = ", ".join(str(r) for r in sorted(self.per_example))
+        state = "" if self.done else " so far"
+        return f"{self.rows} examples per plain call (the fastest{state} of {tried})"
+
+
 class Stopwatch:
     """Wall and CPU (this process, all threads) seconds since the last :meth:`lap`."""
 
@@ -175,4 +217,4 @@ class Stopwatch:
         return out
 
 
-__all__ = ["ChunkTuner", "LayerScan", "PLAIN_MARGIN", "PLAIN_SHARE", "Stopwatch", "TUNE_ROWS"]
+__all__ = ["ChunkTuner", "LayerScan", "PLAIN_MARGIN", "PLAIN_ROWS", "PLAIN_SHARE", "RowTuner", "Stopwatch", "TUNE_ROWS"]
