@@ -12,7 +12,11 @@ Nothing is guessed from one unit: per layer, the engine scans ``--units-per-laye
 :mod:`spurmem.probes.scan_tune`), the second uses it. The engine's own per-layer timings
 (``ScanResult.layer_scans``: prefix passes and variants, wall and CPU) give the per-unit cost of the
 second scan, and a whole layer is extrapolated as prefix + the first scan's tuning overhead + its
-units x that cost. ``--units-per-layer 0`` scans every unit (one scan per layer, nothing
+units x that cost (a layer the graph sends to plain passes, ``how`` = graph, tunes nothing: both
+scans give its per-unit cost). Per layer it prints the path (plain passes or the stacked rows), why
+(``LayerScan.why``, with the share of a forward pass that stacking saves) and what was timed; the
+last line (``summary ...``) holds the figures to paste: engine/floor and engine vs naive, overall
+and on the worst layer, wall and CPU. ``--units-per-layer 0`` scans every unit (one scan per layer, nothing
 extrapolated). The naive loop runs ``--naive-units-per-layer`` units of every layer (its cost does
 not depend on the unit). Wall and CPU seconds (``time.process_time``: this process, all threads) are
 both reported; CPU time is less sensitive to other jobs on a shared machine.
@@ -88,7 +92,7 @@ def floor_seconds(engine: ScanEngine, layer: str, split, idx) -> np.ndarray:
     runner = FxSite(engine.graph, layer, layer, use_chain=False)
     total = np.zeros(2)
     with torch.no_grad():
-        for batch, _ in engine._batches(engine.dataset[split], torch.as_tensor(idx)):
+        for batch, _ in engine.batches(engine.dataset[split], torch.as_tensor(idx)):
             pre = runner.run_prefix(batch.x)
             clock = Stopwatch()
             runner.run_suffix_clean(pre)
@@ -170,8 +174,10 @@ def main() -> None:
                                                               max_rows=args.compare_rows)
     engine_counts: dict[str, np.ndarray] = {}
     totals = {k: np.zeros(2) for k in ("engine", "floor", "naive", "fixed")}  # wall, CPU over all units of the layers
-    worst = {"floor": np.zeros(2), "naive": np.full(2, np.inf)}  # wall, CPU
-    print(f"{'layer':24s} units  chunk rows (how)  | s/unit, wall (CPU): engine | floor | naive | "
+    # worst layer, wall and CPU: the largest engine/floor, the smallest naive/engine, and where
+    worst = {"floor": [np.zeros(2), ["", ""]], "naive": [np.full(2, np.inf), ["", ""]]}
+    plain_layers = []
+    print(f"{'layer':24s} units  path (how: first/second scan) | s/unit, wall (CPU): engine | floor | naive | "
           f"engine/floor  naive/engine")
     for layer in layers:
         every = args.units_per_layer == 0 or 2 * args.units_per_layer >= layer.n_units
@@ -201,8 +207,13 @@ def main() -> None:
             res2 = engine.scan(second, "zero", split, indices=idx, baseline=False)
             engine_counts.update({label: res2.correct[i] for i, label in enumerate(res2.labels)})
             info = res2.layer_scans[layer.name]
-            steady = np.array([info.variant_seconds, info.variant_cpu]) / len(second)
-            overhead = np.maximum(np.array([tune.variant_seconds, tune.variant_cpu]) - steady * len(first), 0)
+            variants2 = np.array([info.variant_seconds, info.variant_cpu])
+            if tune.how == "graph":  # nothing tuned: both scans are the same plain passes, average them
+                steady = (variants2 + [tune.variant_seconds, tune.variant_cpu]) / (len(first) + len(second))
+                overhead = np.zeros(2)
+            else:
+                steady = variants2 / len(second)
+                overhead = np.maximum(np.array([tune.variant_seconds, tune.variant_cpu]) - steady * len(first), 0)
             layer_total = prefix + overhead + steady * layer.n_units
             if fixed is not None:
                 res3 = fixed.scan(second, "zero", split, indices=idx, baseline=False)
@@ -218,14 +229,19 @@ def main() -> None:
         totals["engine"] += layer_total
         totals["floor"] += floor * layer.n_units
         totals["naive"] += naive * layer.n_units
-        worst["floor"] = np.maximum(worst["floor"], per_unit / floor)
-        worst["naive"] = np.minimum(worst["naive"], naive / per_unit)
-        chunk = "plain" if info.plain else str(info.rows)
-        print(f"{layer.name:24s} {layer.n_units:4d}  {chunk:>6s} ({tune.how}/{info.how})"
+        for name, ratio, worse in (("floor", per_unit / floor, np.greater), ("naive", naive / per_unit, np.less)):
+            for j in range(2):
+                if worse(ratio[j], worst[name][0][j]):
+                    worst[name][0][j], worst[name][1][j] = ratio[j], layer.name
+        if info.plain:
+            plain_layers.append(layer.name)
+        path = "plain" if info.plain else f"{info.rows} rows"
+        print(f"{layer.name:24s} {layer.n_units:4d}  {path:>9s} ({tune.how}/{info.how})"
               f"  | {per_unit[0]:6.3f} ({per_unit[1]:6.3f}) | {floor[0]:6.3f} ({floor[1]:6.3f})"
               f" | {naive[0]:6.3f} ({naive[1]:6.3f}) | {per_unit[0] / floor[0]:5.2f} ({per_unit[1] / floor[1]:4.2f})"
-              f"  {naive[0] / per_unit[0]:5.2f} ({naive[1] / per_unit[1]:4.2f})  tried s/unit {tune.per_unit_seconds}",
-              flush=True)
+              f"  {naive[0] / per_unit[0]:5.2f} ({naive[1] / per_unit[1]:4.2f})", flush=True)
+        share = "" if tune.saved_share is None or tune.how == "graph" else f"stacking saves {tune.saved_share:.1%} of a forward; "
+        print(f"{'':24s} why: {share}{tune.why}; tried s/unit and batch {tune.per_unit_seconds}", flush=True)
         if extra:
             print(extra, flush=True)
     n_units = sum(layer.n_units for layer in layers)
@@ -238,13 +254,20 @@ def main() -> None:
         print(f"{name:6s}: {wall / 3600:6.3f} h wall, {cpu / 3600:6.3f} h CPU for all {n_units} units"
               + (f" ({what})" if name == "engine" else ""))
     e, f, n = totals["engine"], totals["floor"], totals["naive"]
-    wf, wn = worst["floor"], worst["naive"]
+    (wf, wf_at), (wn, wn_at) = worst["floor"], worst["naive"]
     print(f"engine/floor = {e[0] / f[0]:.2f} wall ({e[1] / f[1]:.2f} CPU); worst layer {wf[0]:.2f} wall ({wf[1]:.2f} CPU)")
     if fixed is not None:
         x = totals["fixed"]
         print(f"fixed {args.compare_rows} rows / tuned = {x[0] / e[0]:.2f} wall ({x[1] / e[1]:.2f} CPU)")
     print(f"engine vs naive = {n[0] / e[0]:.2f}x wall ({n[1] / e[1]:.2f}x CPU); worst layer {wn[0]:.2f}x wall ({wn[1]:.2f}x CPU)")
     print(f"at the end: {machine()}")
+    print(f"summary ({len(layers)} layers, {n_units} units, {args.examples} examples, threads={args.threads}): "
+          f"engine/floor {e[0] / f[0]:.2f} wall, {e[1] / f[1]:.2f} CPU, worst layer {wf[0]:.2f} wall ({wf_at[0]}), "
+          f"{wf[1]:.2f} CPU ({wf_at[1]}); engine vs naive {n[0] / e[0]:.2f}x wall, {n[1] / e[1]:.2f}x CPU, "
+          f"worst layer {wn[0]:.2f}x wall ({wn_at[0]}), {wn[1]:.2f}x CPU ({wn_at[1]}); "
+          f"plain layers: {', '.join(plain_layers) or 'none'}"
+          + ("" if fixed is None else f"; fixed {args.compare_rows} rows / tuned {totals['fixed'][0] / e[0]:.2f} wall, "
+                                      f"{totals['fixed'][1] / e[1]:.2f} CPU"))
     engine_seconds, floor_seconds_, naive_total = e[1], f[1], n[1]
 
     if args.screened:

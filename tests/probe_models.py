@@ -30,6 +30,29 @@ class TinyCNN(nn.Module):
         return self.fc(self.pool(self.stages(x)).flatten(1))
 
 
+class CheapStem(nn.Module):
+    """A 1x1 stem (``stem``, a tiny share of the work) feeding a wide residual block through a
+    ReLU with two users (the block and the skip): no channel chain, so the stem's suffix is nearly
+    the whole network, as for ResNet-18's ``conv1``."""
+
+    def __init__(self, stem=4, wide=24, n_classes=4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, stem, 1, bias=False)
+        self.bn = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        self.branch = nn.Sequential(
+            nn.Conv2d(stem, wide, 3, padding=1, bias=False), nn.BatchNorm2d(wide), nn.ReLU(inplace=True),
+            nn.Conv2d(wide, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(stem, n_classes)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.stem(x)))
+        h = torch.relu(h + self.branch(h))
+        return self.fc(self.pool(h).flatten(1))
+
+
 class MLP(nn.Module):
     def __init__(self, d_in=6, hidden=(5, 4), n_classes=2):
         super().__init__()

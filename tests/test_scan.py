@@ -172,7 +172,7 @@ def test_channel_chain_is_used_and_changes_nothing(shapes, cnn):
         assert a.correct.tolist() == b.correct.tolist()
         np.testing.assert_allclose(a.loss_sum, b.loss_sum, rtol=1e-4)
     # stages 0-2 feed the next conv through BN/ReLU/pool, stage 3 the head through the global pool
-    assert isinstance(fast._site("stages.0.conv", "stages.0.conv").terminal, nn.Conv2d)
-    assert isinstance(fast._site("stages.2.bn", None).terminal, nn.Conv2d)
-    assert isinstance(fast._site("stages.3.conv", "stages.3.conv").terminal, nn.Linear)
-    assert plain._site("stages.0.conv", "stages.0.conv").terminal is None
+    assert isinstance(fast.site("stages.0.conv", "stages.0.conv").terminal, nn.Conv2d)
+    assert isinstance(fast.site("stages.2.bn", None).terminal, nn.Conv2d)
+    assert isinstance(fast.site("stages.3.conv", "stages.3.conv").terminal, nn.Linear)
+    assert plain.site("stages.0.conv", "stages.0.conv").terminal is None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from spurmem.data import iterate_batches
-from spurmem.probes import scan_tune
+from spurmem.probes import scan, scan_tune
 from spurmem.probes.scan import ScanEngine
-from spurmem.probes.scan_tune import ChunkTuner
+from spurmem.probes.scan_tune import ChunkTuner, RowTuner
 from spurmem.probes.units import enumerate_units, get_module
+from probe_models import CheapStem, train_briefly
 from test_scan import _trained_small_cnn, assert_agree, naive_counts
 
 
@@ -91,3 +93,90 @@ def test_doubling_search_stops_at_the_first_slower_size():
     cheap.record(1, 1.0)
     cheap.record(2, 1.8)
     assert cheap.done and not cheap.want_plain  # a plain pass costs more than the prefix alone
+
+
+@pytest.fixture(scope="module")
+def stem_model(shapes):
+    return train_briefly(CheapStem(n_classes=shapes.n_classes), shapes)
+
+
+def _count_edits(monkeypatch):
+    """Wrap the engine's ``intervene``: the single units it edits, in order."""
+    calls = []
+    real = scan.intervene
+
+    def counting(model, target, *args, **kwargs):
+        target = list(target)
+        if len(target) == 1:
+            calls.append(target[0].id)
+        return real(model, target, *args, **kwargs)
+
+    monkeypatch.setattr(scan, "intervene", counting)
+    return calls
+
+
+def _spy(runner, name: str) -> list:
+    seen, real = [], getattr(runner, name)
+    setattr(runner, name, lambda *a, **k: seen.append(1) or real(*a, **k))
+    return seen
+
+
+def test_stem_layer_goes_straight_to_plain_passes(shapes, stem_model, monkeypatch):
+    units = enumerate_units(stem_model)
+    stem = [u for u in units if u.layer == "stem"]
+    assert len(stem) == 4 and len(units) > len(stem)
+    engine = ScanEngine(stem_model, shapes, batch_size=16, device="cpu")  # 13 batches of train
+    runner = engine.site("stem", "stem")
+    prefixes, stacks = _spy(runner, "run_prefix"), _spy(runner, "run_variants")
+    calls = _count_edits(monkeypatch)
+    relu = engine.model.relu  # in place in the caller's model, out of place in the engine's copy
+    modes = []
+    relu.register_forward_hook(lambda m, i, o: modes.append(m.inplace))
+    res = engine.scan(units, "zero", "train", per_example=True)
+    assert set(modes) == {True, False} and not relu.inplace  # in place again only in plain passes
+    info = res.layer_scans["stem"]
+    assert info.how == "graph" and info.plain and info.rows is None and res.plain_layers == ["stem"]
+    assert info.saved_share < scan_tune.PLAIN_SHARE and "plain passes" in info.why
+    assert info.plain_rows == 16 and "16 examples per plain call" in info.why  # PLAIN_ROWS capped at the batch
+    assert info.per_unit_seconds == {} and info.prefix_seconds == 0 and info.variant_seconds > 0  # nothing timed
+    assert prefixes == [] and stacks == []  # no prefix pass, no stacked chunk
+    assert calls == [u.id for u in stem]  # each stem unit edited once for all 13 batches; the rest stacked
+    assert all(res.layer_scans[layer].saved_share >= scan_tune.PLAIN_SHARE for layer in res.layer_scans if layer != "stem")
+    stacked = ScanEngine(stem_model, shapes, batch_size=16, device="cpu", max_rows=32).scan(units, "zero", "train")
+    assert stacked.layer_scans["stem"].how == "fixed" and stacked.layer_scans["stem"].rows == 32  # max_rows wins
+    assert res.correct.tolist() == stacked.correct.tolist() and res.pred_count.tolist() == stacked.pred_count.tolist()
+    assert_agree(res, naive_counts(stem_model, shapes, "train", [[u] for u in units], "zero"))
+    assert (res.correct[:len(stem)] != res.base_correct[None, :]).any()  # the stem's edits do change counts
+    act = engine.scan(stem, "zero-activation", "val")
+    assert act.layer_scans["stem"].how == "graph"
+    assert_agree(act, naive_counts(stem_model, shapes, "val", [[u] for u in stem], "zero-activation"))
+
+
+def test_plain_passes_edit_each_unit_once(shapes, cnn, monkeypatch):
+    monkeypatch.setattr(scan_tune, "PLAIN_MARGIN", float("inf"))  # plain passes win wherever timed,
+    monkeypatch.setattr(ChunkTuner, "note_prefix", lambda self, s: setattr(self, "prefix", 0.0))  # and are timed
+    calls = _count_edits(monkeypatch)
+    units = enumerate_units(cnn)
+    res = ScanEngine(cnn, shapes, batch_size=16, device="cpu").scan(units, "zero", "train")  # 13 batches
+    assert res.plain_layers
+    plain_units = [u.id for u in units if u.layer in res.plain_layers]
+    assert sorted(calls) == sorted(plain_units)  # once per unit, not once per unit and batch
+    fixed = ScanEngine(cnn, shapes, batch_size=16, device="cpu", max_rows=48).scan(units, "zero", "train")
+    assert res.correct.tolist() == fixed.correct.tolist() and res.pred_count.tolist() == fixed.pred_count.tolist()
+    np.testing.assert_allclose(res.margin_sum, fixed.margin_sum, rtol=1e-4, atol=1e-3)
+
+
+def test_plain_rows_search_stops_at_the_first_slower_size():
+    tuner = RowTuner(b=100)
+    assert tuner.candidates == [16, 32, 64, 100]
+    tuner.record(16, 1.6)  # 0.1 s per example
+    tuner.record(7, 0.1)  # the end of a batch: measures nothing
+    assert tuner.rows == 32 and not tuner.done
+    tuner.record(32, 2.88)  # 0.09
+    tuner.record(64, 6.4)  # 0.1: slower, so 32 it is
+    assert tuner.done and tuner.rows == 32 and sorted(tuner.per_example) == [16, 32, 64]
+    assert "32 examples per plain call" in tuner.describe()
+    whole = RowTuner(b=8)
+    assert whole.candidates == [8]
+    whole.record(8, 1.0)
+    assert whole.done and whole.rows == 8

@@ -18,7 +18,11 @@ engine exploits three kinds of structure, and gives the same predictions:
 * **Chunks sized by measurement.** How many variants to stack per suffix run depends on the layer
   and the machine; the engine times a few sizes on a layer's first chunks and keeps the fastest, and
   runs plain per-unit passes of the edited model where those are faster still
-  (:mod:`~spurmem.probes.scan_tune`; ``ScanResult.layer_scans`` says what each layer used).
+  (:mod:`~spurmem.probes.scan_tune`; ``ScanResult.layer_scans`` says what each layer used). A layer
+  where stacking saves almost nothing (the stem, whose suffix is the whole network: the graph's
+  multiply-adds say so) runs plain passes at once, without a prefix pass or trial chunks; a plain
+  pass makes each unit's edit once for all batches, so it is the naive loop without its model copy
+  (on the CPU, in calls of a measured number of examples: fewer than a batch can be faster).
 
 Data are streamed in batches, so memory depends on the batch and chunk sizes, never on the dataset.
 The edited rows come from :func:`~spurmem.probes.interventions.intervene` itself (one unit at a
@@ -39,15 +43,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from spurmem.data.batches import iterate_batches
+from spurmem.data.batches import iterate_batches, to_float
 from spurmem.data.schema import GroupDataset
 from spurmem.device import resolve_device
 from spurmem.probes.interventions import get_intervention, intervene
 from spurmem.probes.scan_edits import activation_values, edited_rows, unit_outputs
-from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, trace
+from spurmem.probes.scan_graph import FxSite, HookSite, functional_copy, inplace_again, multiply_adds, trace
 from spurmem.probes.scan_result import Accumulator, ScanResult
 from spurmem.probes.scan_screen import Screen, ScreenReport, screened_scan
-from spurmem.probes.scan_tune import ChunkTuner, LayerScan, Stopwatch
+from spurmem.probes.scan_tune import PLAIN_SHARE, ChunkTuner, LayerScan, RowTuner, Stopwatch
 from spurmem.probes.units import Unit, enumerate_units, get_module, output_site, unit_axis, units_by_layer
 from spurmem.progress import Progress, human
 
@@ -94,12 +98,17 @@ class ScanEngine:
         self._prefix_cache: dict[tuple, tuple[list, int, dict]] = {}
         self._base: tuple[list[Unit], Any, dict[str, Any]] = ([], None, {})
         self._tuners: dict[tuple[str, str | None], ChunkTuner] = {}
+        self._cost: dict[str, int] | None = None  # multiply-adds per module, for the plain-or-stacked choice
+        self._shares: dict[tuple[str, str | None], float] = {}
+        self._row_tuners: dict[tuple[str, str | None], RowTuner] = {}  # examples per plain call
 
     @property
     def kind(self) -> str:
         return "fx" if self.graph is not None else "hook"
 
-    def _site(self, site: str, layer: str | None):
+    def site(self, site: str, layer: str | None) -> FxSite | HookSite:
+        """The graph split at ``site`` (``layer``: the weight-space layer whose input it needs, or
+        None), built once; the hook fallback where the graph has no such split."""
         key = (site, layer)
         if key not in self._sites:
             runner = None
@@ -161,7 +170,7 @@ class ScanEngine:
                 stack.enter_context(intervene(self.model, base, intervention, inplace=True, **params))
             if baseline:
                 with Progress(f"{stage}: baseline", len(idx), unit="examples", enabled=progress) as base_bar:
-                    for batch, offset in self._batches(data, idx):
+                    for batch, offset in self.batches(data, idx):
                         base_acc.add(0, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
                         base_bar.advance(len(batch.y))
             row_of = {label: i for i, label in enumerate(labels[:len(units)])}
@@ -192,9 +201,11 @@ class ScanEngine:
             screen=report, layer_scans=layer_scans,
         )
 
-    def _batches(self, data, idx):
-        offset = 0
-        for batch in iterate_batches(data, self.batch_size, self.dataset.mean, self.dataset.std, indices=idx):
+    def batches(self, data, idx: torch.Tensor, start: int = 0):
+        """``(batch, offset)`` over the examples ``idx[start:]`` of the split ``data``, in order;
+        ``offset`` is the batch's first position in ``idx``."""
+        offset = start
+        for batch in iterate_batches(data, self.batch_size, self.dataset.mean, self.dataset.std, indices=idx[start:]):
             yield batch, offset
             offset += len(batch.y)
 
@@ -204,81 +215,145 @@ class ScanEngine:
         weight_space = spec.space == "weight"
         site = layer if weight_space else output_site(self.model, layer)
         key = (site, layer if weight_space else None)
-        runner = self._site(*key)
+        runner = self.site(*key)
+        clock = Stopwatch()
+        # the tuner's clock: CPU time on the CPU (other jobs on a shared machine barely move it), wall
+        # time on an accelerator (logits reach the host in every chunk, so the chunk has finished)
+        tick = time.process_time if self.device.type == "cpu" else time.perf_counter
+        n = len(units)
+        tuner = None if self.max_rows is not None else self._tuners.get(key)
+        saved = None if self.max_rows is not None else self._saved_share(runner, key, data, idx)
+        if saved is not None and saved < PLAIN_SHARE:  # stacking cannot win: plain at once
+            self._plain_passes(key, units, rows, spec, params, data, idx, acc, 0, tick)
+            why = (f"plain passes: stacking saves {saved:.1%} of a forward pass per unit (< {PLAIN_SHARE:.0%}); "
+                   "no prefix pass, nothing timed")
+            info = self._plain_info(LayerScan(rows=None, how="graph", why=why, saved_share=saved), key)
+            return _timed(info, n, [0.0, 0.0], clock.lap())
+        if tuner is not None and tuner.done and tuner.use_plain:
+            self._plain_passes(key, units, rows, spec, params, data, idx, acc, 0, tick)
+            info = self._plain_info(tuner.describe("cached"), key)
+            info.saved_share = saved
+            return _timed(info, n, [0.0, 0.0], clock.lap())
+
         axis = unit_axis(get_module(self.model, site))
         if weight_space:
             rows_w, rows_b = edited_rows(self.model, units, spec.name, params)
         else:
             values = activation_values(units, spec.name, params)
         channels = [u.index for u in units]
-        idx_channels = torch.as_tensor(channels, device=self.device)
-        tuner = None if self.max_rows is not None else self._tuners.get(key)
         how = "fixed" if self.max_rows is not None else "cached" if tuner is not None and tuner.done else "tuned"
-        n = len(units)
         prefix, variants = [0.0, 0.0], [0.0, 0.0]
-        clock = Stopwatch()
-        # the tuner's clock: CPU time on the CPU (other jobs on a shared machine barely move it), wall
-        # time on an accelerator (logits reach the host in every chunk, so the chunk has finished)
-        tick = time.process_time if self.device.type == "cpu" else time.perf_counter
 
-        def stacked(lo: int, hi: int, batch, offset: int, pre) -> None:
+        def stacked(chunk: list[int], batch, offset: int, pre) -> None:
+            cs = [channels[p] for p in chunk]
             if weight_space:
-                slab = unit_outputs(get_module(self.model, layer), pre.layer_input, rows_w[lo:hi],
-                                    None if rows_b is None else rows_b[lo:hi], channels[lo:hi])
+                slab = unit_outputs(get_module(self.model, layer), pre.layer_input, rows_w[chunk],
+                                    None if rows_b is None else rows_b[chunk], cs)
             else:
-                slab = pre.site.index_select(axis, idx_channels[lo:hi]).clone()
-                for j, value in enumerate(values[lo:hi]):
-                    target = slab.select(axis, j)
+                slab = pre.site.index_select(axis, torch.as_tensor(cs, device=self.device)).clone()
+                for j, p in enumerate(chunk):
+                    target, value = slab.select(axis, j), values[p]
                     target.copy_(value) if isinstance(value, torch.Tensor) else target.fill_(value)
-            logits = runner.run_variants(pre, channels[lo:hi], slab, axis)
-            acc.add_rows(rows[lo:hi], logits.reshape(hi - lo, pre.site.shape[0], -1), batch, offset)
+            logits = runner.run_variants(pre, cs, slab, axis)
+            acc.add_rows([rows[p] for p in chunk], logits.reshape(len(chunk), pre.site.shape[0], -1), batch, offset)
 
-        def plain(lo: int, batch, offset: int) -> None:
-            with intervene(self.model, [units[lo]], spec.name, inplace=True, **params):
-                logits = self.model(batch.x.to(self.device))
-            acc.add_rows([rows[lo]], logits.unsqueeze(0), batch, offset)
-
+        todo = list(range(n))  # the units still run stacked (a unit timed as a plain pass leaves it)
+        plain_rest = None  # (units done on this batch, the next batch's first example, units not done, this batch's)
         for batch, offset, pre in self._prefixes(runner, key[0], key[1], split, data, idx):
             lap = clock.lap()
             _add(prefix, lap)
             b = pre.site.shape[0]
             per_variant = pre.site.numel() * pre.site.element_size()
             k_cap = max(1, int(self.memory_mb * 2**20 // max(per_variant, 1)))
-            has_x = hasattr(batch, "x")  # cached prefixes keep labels only
             if tuner is None and self.max_rows is None:
-                tuner = self._tuners[key] = ChunkTuner(b, k_cap, plain=has_x)
-            if tuner is not None and has_x and b == tuner.b:
+                tuner = self._tuners[key] = ChunkTuner(b, k_cap, plain=True)
+            if tuner is not None and hasattr(batch, "x") and b == tuner.b:  # cached prefixes keep labels only
                 tuner.note_prefix(lap[1] if tick is time.process_time else lap[0])
-            lo = 0
-            while lo < n:
-                if tuner is not None and has_x and (tuner.want_plain or (tuner.done and tuner.use_plain)):
-                    t = tick()
-                    plain(lo, batch, offset)
-                    if tuner.want_plain:
-                        tuner.record_plain(tick() - t)
-                    lo += 1
+            i = 0
+            while i < len(todo):
+                if tuner is not None and tuner.want_plain:  # time one unit's plain passes (all its batches)
+                    p = todo.pop(i)
+                    seconds, examples = self._plain_passes(key, [units[p]], [rows[p]], spec, params, data, idx, acc,
+                                                           offset, tick)
+                    tuner.record_plain(seconds * tuner.b / examples)
+                    if tuner.use_plain:
+                        plain_rest = (todo[:i], offset + b, todo[i:], offset)
+                        break
                     continue
                 if tuner is None:
                     k, timed = max(1, min(self.max_rows // b, k_cap)), False
                 else:
-                    k, timed = tuner.chunk(n - lo, b, n)
+                    k, timed = tuner.chunk(len(todo) - i, b, len(todo))
                     k = min(k, k_cap)
-                hi = min(lo + k, n)
+                chunk = todo[i:i + k]
                 t = tick()
-                stacked(lo, hi, batch, offset, pre)
+                stacked(chunk, batch, offset, pre)
                 if timed:
-                    tuner.record(k, tick() - t)
-                lo = hi
+                    tuner.record(len(chunk), tick() - t)
+                i += len(chunk)
+            _add(variants, clock.lap())
+            if plain_rest is not None:
+                break
+        if plain_rest is not None:  # plain passes won: the rest of the layer runs them
+            done, after, rest, current = plain_rest
+            self._plain_passes(key, [units[p] for p in done], [rows[p] for p in done], spec, params, data, idx, acc,
+                               after, tick)
+            self._plain_passes(key, [units[p] for p in rest], [rows[p] for p in rest], spec, params, data, idx, acc,
+                               current, tick)
             _add(variants, clock.lap())
         if tuner is None:
-            info = LayerScan(rows=self.max_rows, how=how)
+            info = LayerScan(rows=self.max_rows, how=how, why=f"max_rows={self.max_rows} set")
         else:
-            how = how if tuner.done else "tuning"
-            info = tuner.describe(how, plain=tuner.done and tuner.use_plain)
-        info.units = n
-        info.prefix_seconds, info.prefix_cpu = prefix
-        info.variant_seconds, info.variant_cpu = variants
+            info = self._plain_info(tuner.describe(how if tuner.done else "tuning"), key)
+            info.saved_share = saved
+        return _timed(info, n, prefix, variants)
+
+    def _plain_passes(self, key: tuple, units: list[Unit], rows: list[int], spec, params, data, idx,
+                      acc: "Accumulator", start: int, tick) -> tuple[float, int]:
+        """Each unit's edit made once (in place, undone on exit), then the examples of ``idx`` from
+        position ``start`` on run through the edited model, batch by batch (its activations in place
+        again, as in the caller's model): what the naive loop does, without its copy of the model.
+        On the CPU each batch runs in calls of the measured size (:class:`RowTuner`, kept per site).
+        Returns the ``tick`` seconds and the size of the first batch."""
+        tuner = self._row_tuners.get(key)
+        if tuner is None and self.device.type == "cpu":
+            tuner = self._row_tuners[key] = RowTuner(min(self.batch_size, max(len(idx), 1)))
+        first = None
+        for unit, row in zip(units, rows):
+            with intervene(self.model, [unit], spec.name, inplace=True, **params), inplace_again(self.model):
+                for batch, offset in self.batches(data, idx, start):
+                    x = batch.x.to(self.device)
+                    t0, parts, lo = tick(), [], 0
+                    while lo < len(x):
+                        r = len(x) if tuner is None else tuner.rows
+                        t = tick()
+                        parts.append(self.model(x[lo:lo + r]))
+                        if tuner is not None:
+                            tuner.record(len(parts[-1]), tick() - t)
+                        lo += r
+                    acc.add_rows([row], torch.cat(parts).unsqueeze(0), batch, offset)
+                    if first is None:
+                        first = (tick() - t0, len(batch.y))
+        return first or (0.0, 1)
+
+    def _plain_info(self, info: LayerScan, key: tuple) -> LayerScan:
+        tuner = self._row_tuners.get(key)
+        if info.plain and tuner is not None and tuner.per_example:
+            info.plain_rows = tuner.rows
+            info.why += f"; {tuner.describe()}"
         return info
+
+    def _saved_share(self, runner, key: tuple, data, idx) -> float | None:
+        """:meth:`FxSite.saved_share` of this site, from the model's multiply-adds (counted once, on
+        one example); None for the hook fallback."""
+        if not isinstance(runner, FxSite) or len(idx) == 0:
+            return None
+        if key not in self._shares:
+            if self._cost is None:
+                x = to_float(data.images[idx[:1]], self.dataset.mean, self.dataset.std).to(self.device)
+                self._cost = multiply_adds(self.model, x)
+            self._shares[key] = runner.saved_share(self._cost)
+        return self._shares[key]
 
     def rows_for(self, site: str, layer: str | None) -> int:
         """Stacked rows per run at this site: ``max_rows`` when set, else the tuned size (or
@@ -295,7 +370,7 @@ class ScanEngine:
         runner, site = self._set_entry(units, spec)
         with intervene(self.model, units, spec.name, inplace=True, **params):
             if runner is None:
-                for batch, offset in self._batches(data, idx):
+                for batch, offset in self.batches(data, idx):
                     acc.add(row, self.model(batch.x.to(self.device)).unsqueeze(0), batch, offset)
                 return
             for labels, offset, pre in self._prefixes(runner, site, "before", split, data, idx, base=False):
@@ -332,7 +407,7 @@ class ScanEngine:
             yield from self._prefix_cache[key][0]
             return
         entries, size = [], 0
-        for batch, offset in self._batches(data, idx):
+        for batch, offset in self.batches(data, idx):
             pre = runner.run_prefix(batch.x.to(self.device))
             if key is not None:
                 entries.append((_Labels(batch.y, batch.g), offset, pre))
@@ -378,6 +453,13 @@ class _Labels:
 
     y: torch.Tensor
     g: torch.Tensor
+
+
+def _timed(info: LayerScan, units: int, prefix, variants) -> LayerScan:
+    info.units = units
+    info.prefix_seconds, info.prefix_cpu = prefix
+    info.variant_seconds, info.variant_cpu = variants
+    return info
 
 
 def _add(total: list[float], lap: tuple[float, float]) -> None:

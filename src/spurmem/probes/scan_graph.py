@@ -11,9 +11,11 @@ fallback for models ``torch.fx`` cannot trace. See :mod:`spurmem.probes.scan` fo
 from __future__ import annotations
 
 import copy
+import math
 import operator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +29,31 @@ _INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, 
 
 def functional_copy(model: nn.Module) -> nn.Module:
     """A private eval-mode copy whose modules never write into their inputs (the engine reuses
-    prefix values across chunks, so an in-place op in a suffix must not change them)."""
+    prefix values across chunks, so an in-place op in a suffix must not change them); the modules
+    that did are listed in its ``inplace_modules`` (see :func:`inplace_again`)."""
     private = copy.deepcopy(model).eval()
+    switched = []
     for module in private.modules():
         if getattr(module, "inplace", False) is True:
             module.inplace = False
+            switched.append(module)
+    private.inplace_modules = switched  # a plain attribute: not a submodule, not in the state dict
     return private
+
+
+@contextmanager
+def inplace_again(model: nn.Module) -> Iterator[nn.Module]:
+    """The modules :func:`functional_copy` made out-of-place write into their inputs again, for
+    passes of the whole model that share no values with other passes (the plain passes: faster,
+    as the caller's model is, since no new tensor is allocated per activation)."""
+    modules = getattr(model, "inplace_modules", [])
+    for module in modules:
+        module.inplace = True
+    try:
+        yield model
+    finally:
+        for module in modules:
+            module.inplace = False
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:
@@ -121,6 +142,25 @@ class FxSite:
         self.has_layer_input = layer_input is not None
         self.chain = [_chain_step(n, modules) for n in chain]
         self.terminal = modules[terminal.target] if terminal is not None else None
+        self.terminal_name = terminal.target if terminal is not None else None
+        self.layer_name = layer
+        self.layer_module = modules[layer] if layer is not None else None
+
+    def saved_share(self, cost: dict[str, int]) -> float:
+        """The share of one forward pass's multiply-adds (``cost``, from :func:`multiply_adds`) that a
+        stacked variant does not repeat: the prefix (run once per batch for every variant; it holds the
+        chain's terminal too), less what each variant still pays there (its one-row conv of a
+        weight-space layer, its one-input-channel correction of the terminal). The rest is the
+        suffix, which a plain pass of the edited model runs too: where this share is small, stacking
+        cannot win."""
+        total = sum(cost.values())
+        if total <= 0:
+            return 0.0
+        shared = sum(cost.get(m, 0) for m in self.prefix_modules)
+        for name, module, width in ((self.layer_name, self.layer_module, "out"), (self.terminal_name, self.terminal, "in")):
+            if name is not None:
+                shared -= cost.get(name, 0) / _width(module, width)
+        return max(shared, 0.0) / total
 
     def run_prefix(self, x: torch.Tensor) -> _Prefix:
         return self._parse(list(self.prefix(x)))
@@ -251,6 +291,34 @@ def _terminal_change(module: nn.Module, delta: torch.Tensor, idx: torch.Tensor) 
         return out.view(b, k, module.out_channels, *out.shape[2:]).transpose(0, 1)
     w = module.weight.index_select(1, idx).t()  # K x out
     return (delta.unsqueeze(-1) * w).movedim(-2, 0)
+
+
+@torch.no_grad()
+def multiply_adds(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Multiply-adds per example of every Conv2d and Linear of ``model`` (by module name), counted on
+    one forward pass of ``x`` (a batch of any size: the shapes are what is measured)."""
+    names = {m: name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    cost: dict[str, int] = {}
+
+    def count(module, inputs, output) -> None:
+        fan_in = (module.in_channels // module.groups * math.prod(module.kernel_size) if isinstance(module, nn.Conv2d)
+                  else module.in_features)
+        cost[names[module]] = cost.get(names[module], 0) + output[0].numel() * fan_in
+
+    handles = [m.register_forward_hook(count) for m in names]
+    try:
+        model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return cost
+
+
+def _width(module: nn.Module, side: str) -> int:
+    """Output (``side="out"``) or input channels of a Conv2d, features of a Linear."""
+    if isinstance(module, nn.Conv2d):
+        return module.out_channels if side == "out" else module.in_channels
+    return module.out_features if side == "out" else module.in_features
 
 
 def _ancestors(targets: Iterable[fx.Node]) -> set[fx.Node]:

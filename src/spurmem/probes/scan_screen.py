@@ -158,7 +158,7 @@ def screened_scan(engine, units: list, spec, params: dict, data, idx: torch.Tens
                 slack=torch.zeros(len(us)))
             preparing.advance(len(us), info=layer)
     for layer, c in ctx.items():
-        c.runner = engine._site(c.site, layer if weight_space else None)
+        c.runner = engine.site(c.site, layer if weight_space else None)
         c.axis = unit_axis(get_module(engine.model, c.site))
     n = len(idx)
     pick = np.random.default_rng([screen.seed, 0]).choice(len(units), min(screen.audit_units, len(units)),
