@@ -130,3 +130,54 @@ def test_a_missing_or_unfinished_run_is_one_clear_line(trained, tmp_path, capsys
     with pytest.raises(ConfigError, match="matches no folder"):
         plan_sweep(load_config(SweepConfig, write_probe_sweep(tmp_path, str(tmp_path / "erm-*"))))
     assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def test_a_failing_probe_is_retried_then_reported_and_the_other_completes(trained, tmp_path):
+    path = write_probe_sweep(tmp_path, [str(trained / "tiny-s0")], grid={"epoch": [1, 9]}, retries=1, workers=1)
+    sweep, relative_to = load_sweep(path)
+    result = run_sweep(sweep, relative_to, progress=False)
+    assert [o.status for o in result.outcomes] == ["complete", "failed"]
+    assert result.outcomes[1].attempts == 2 and "9" in result.outcomes[1].error
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert table["status"].tolist() == ["complete", "failed"]
+    assert table["claim_5_1_sensitivity"].notna().tolist() == [True, False]
+    assert "## Failed" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_probe_folder_locked_by_another_live_process_is_left_to_it(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from spurmem.jobs.tasks import run_job
+
+    path = write_probe_sweep(tmp_path, [str(trained / "tiny-s1")], grid={"k": [3]}, workers=1)
+    sweep, relative_to = load_sweep(path)
+    (job,) = plan_sweep(sweep, relative_to)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from spurmem.locks import acquire; "
+                               f"acquire({str(job.run_dir)!r}, 'test'); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_sweep(sweep, relative_to, progress=False)
+        attempt = run_job(job.job())  # past the driver's check: the probe code itself takes the lock
+    finally:
+        holder.kill()
+        holder.wait()
+    (outcome,) = result.outcomes
+    assert outcome.status == "running elsewhere" and f"pid {holder.pid}" in outcome.error
+    assert not attempt.ok and attempt.locked and f"pid {holder.pid}" in attempt.error
+    assert not (job.run_dir / "verdicts.json").exists()
+
+
+def test_a_random_search_over_probe_keys_is_seeded(trained, tmp_path):
+    random_search = {"trials": 3, "seed": 1, "params": {"k": {"int_uniform": [1, 5]},
+                                                         "thresholds.control_p": {"uniform": [0.05, 0.2]}}}
+    path = write_probe_sweep(tmp_path, [str(trained / "tiny-s0"), str(trained / "tiny-s1")],
+                             grid={"interventions": ["zero", "mean-activation"]}, random=random_search)
+    jobs = plan_sweep(load_config(SweepConfig, path))
+    again = plan_sweep(load_config(SweepConfig, path))
+    assert len(jobs) == 12 and [j.run_dir for j in jobs] == [j.run_dir for j in again]
+    assert len({j.run_dir.name for j in jobs}) == 6  # the same six probes of each run
+    assert all(len(j.config.k) == 1 and 1 <= j.config.k[0] <= 5 for j in jobs)
+    assert all(0.05 <= j.config.thresholds.control_p <= 0.2 for j in jobs)
+    assert {tuple(j.config.interventions) for j in jobs} == {("zero",), ("mean-activation",)}
