@@ -44,7 +44,7 @@ def write_probe_sweep(folder, runs, **fields):
 
 
 def manifest_stamps(runs_folder):
-    return {str(p): p.stat().st_mtime_ns for p in sorted(runs_folder.glob("*/probes/*/probe.manifest.json"))}
+    return {str(p): p.stat().st_mtime_ns for p in sorted(runs_folder.glob("*/probes/pk-*/probe.manifest.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,18 @@ def swept(trained, tmp_path_factory):
     status = main(["sweep", str(path), "--no-progress"])
     print(f"probe sweep of 4 jobs on 2 workers: {time.perf_counter() - t0:.1f} s")
     return path, folder / "out", status
+
+
+def test_probe_jobs_run_in_two_workers_with_one_thread_each(trained, tmp_path):
+    path = write_probe_sweep(tmp_path, [str(trained / "tiny-s0"), str(trained / "tiny-s1")], grid={"k": [4]},
+                             base={**PROBE_BASE, "name": "threads"})
+    sweep, relative_to = load_sweep(path)
+    result = run_sweep(sweep, relative_to, progress=False)
+    assert [o.status for o in result.outcomes] == ["complete", "complete"]
+    assert [o.value["threads"] for o in result.outcomes] == [1, 1]  # threads_per_job in each worker
+    for o in result.outcomes:
+        written = json.loads((o.job.run_dir / "verdicts.json").read_text())
+        assert o.value["settings_computed"] == written["settings_computed"] > 0
 
 
 def test_every_probe_is_written_and_its_verdicts_are_in_the_table(trained, swept):
@@ -133,7 +145,8 @@ def test_a_missing_or_unfinished_run_is_one_clear_line(trained, tmp_path, capsys
 
 
 def test_a_failing_probe_is_retried_then_reported_and_the_other_completes(trained, tmp_path):
-    path = write_probe_sweep(tmp_path, [str(trained / "tiny-s0")], grid={"epoch": [1, 9]}, retries=1, workers=1)
+    path = write_probe_sweep(tmp_path, [str(trained / "tiny-s0")], grid={"epoch": [1, 9]}, retries=1, workers=1,
+                             base={**PROBE_BASE, "name": "fail"})
     sweep, relative_to = load_sweep(path)
     result = run_sweep(sweep, relative_to, progress=False)
     assert [o.status for o in result.outcomes] == ["complete", "failed"]
@@ -150,7 +163,8 @@ def test_a_probe_folder_locked_by_another_live_process_is_left_to_it(trained, tm
 
     from spurmem.jobs.tasks import run_job
 
-    path = write_probe_sweep(tmp_path, [str(trained / "tiny-s1")], grid={"k": [3]}, workers=1)
+    path = write_probe_sweep(tmp_path, [str(trained / "tiny-s1")], grid={"k": [3]}, workers=1,
+                             base={**PROBE_BASE, "name": "lock"})
     sweep, relative_to = load_sweep(path)
     (job,) = plan_sweep(sweep, relative_to)
     holder = subprocess.Popen([sys.executable, "-c", "import time; from spurmem.locks import acquire; "

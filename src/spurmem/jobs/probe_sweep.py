@@ -25,6 +25,7 @@ import copy
 import glob
 import hashlib
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,8 @@ def resolve_runs(sweep: SweepConfig) -> list[Path]:
 def _list_key(field) -> bool:
     """Whether a ProbeConfig field holds a list (or None)."""
     annotation = field.annotation
-    options = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Union or \
-        type(annotation).__name__ == "UnionType" else (annotation,)
-    return any(typing.get_origin(a) is list for a in options)
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return any(typing.get_origin(a) is list for a in (typing.get_args(annotation) if union else (annotation,)))
 
 
 def probe_value(key: str, value: Any) -> Any:

@@ -282,7 +282,7 @@ def run_sweep(sweep: SweepConfig, relative_to: Path | None = None, part: tuple[i
         with make_executor(sweep.executor, **options) as executor:
             inline = executor.slots == 1 and sweep.executor == "local"
             with Progress(f"sweep {sweep.name}", len(mine), unit="jobs", enabled=progress,
-                          cost=f"{len(mine)} runs of {len(jobs)}" + (f" (shard {part[0]}/{part[1]})" if part else "")
+                          cost=f"{len(mine)} {'probes' if sweep.kind == 'probe' else 'runs'} of {len(jobs)}" + (f" (shard {part[0]}/{part[1]})" if part else "")
                                + f"; {executor.describe()}") as bar:
                 outcomes = run_jobs([j.job(progress=progress and inline) for j in mine], executor,
                                     retries=sweep.retries, progress=bar, log=log)

@@ -98,10 +98,12 @@ def probe_job(config: dict[str, Any], run_dir: str, progress: bool = False) -> d
     from spurmem.probes.api import probe_run
     from spurmem.probes.config import ProbeConfig
 
+    import torch
+
     cfg = validate_config(ProbeConfig, config, source=f"job config of a probe of {run_dir}")
     result = probe_run(run_dir, cfg, progress=progress)
     return {"out_dir": str(result.out_dir), "settings_computed": result.n_computed,
-            "settings_resumed": result.n_resumed, "seconds": result.seconds}
+            "settings_resumed": result.n_resumed, "seconds": result.seconds, "threads": torch.get_num_threads()}
 
 
 def _probe_status(folder: Path) -> str:
