@@ -154,7 +154,7 @@ def test_a_failing_probe_is_retried_then_reported_and_the_other_completes(traine
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     assert table["status"].tolist() == ["complete", "failed"]
     assert table["claim_5_1_sensitivity"].notna().tolist() == [True, False]
-    assert "## Failed" in (tmp_path / "out" / "summary.md").read_text()
+    assert "## Failed\n\n- tiny-s0 epoch=9: " in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_a_probe_folder_locked_by_another_live_process_is_left_to_it(trained, tmp_path):

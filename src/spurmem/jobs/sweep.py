@@ -406,7 +406,8 @@ def write_results(folder: Path, sweep: SweepConfig, table) -> dict[str, Path]:
         lines += _train_summary_lines(table)
     failed = table[table["status"] == "failed"]
     if len(failed):
-        lines += ["", "## Failed", ""] + [f"- {r.job}: {r.error}" for r in failed.itertuples(index=False)]
+        lines += ["", "## Failed", ""] + [f"- {Path(d['run']).name + ' ' if 'run' in d else ''}{d['job']}: {d['error']}"
+                                          for d in failed.to_dict("records")]
     if keys:
         lines += ["", f"Varied: {', '.join(keys)}."]
     summary = write_text_atomic(folder / SUMMARY_FILE, "\n".join(lines) + "\n")
