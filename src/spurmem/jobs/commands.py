@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
-        "sweep", help="run a grid or random search over a train config as parallel jobs (local processes or Ray)",
+        "sweep", help="run a grid or random search over a train, compare or probe config as parallel jobs (local "
+             "processes or Ray)",
         description="Run every cell of SWEEP.yaml's grid (dotted key -> list of values; the cartesian product) "
                     "and/or its seeded random search (random.trials draws of random.params, each a log_uniform, "
                     "uniform, int_uniform or choice) over the base TrainConfig, one run per job in "
@@ -17,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "skipped, interrupted ones resumed, a failed job retried `retries` times and then reported "
                     "without stopping the others. Writes <out>/results.csv (one row per job: varied settings, "
                     "status, selected epoch and rule, val/test WGA, average accuracy) and <out>/summary.md. "
-                    "Exit status 1 when a job failed. Keys: name, out_dir, kind (train, or compare: each job a whole comparison), base, train (TrainConfig fields for every job), grid, random.trials, random.seed, "
+                    "Exit status 1 when a job failed. With kind=probe the base is a ProbeConfig and each job one probe "
+                    "of one of `runs` (trained run folders, a list or a glob) in <run>/probes/<name>-<hash>, skipped "
+                    "once complete; results.csv then has each probe's claim verdicts and outcome counts. "
+                    "Keys: name, out_dir, kind (train; compare: each job a whole comparison; probe), base, "
+                    "train (TrainConfig fields for every job), runs (kind probe), grid, random.trials, random.seed, "
                     "random.params, executor, workers, threads_per_job, gpus_per_job, retries, ray_address.",
         epilog="example: spurmem sweep sweep.yaml --workers 2 retries=0   (docs/scale.md)",
     )
@@ -29,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "e.g. one per array task of a cluster without Ray; tables go to <out>/shards/I-of-N/")
     mode = s.add_mutually_exclusive_group()
     mode.add_argument("--collect", action="store_true",
-                      help="train nothing: build <out>/results.csv and summary.md of every job from its folder "
+                      help="run nothing: build <out>/results.csv and summary.md of every job from its folder "
                            "(after the shards are done)")
     mode.add_argument("--dry-run", action="store_true", help="list the jobs, their folders and status, and exit")
     s.set_defaults(func=_sweep)

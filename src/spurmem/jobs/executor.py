@@ -169,7 +169,7 @@ def run_jobs(jobs: Iterable[Job], executor: Executor, *, retries: int = 0, progr
             job = jobs[i]
             attempts[i] += 1
             state = TASKS[job.task].status(job.run_dir)
-            verb = "resuming" if state == "partial" else "training"
+            verb = "resuming" if state == "partial" else TASKS[job.task].verb
             log(f"{job.name}: {verb} -> {job.run_dir}" + (f" (attempt {attempts[i]})" if attempts[i] > 1 else ""))
             running[executor.submit(job)] = i
         for handle in executor.wait(list(running)):

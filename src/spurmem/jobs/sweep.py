@@ -22,6 +22,10 @@ settings, status, selected epoch and rule, val/test WGA and average accuracy) an
 are written atomically. ``--shard i/N`` runs every N-th job from the i-th (a cluster without Ray:
 one array task per shard, each writing ``<out>/shards/i-of-N/``); ``--collect`` builds the
 table of all jobs from their folders afterwards.
+
+With ``kind: probe`` the base is a ProbeConfig, ``runs`` names trained run folders (a list or a glob)
+and each job is one probe of one run, written to ``<run>/probes/<name>-<hash>``
+(:mod:`spurmem.jobs.probe_sweep`).
 """
 
 from __future__ import annotations
@@ -97,10 +101,14 @@ class SweepConfig(BaseModel):
 
     name: str = "sweep"
     out_dir: str | None = Field(None, description="default runs/<name>")
-    kind: Literal["train", "compare"] = Field("train", description="what base is: a TrainConfig (each job one run) "
-                                              "or a CompareConfig (each job a whole comparison)")
-    base: str | dict[str, Any] = Field(default_factory=dict, description="a TrainConfig YAML file (relative to the "
-                                       "sweep file, or the name of a shipped config) or its fields inline")
+    kind: Literal["train", "compare", "probe"] = Field(
+        "train", description="what base is: a TrainConfig (each job one run), a CompareConfig (each job a whole "
+        "comparison) or a ProbeConfig (each job one probe of one of runs)")
+    base: str | dict[str, Any] = Field(default_factory=dict, description="a TrainConfig (CompareConfig, ProbeConfig) "
+                                       "YAML file (relative to the sweep file, or the name of a shipped config) or its "
+                                       "fields inline")
+    runs: str | list[str] | None = Field(None, description="kind probe: the trained run folders to probe, a list or "
+                                         "a glob such as runs/erm-*-s* (relative to the working directory)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (dotted keys) set on the base "
                                   "for every job, e.g. {device: cuda}")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (cartesian product)")
@@ -121,6 +129,13 @@ class SweepConfig(BaseModel):
         both = set(self.grid) & set(self.random.params if self.random else {})
         if both:
             raise ValueError(f"keys {sorted(both)} are in both grid and random.params")
+        if self.kind == "probe" and self.train:
+            raise ValueError("train: sets TrainConfig fields, so it is for kind train or compare; with kind probe "
+                             "put the probe keys in base")
+        if self.kind == "probe" and not self.runs:
+            raise ValueError("kind probe needs runs: a list of trained run folders or a glob such as runs/erm-*")
+        if self.kind != "probe" and self.runs:
+            raise ValueError(f"runs: only for kind probe (kind is {self.kind}: each job trains its own run)")
         return self
 
     @property
@@ -130,21 +145,31 @@ class SweepConfig(BaseModel):
 
 @dataclass
 class SweepJob:
-    """One run of the sweep: its varied ``settings`` and the resolved TrainConfig."""
+    """One job of the sweep: its varied ``settings``, the resolved config (TrainConfig, CompareConfig
+    or ProbeConfig) and the folder it writes. A probe job also names the trained ``run`` it probes
+    (``run_dir`` is then the probe folder) and its ``record`` name (unique in the sweep)."""
 
     settings: dict[str, Any]
-    config: Any  # TrainConfig
+    config: Any
     run_dir: Path
+    kind: str = "train"
+    run: Path | None = None
+    record: str | None = None
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={_short(v)}" for k, v in self.settings.items()) or "base"
+        return " ".join(f"{k}={short_value(v)}" for k, v in self.settings.items()) or "base"
 
-    kind: str = "train"
+    @property
+    def record_name(self) -> str:
+        """The job's record file name (without .json) in ``<out>/jobs/``."""
+        return self.record or self.run_dir.name
 
     def job(self, progress: bool = False) -> Job:
-        return Job(self.label, self.kind, {"config": self.config.model_dump(mode="json"), "run_dir": str(self.run_dir),
-                                         "progress": progress}, self.run_dir)
+        target = self.run if self.run is not None else self.run_dir
+        name = self.label if self.run is None else f"{self.run.name} {self.label}"
+        return Job(name, self.kind, {"config": self.config.model_dump(mode="json"), "run_dir": str(target),
+                                     "progress": progress}, self.run_dir)
 
 
 @dataclass
@@ -205,7 +230,12 @@ def cells(sweep: SweepConfig) -> list[dict[str, Any]]:
 
 def plan_sweep(sweep: SweepConfig, relative_to: Path | None = None) -> list[SweepJob]:
     """Every job of the sweep with its validated TrainConfig and run folder; a grid cell that is not a
-    valid TrainConfig, or two cells that make the same run, is a ConfigError naming them."""
+    valid TrainConfig, or two cells that make the same run, is a ConfigError naming them (``kind:
+    probe``: :func:`spurmem.jobs.probe_sweep.plan_probe_sweep`)."""
+    if sweep.kind == "probe":
+        from spurmem.jobs.probe_sweep import plan_probe_sweep
+
+        return plan_probe_sweep(sweep, relative_to)
     model_cls, exclude = base_model(sweep.kind)
     base, source = base_data(sweep, relative_to)
     jobs: list[SweepJob] = []
@@ -218,7 +248,7 @@ def plan_sweep(sweep: SweepConfig, relative_to: Path | None = None) -> list[Swee
             origins[tuple(key.split("."))] = f"sweep train.{key}"
         for key, value in settings.items():
             set_dotted(data, key, value, f"sweep key {key}")
-            origins[tuple(key.split("."))] = f"sweep setting {key}={_short(value)!s}"
+            origins[tuple(key.split("."))] = f"sweep setting {key}={short_value(value)}"
         config = validate_config(model_cls, data, source=source, origins=origins)
         name = f"{config.name}-{config_hash(config, exclude)[:8]}"
         run_dir = sweep.output / RUNS_DIR / name
@@ -252,13 +282,13 @@ def run_sweep(sweep: SweepConfig, relative_to: Path | None = None, part: tuple[i
         with make_executor(sweep.executor, **options) as executor:
             inline = executor.slots == 1 and sweep.executor == "local"
             with Progress(f"sweep {sweep.name}", len(mine), unit="jobs", enabled=progress,
-                          cost=f"{len(mine)} runs of {len(jobs)}" + (f" (shard {part[0]}/{part[1]})" if part else "")
+                          cost=f"{len(mine)} {'probes' if sweep.kind == 'probe' else 'runs'} of {len(jobs)}" + (f" (shard {part[0]}/{part[1]})" if part else "")
                                + f"; {executor.describe()}") as bar:
                 outcomes = run_jobs([j.job(progress=progress and inline) for j in mine], executor,
                                     retries=sweep.retries, progress=bar, log=log)
-        for outcome in outcomes:
+        for job, outcome in zip(mine, outcomes):
             if outcome.status != "skipped":  # a skipped job keeps the record of the session that ran it
-                write_json_atomic(sweep.output / JOBS_DIR / f"{outcome.job.run_dir.name}.json",
+                write_json_atomic(sweep.output / JOBS_DIR / f"{job.record_name}.json",
                                   {"job": outcome.job.name, "status": outcome.status, "attempts": outcome.attempts,
                                    "error": outcome.error, "seconds": round(outcome.seconds, 3),
                                    "executor": sweep.executor, "finished": utc_now()})
@@ -298,7 +328,7 @@ def results_table(sweep: SweepConfig, jobs: list[SweepJob], outcomes: dict[Path,
     keys = list(dict.fromkeys(k for j in jobs for k in j.settings))
     rows = []
     for j in jobs:
-        record_path = sweep.output / JOBS_DIR / f"{j.run_dir.name}.json"
+        record_path = sweep.output / JOBS_DIR / f"{j.record_name}.json"
         record = read_json_file(record_path, "a sweep job record (JSON)") if record_path.is_file() else {}
         record = record if isinstance(record, dict) else {}
         folder = TASKS[j.kind].status(j.run_dir)
@@ -314,6 +344,11 @@ def results_table(sweep: SweepConfig, jobs: list[SweepJob], outcomes: dict[Path,
         if j.kind == "compare":
             rows += _compare_rows(row, j.run_dir) if folder == "complete" else [{**row, "algorithm": None}]
             continue
+        if j.kind == "probe":
+            from spurmem.jobs.probe_sweep import probe_row
+
+            rows.append(probe_row(row, j, finished=folder == "complete"))
+            continue
         if folder == "complete":
             info = read_info(j.run_dir)
             selection = info.get("selection") or {}
@@ -326,6 +361,10 @@ def results_table(sweep: SweepConfig, jobs: list[SweepJob], outcomes: dict[Path,
             if row["seconds"] is None:
                 row["seconds"] = info.get("seconds")
         rows.append(row)
+    if sweep.kind == "probe":
+        from spurmem.jobs.probe_sweep import PROBE_RESULT_COLUMNS, figure_columns
+
+        return pd.DataFrame(rows, columns=[*keys, *PROBE_RESULT_COLUMNS, *figure_columns(rows)])
     columns = [*keys, *(["algorithm", "seeds"] if any(j.kind == "compare" for j in jobs) else []), *RESULT_COLUMNS]
     return pd.DataFrame(rows, columns=columns)
 
@@ -356,9 +395,29 @@ def write_results(folder: Path, sweep: SweepConfig, table) -> dict[str, Path]:
     counts = table["status"].value_counts()
     lines = [f"# Sweep {sweep.name}", "",
              f"{len(table)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".", ""]
+    if sweep.kind == "probe":
+        from spurmem.jobs.probe_sweep import PROBE_RESULT_COLUMNS, summary_lines
+
+        keys = [c for c in table.columns if c not in PROBE_RESULT_COLUMNS and not c.startswith(("claim_", "n_"))
+                and c != "probe_seconds"]
+        lines += summary_lines(table)
+    else:
+        keys = [c for c in table.columns if c not in RESULT_COLUMNS]
+        lines += _train_summary_lines(table)
+    failed = table[table["status"] == "failed"]
+    if len(failed):
+        lines += ["", "## Failed", ""] + [f"- {Path(d['run']).name + ' ' if 'run' in d else ''}{d['job']}: {d['error']}"
+                                          for d in failed.to_dict("records")]
+    if keys:
+        lines += ["", f"Varied: {', '.join(keys)}."]
+    summary = write_text_atomic(folder / SUMMARY_FILE, "\n".join(lines) + "\n")
+    return {"csv": csv, "summary": summary}
+
+
+def _train_summary_lines(table) -> list[str]:
+    """The jobs of a train or compare sweep, best first by the selection value."""
     rule = next((r for r in table["selection_rule"].dropna()), None)
-    lines += [f"Selection: {rule} (per run, at its selected epoch). Table: {RESULTS_FILE}.", ""] if rule else []
-    keys = [c for c in table.columns if c not in RESULT_COLUMNS]
+    lines = [f"Selection: {rule} (per run, at its selected epoch). Table: {RESULTS_FILE}.", ""] if rule else []
     header = ["job", "status", "selected epoch", "val WGA %", "test WGA %", "test avg %"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ordered = table.sort_values("selection_value", ascending=False, na_position="last", kind="stable")
@@ -366,13 +425,7 @@ def write_results(folder: Path, sweep: SweepConfig, table) -> dict[str, Path]:
         job = d["job"] + (f" {d['algorithm']}" if isinstance(d.get("algorithm"), str) else "")
         lines.append("| " + " | ".join([job, d["status"], _cell(d["selected_epoch"], 1, "{:.0f}"),
                                         _cell(d["val_wga"]), _cell(d["test_wga"]), _cell(d["test_average"])]) + " |")
-    failed = table[table["status"] == "failed"]
-    if len(failed):
-        lines += ["", "## Failed", ""] + [f"- {r.job}: {r.error}" for r in failed.itertuples(index=False)]
-    if keys:
-        lines += ["", f"Varied: {', '.join(keys)}."]
-    summary = write_text_atomic(folder / SUMMARY_FILE, "\n".join(lines) + "\n")
-    return {"csv": csv, "summary": summary}
+    return lines
 
 
 def _cell(value: Any, scale: float = 100.0, fmt: str = "{:.1f}") -> str:
@@ -382,9 +435,10 @@ def _cell(value: Any, scale: float = 100.0, fmt: str = "{:.1f}") -> str:
     return fmt.format(scale * value)
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
+    """A setting's value as the job labels show it (floats to 4 significant digits)."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 __all__ = ["Distribution", "RandomSearch", "SweepConfig", "SweepJob", "SweepResult", "cells", "collect_sweep",
-           "load_sweep", "plan_sweep", "results_table", "run_sweep", "write_results"]
+           "load_sweep", "plan_sweep", "results_table", "run_sweep", "short_value", "write_results"]

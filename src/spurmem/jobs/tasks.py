@@ -90,6 +90,28 @@ def compare_run(config: dict[str, Any], run_dir: str, progress: bool = False) ->
     return {"written": [str(p) for p in paths.values()]}
 
 
+def probe_job(config: dict[str, Any], run_dir: str, progress: bool = False) -> dict[str, Any]:
+    """Probe the training run ``run_dir`` with the :class:`~spurmem.probes.config.ProbeConfig`
+    ``config`` into ``run_dir/probes/<name>`` (``spurmem probe``'s own code, which holds that folder's
+    lock and resumes its finished settings)."""
+    from spurmem.config import validate_config
+    from spurmem.probes.api import probe_run
+    from spurmem.probes.config import ProbeConfig
+
+    import torch
+
+    cfg = validate_config(ProbeConfig, config, source=f"job config of a probe of {run_dir}")
+    result = probe_run(run_dir, cfg, progress=progress)
+    return {"out_dir": str(result.out_dir), "settings_computed": result.n_computed,
+            "settings_resumed": result.n_resumed, "seconds": result.seconds, "threads": torch.get_num_threads()}
+
+
+def _probe_status(folder: Path) -> str:
+    from spurmem.jobs.probe_sweep import probe_status
+
+    return probe_status(folder)
+
+
 def _compare_status(run_dir: Path) -> str:
     """``complete`` once comparison.json is written (the tables come last), else as a folder."""
     run_dir = Path(run_dir)
@@ -108,11 +130,13 @@ def _train_status(run_dir: Path) -> str:
 class Task:
     run: Callable[..., Any]
     status: Callable[[Path], str]
+    verb: str = "training"  # what the driver's log says a started job is doing
 
 
 TASKS: dict[str, Task] = {
     "train": Task(run=train_run, status=_train_status),
     "compare": Task(run=compare_run, status=_compare_status),
+    "probe": Task(run=probe_job, status=_probe_status, verb="probing"),
 }
 
 
@@ -143,4 +167,4 @@ def run_job(job: Job) -> Attempt:
             torch.set_num_threads(threads_before)
 
 
-__all__ = ["TASKS", "Task", "compare_run", "job_dataset", "run_job", "shared_dataset", "train_run"]
+__all__ = ["TASKS", "Task", "compare_run", "job_dataset", "probe_job", "run_job", "shared_dataset", "train_run"]

@@ -66,6 +66,10 @@ SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE_CLAIM, NOT_TESTABLE = "supported", "not s
     "not testable"
 CLAIM_STATUSES = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE_CLAIM, NOT_TESTABLE)
 
+# the claims a probe grid answers (verdicts.json "claims", in this order)
+SENSITIVITY_CLAIM, SPECIFICITY_CLAIM = "5.1 sensitivity", "5.2 group specificity"
+PROBE_CLAIMS = (SENSITIVITY_CLAIM, SPECIFICITY_CLAIM)
+
 
 class Thresholds(BaseModel):
     """Named thresholds of the verdicts (shares are fractions of the accuracy before the edit);
@@ -346,7 +350,7 @@ def sensitivity_claim(settings: Sequence[dict[str, Any]], thresholds: Thresholds
     testable, as does a random control with too few draws for every eligible setting.
     """
     t = thresholds or Thresholds()
-    name = "5.1 sensitivity"
+    name = SENSITIVITY_CLAIM
     if precondition:
         return ClaimVerdict(name, NOT_TESTABLE, precondition)
     eligible = [s for s in settings if s.get("k") is not None and s["k"] <= t.claim_max_k]
@@ -397,7 +401,7 @@ def specificity_claim(matrices: dict[str, np.ndarray], minority_groups: Sequence
     minority group in at least half of the matrices. ``precondition`` makes it not testable.
     """
     t = thresholds or Thresholds()
-    name = "5.2 group specificity"
+    name = SPECIFICITY_CLAIM
     if precondition:
         return ClaimVerdict(name, NOT_TESTABLE, precondition)
     if not matrices:
