@@ -108,6 +108,13 @@ def bench(model_name: str, dataset, args) -> None:
         print(f"  {name:<22} {statistics.median(v[0] for v in values):.4f} s "
               f"({statistics.median(v[1] for v in values):.4f} s)   ratio to erm {statistics.median(wall):.2f}x wall "
               f"({statistics.median(cpu):.2f}x CPU, rounds {min(cpu):.2f}-{max(cpu):.2f})")
+    plan = framework._pass
+    if plan is not None and plan.last_shared:
+        kind = "a chain of top-level modules" if plan.chain is not None else f"module {plan.stem[0]}"
+        print(f"  stem share: used ({kind}; {plan.channels.numel()} of {plan.parts[0].out_channels} "
+              f"first-block channels recomputed)")
+    else:
+        print("  stem share: not used (the generic masked pass)")
 
 
 def main() -> None:

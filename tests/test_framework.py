@@ -250,38 +250,116 @@ def _small_cnn():
     return build_model("small-cnn", 2, width=0.5)
 
 
+class ChainCNN(nn.Module):
+    """A stem as top-level children called in ``forward`` (as torchvision's ResNet): conv1, bn1, relu, pool.
+    ``order``: "chain" calls them in sequence; "swapped" runs the ReLU before the BatchNorm; "side" also uses
+    bn1's output outside the chain (a skip from inside the stem)."""
+
+    def __init__(self, order: str = "chain") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.relu = nn.ReLU(inplace=order != "side")
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1, bias=False)
+        self.head = nn.Linear(8, 2)
+        self.order = order
+
+    def forward(self, x):
+        h = self.conv1(x)
+        if self.order == "swapped":
+            h = self.bn1(self.relu(h))
+        else:
+            h = self.relu(self.bn1(h))
+        out = self.pool(h)
+        if self.order == "side":
+            out = out + F.max_pool2d(self.bn1.weight[None, :, None, None] * h, 2).flip(1)
+        return self.head(F.relu(self.conv2(out)).mean((2, 3)))
+
+
+def _check_masked_pass(model: nn.Module, x: torch.Tensor, mask, shared: bool, calls: int = 1,
+                       grad_atol: float = 1e-6) -> None:
+    """``MaskedPass`` (``calls`` times) against ``functional_call`` with ``param * mask``: same output, same
+    gradients (summed with the dense branch's, to ``grad_atol`` times the largest |grad|: float32 sums in
+    another order), no running statistics touched; ``last_shared`` as expected."""
+    from spurmem.train.algorithms.masking import MaskedPass
+
+    plan = MaskedPass(model, mask)
+    for _ in range(calls):
+        model.zero_grad()
+        with plan.capture() as stem:
+            z_d = model(x)
+        stats = {k: v.clone() for k, v in model.state_dict().items()}
+        z_p = plan(x, stem.output(x) if stem is not None else None)
+        assert plan.last_shared == shared
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, stats[k]), k  # the masked pass updates no running statistics
+        n = z_p.shape[1]
+        (z_d.square().sum() + (z_p * torch.arange(float(n))).sum()).backward()
+        ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        ref_d, ref_p = model(x), masked_forward(model, mask, x)
+        torch.testing.assert_close(z_p, ref_p, rtol=1e-5, atol=1e-6)
+        (ref_d.square().sum() + (ref_p * torch.arange(float(n))).sum()).backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, msg=name,
+                                       atol=grad_atol * max(1.0, float(p.grad.abs().max())))
+
+
 @pytest.mark.parametrize("make,granularity,fraction,shared", [
     (_small_cnn, "weight", 0.01, True), (_small_cnn, "weight", 0.3, True), (_small_cnn, "unit", 0.2, True),
     (SeqStemCNN, "unit", 0.3, True), (lambda: SeqStemCNN(tied=True), "weight", 0.3, True),
     (lambda: SeqStemCNN(reuse_stem=True), "weight", 0.1, False),
-    (TinyCNN, "weight", 0.1, False),
+    (TinyCNN, "weight", 0.1, True),  # conv1 -> bn1 as top-level children: a chain stem
+    (ChainCNN, "weight", 0.03, True), (ChainCNN, "unit", 0.3, True),
+    (lambda: ChainCNN("swapped"), "weight", 0.03, False),  # not the registered order: the dense capture refuses
+    (lambda: ChainCNN("side"), "weight", 0.03, False),  # bn1's output used elsewhere: the first-call check refuses
 ])
 def test_masked_pass_with_shared_stem_matches_functional_call(make, granularity, fraction, shared):
-    """The shared-stem masked pass: same output, same gradients (summed with the dense branch's) and the same
-    untouched running statistics as ``functional_call`` with ``param * mask``; where it does not apply it
-    falls back to that."""
-    from spurmem.train.algorithms.masking import MaskedPass
-
+    """The shared-stem masked pass: same output, same gradients and the same untouched running statistics as
+    ``functional_call`` with ``param * mask``; where it does not apply it falls back to that."""
     torch.manual_seed(0)
     model = make().train()
     x = torch.randn(10, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    mask = compute_mask(model, "smallest", granularity, fraction)
-    plan = MaskedPass(model, mask)
+    _check_masked_pass(model, x, compute_mask(model, "smallest", granularity, fraction), shared, calls=2)
+
+
+@pytest.mark.parametrize("order,captured,failed", [("chain", True, False), ("swapped", False, False),
+                                                   ("side", True, True)])
+def test_chain_stem_is_checked_before_it_is_used(order, captured, failed):
+    """A chain of top-level children is only a guess at the stem: the dense capture checks the call order, and
+    the first masked call is compared with the generic pass (a model using bn1's output elsewhere fails it)."""
+    from spurmem.train.algorithms.masking import MaskedPass
+
+    torch.manual_seed(0)
+    model = ChainCNN(order).train()
+    x = torch.randn(10, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    plan = MaskedPass(model, compute_mask(model, "smallest", "weight", 0.03))
+    assert plan.chain == [model.conv1, model.bn1, model.relu, model.pool]
+    assert 0 < plan.channels.numel() < 6  # some channels are shared
     with plan.capture() as stem:
-        z_d = model(x)
-    stats = {k: v.clone() for k, v in model.state_dict().items()}
-    z_p = plan(x, stem.output(x) if stem is not None else None)
-    assert plan.last_shared == shared
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, stats[k]), k  # the masked pass updates no running statistics
-    (z_d.square().sum() + (z_p * torch.arange(2.0)).sum()).backward()
-    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    ref_d, ref_p = model(x), masked_forward(model, mask, x)
-    torch.testing.assert_close(z_p, ref_p, rtol=1e-5, atol=1e-6)
-    (ref_d.square().sum() + (ref_p * torch.arange(2.0)).sum()).backward()
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+        model(x)
+    assert (stem.output(x) is not None) == captured
+    plan(x, stem.output(x))
+    assert plan.failed == failed and plan.last_shared == (captured and not failed)
+    assert plan.capture().__class__.__name__ == ("_nothing" if failed else "_capture_chain")
+
+
+@pytest.mark.parametrize("stem", ["small", "standard"])
+def test_masked_pass_shares_the_resnet18_stem_chain(stem):
+    """torchvision ResNet-18's stem is conv1 -> bn1 -> relu -> maxpool called in ``ResNet.forward`` (maxpool an
+    Identity with the small stem): the masked pass reuses it, with the generic pass's values and gradients."""
+    from spurmem.models import build_model
+    from spurmem.train.algorithms.masking import MaskedPass
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 2, img_size=32, stem=stem).train()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mask = compute_mask(model, "smallest", "weight", 0.01)
+    plan = MaskedPass(model, mask)
+    assert plan.chain == [model.conv1, model.bn1, model.relu, model.maxpool]
+    assert 0 < plan.channels.numel() < 64 if stem == "small" else plan.channels.numel() > 0
+    _check_masked_pass(model, x, mask, shared=True, calls=2, grad_atol=1e-5)
 
 
 @pytest.mark.parametrize("contrast_on", ["probabilities", "features"])
