@@ -128,3 +128,20 @@ def test_help_shows_no_doubled_percent_signs():
 
     text = render_cli_reference()
     assert "%%" not in text and "top 1% and 10% of units" in text.replace("\n", " ")
+
+
+def test_python_dash_m_spurmem_runs_the_command_without_heavy_imports():
+    """``python -m spurmem --help`` is the ``spurmem`` command (it failed with "No module named
+    spurmem.__main__"), and it answers without importing torch."""
+    code = ("import json, runpy, sys; sys.argv = ['spurmem', '--help']\n"
+            "try:\n    runpy.run_module('spurmem', run_name='__main__')\n"
+            "except SystemExit as stop:\n    code = stop.code\n"
+            f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert "usage: spurmem" in out.stdout
+    exit_code, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert exit_code in (0, None) and heavy == []
+    plain = subprocess.run([sys.executable, "-m", "spurmem", "runs", "--help"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert plain.returncode == 0 and "usage: spurmem runs" in plain.stdout

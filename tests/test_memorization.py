@@ -81,7 +81,7 @@ def test_gap_single_run_and_over_seeds(runs):
         row = one.runs[one.runs.group == g].iloc[0]
         assert row.gap == pytest.approx(last["train"][g]["accuracy"] - last["test"][g]["accuracy"])
         assert row.gap_lo <= row.gap <= row.gap_hi
-    assert one.summary.interval.iloc[0].endswith("binomial (one run)")
+    assert one.summary.interval.iloc[0].endswith("Newcombe score (one run)")
     two = gap_report(runs, epoch="last")
     s = two.summary.set_index("group")
     gaps = two.runs.pivot(index="run", columns="group", values="gap")

@@ -89,7 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = actions.add_parser(
         "gap", help="train vs held-out accuracy per group, with CIs over runs",
         description="The memorisation gap acc_g(train) - acc_g(held-out) per group at the chosen epoch; one run "
-                    "gives binomial 95% intervals, several runs (seeds) a t-interval over runs.",
+                    "gives 95% Newcombe score intervals (never zero width at 0% or 100% accuracy), several "
+                    "runs (seeds) a t-interval over runs.",
         epilog="outputs: RUN_DIR/memorization/gap_runs.csv and gap_summary.csv for every RUN_DIR given "
                "(or --out DIR)\n\nexample:\n  spurmem memorization gap runs/erm-seed0 runs/erm-seed1")
     g.add_argument("run_dirs", type=Path, nargs="+")

@@ -1,9 +1,11 @@
 """The group memorisation gap (docs/method.md §2): acc_g(train) - acc_g(held-out) for the same model.
 
 Read from each run's ``metrics.jsonl`` at the chosen epoch (the rows the trainer wrote; a run whose
-row lacks a split is evaluated from its checkpoint through ``load_run``). One run gives a binomial
-95% interval per group (normal approximation of the two proportions); several runs (seeds) give the
-mean, standard deviation and a 95% t-interval over runs.
+row lacks a split is evaluated from its checkpoint through ``load_run``). One run gives a 95%
+interval per group for the difference of the two proportions by Newcombe's hybrid score method (his
+method 10: Wilson intervals of each proportion combined; unlike the normal approximation it does not
+shrink to zero width when an accuracy is 0 or 1, which trained models reach); several runs (seeds)
+give the mean, standard deviation and a 95% t-interval over runs.
 """
 
 from __future__ import annotations
@@ -48,6 +50,23 @@ def _group_rows(run_dir: Path, epoch, heldout: str) -> tuple[int, list[dict], li
     return chosen, as_rows["train"], as_rows[heldout], info
 
 
+def wilson_interval(p: float, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion p observed on n examples."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)))
+    return centre - half, centre + half
+
+
+def difference_interval(p1: float, n1: int, p2: float, n2: int, level: float = 0.95) -> tuple[float, float]:
+    """Newcombe's (1998) hybrid score interval of p1 - p2 for two independent proportions."""
+    if not (n1 and n2):
+        return float("nan"), float("nan")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    (l1, u1), (l2, u2) = wilson_interval(p1, n1, z), wilson_interval(p2, n2, z)
+    d = p1 - p2
+    return d - float(np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)), d + float(np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+
+
 def gap_report(run_dirs: Sequence[str | Path], *, heldout: str = "test", epoch: str | int = "selected",
                level: float = 0.95) -> GapReport:
     """The memorisation gap per group of each run and over runs."""
@@ -63,15 +82,14 @@ def gap_report(run_dirs: Sequence[str | Path], *, heldout: str = "test", epoch: 
         if names is not None and these != names:
             raise ValueError(f"{run_dir}: groups {these} differ from the first run's {names}")
         names = these
-        z = stats.norm.ppf(0.5 + level / 2)
         for t, h in zip(train, held):
             p1, n1, p2, n2 = t["accuracy"], t["count"], h["accuracy"], h["count"]
             gap = p1 - p2
-            se = float(np.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)) if n1 and n2 else float("nan")
+            gap_lo, gap_hi = difference_interval(p1, n1, p2, n2, level)
             rows.append({
                 "run": str(run_dir), "seed": info.get("seed"), "algorithm": info.get("algorithm"), "epoch": chosen,
                 "group": t["group"], "group_name": t["name"], "train_acc": p1, "train_count": n1,
-                "heldout_acc": p2, "heldout_count": n2, "gap": gap, "gap_lo": gap - z * se, "gap_hi": gap + z * se,
+                "heldout_acc": p2, "heldout_count": n2, "gap": gap, "gap_lo": gap_lo, "gap_hi": gap_hi,
                 "train_margin": t.get("mean_margin"), "heldout_margin": h.get("mean_margin"),
             })
     runs = pd.DataFrame(rows)
@@ -83,7 +101,7 @@ def gap_report(run_dirs: Sequence[str | Path], *, heldout: str = "test", epoch: 
             half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
             lo, hi, how = mean - half, mean + half, f"t-interval over {n} runs"
         else:
-            lo, hi, how = float(part.gap_lo.iloc[0]), float(part.gap_hi.iloc[0]), "binomial (one run)"
+            lo, hi, how = float(part.gap_lo.iloc[0]), float(part.gap_hi.iloc[0]), "Newcombe score (one run)"
         summary_rows.append({"group": g, "group_name": name, "runs": n, "train_acc": float(part.train_acc.mean()),
                              "heldout_acc": float(part.heldout_acc.mean()), "gap": mean, "gap_std": sd,
                              "gap_lo": lo, "gap_hi": hi, "interval": f"{level:.0%} {how}"})
