@@ -4,7 +4,11 @@ inside its worker every time it is tried."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -25,3 +29,17 @@ def write_sweep(folder: Path, **fields) -> Path:
 def run_json_stamps(out: Path) -> dict[str, int]:
     """run.json modification time (ns) of every run folder of a sweep."""
     return {p.parent.name: p.stat().st_mtime_ns for p in sorted((out / "runs").glob("*/run.json"))}
+
+
+@contextmanager
+def lock_held_elsewhere(folder: Path) -> Iterator[int]:
+    """Hold ``folder``'s run lock in another live process for the block; yields that process's pid."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from spurmem.locks import acquire; "
+                               f"acquire({str(folder)!r}, 'test'); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

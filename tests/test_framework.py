@@ -282,7 +282,7 @@ def _check_masked_pass(model: nn.Module, x: torch.Tensor, mask, shared: bool, ca
     """``MaskedPass`` (``calls`` times) against ``functional_call`` with ``param * mask``: same output, same
     gradients (summed with the dense branch's, to ``grad_atol`` times the largest |grad|: float32 sums in
     another order), no running statistics touched; ``last_shared`` as expected."""
-    from spurmem.train.algorithms.masking import MaskedPass
+    from spurmem.train.algorithms.masked_pass import MaskedPass
 
     plan = MaskedPass(model, mask)
     for _ in range(calls):
@@ -329,7 +329,7 @@ def test_masked_pass_with_shared_stem_matches_functional_call(make, granularity,
 def test_chain_stem_is_checked_before_it_is_used(order, captured, failed):
     """A chain of top-level children is only a guess at the stem: the dense capture checks the call order, and
     the first masked call is compared with the generic pass (a model using bn1's output elsewhere fails it)."""
-    from spurmem.train.algorithms.masking import MaskedPass
+    from spurmem.train.algorithms.masked_pass import MaskedPass
 
     torch.manual_seed(0)
     model = ChainCNN(order).train()
@@ -350,7 +350,7 @@ def test_masked_pass_shares_the_resnet18_stem_chain(stem):
     """torchvision ResNet-18's stem is conv1 -> bn1 -> relu -> maxpool called in ``ResNet.forward`` (maxpool an
     Identity with the small stem): the masked pass reuses it, with the generic pass's values and gradients."""
     from spurmem.models import build_model
-    from spurmem.train.algorithms.masking import MaskedPass
+    from spurmem.train.algorithms.masked_pass import MaskedPass
 
     torch.manual_seed(0)
     model = build_model("resnet18", 2, img_size=32, stem=stem).train()

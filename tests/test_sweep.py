@@ -2,7 +2,6 @@
 (retried, then reported, the others complete), a re-run that trains nothing, shards, config errors,
 the results table; and `compare` on 1 vs 2 workers gives the same table."""
 
-import subprocess
 import sys
 import time
 
@@ -13,7 +12,7 @@ from spurmem.cli import main
 from spurmem.config import ConfigError, load_config
 from spurmem.jobs.executor import make_executor, parse_shard, plan_slots, shard
 from spurmem.jobs.sweep import SweepConfig, cells, load_sweep, plan_sweep, run_sweep
-from sweep_jobs import RHOS, run_json_stamps, write_sweep
+from sweep_jobs import RHOS, lock_held_elsewhere, run_json_stamps, write_sweep
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +82,10 @@ def test_a_job_locked_by_another_live_process_is_left_to_it(swept, tmp_path):
     path, out, _ = swept
     sweep, relative_to = load_sweep(path, [f"out_dir={tmp_path / 'other'}", "grid={dataset_params.rho: [0.5]}"])
     (job,) = plan_sweep(sweep, relative_to)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from spurmem.locks import acquire; "
-                               f"acquire({str(job.run_dir)!r}, 'test'); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(job.run_dir) as pid:
         result = run_sweep(sweep, relative_to, progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
     (outcome,) = result.outcomes
-    assert outcome.status == "running elsewhere" and f"pid {holder.pid}" in outcome.error
+    assert outcome.status == "running elsewhere" and f"pid {pid}" in outcome.error
     assert not (job.run_dir / "run.json").exists()
 
 

@@ -14,6 +14,7 @@ import yaml
 from spurmem.cli import main
 from spurmem.config import ConfigError, load_config
 from spurmem.jobs.sweep import SweepConfig, load_sweep, plan_sweep, run_sweep
+from sweep_jobs import lock_held_elsewhere
 
 PROBE_BASE = {"name": "pk", "scorers": ["weight-norm"], "interventions": ["zero"], "repeats": 2,
               "eval_splits": ["train", "test"], "device": "cpu",
@@ -158,8 +159,6 @@ def test_a_failing_probe_is_retried_then_reported_and_the_other_completes(traine
 
 
 def test_a_probe_folder_locked_by_another_live_process_is_left_to_it(trained, tmp_path):
-    import subprocess
-    import sys
 
     from spurmem.jobs.tasks import run_job
 
@@ -167,19 +166,12 @@ def test_a_probe_folder_locked_by_another_live_process_is_left_to_it(trained, tm
                              base={**PROBE_BASE, "name": "lock"})
     sweep, relative_to = load_sweep(path)
     (job,) = plan_sweep(sweep, relative_to)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from spurmem.locks import acquire; "
-                               f"acquire({str(job.run_dir)!r}, 'test'); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(job.run_dir) as pid:
         result = run_sweep(sweep, relative_to, progress=False)
         attempt = run_job(job.job())  # past the driver's check: the probe code itself takes the lock
-    finally:
-        holder.kill()
-        holder.wait()
     (outcome,) = result.outcomes
-    assert outcome.status == "running elsewhere" and f"pid {holder.pid}" in outcome.error
-    assert not attempt.ok and attempt.locked and f"pid {holder.pid}" in attempt.error
+    assert outcome.status == "running elsewhere" and f"pid {pid}" in outcome.error
+    assert not attempt.ok and attempt.locked and f"pid {pid}" in attempt.error
     assert not (job.run_dir / "verdicts.json").exists()
 
 

@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
         config = load_config(TrainConfig, config_path, args.overrides)
     if args.print_config:
         from spurmem.config import dump_config
-        from spurmem.train.trainer import check_config
+        from spurmem.train.config_checks import check_config
 
         check_config(config)
         print(dump_config(config), end="")

@@ -32,6 +32,7 @@ from spurmem.train import checkpoint as ckpt
 from spurmem.train import cuda_settings
 from spurmem.train.algorithm import Algorithm, selection_group_labels
 from spurmem.train.config import HASH_EXCLUDE, TrainConfig
+from spurmem.train.config_checks import check_config, resolve_augment
 from spurmem.train.distributed import SINGLE, DataParallel, data_parallel, training_device
 from spurmem.train.device_batches import device_batches
 from spurmem.train import epoch_losses
@@ -136,7 +137,7 @@ class _Loop:
         self.amp = config.amp and self.device.type == "cuda"
         if config.amp and not self.amp:
             warnings.warn("amp=true is for CUDA only; training in float32 on " + str(self.device), stacklevel=3)
-        self.augment = _resolve_augment(config.augment, config.augment_params)
+        self.augment = resolve_augment(config.augment, config.augment_params)
 
         torch.manual_seed(config.seed)
         self.model = build_run_model(config, dataset)
@@ -435,32 +436,6 @@ def _nonfinite_tensor(named: Iterator[tuple[str, torch.Tensor]]) -> str | None:
     return named[int((~finite).nonzero()[0])][0]
 
 
-def check_config(config: TrainConfig) -> None:
-    """Checks that need no data (``train`` and ``--print-config`` run them): the algorithm, dataset and model
-    exist and take the given ``*_params``, selection has its split, augmentation exists."""
-    from spurmem.config import nearest_key
-    from spurmem.data import check_dataset_params
-    from spurmem.models import check_model_params
-    from spurmem.train.algorithms import ALGORITHMS
-    from spurmem.train.algorithms.params import parse_params
-
-    if config.algorithm not in ALGORITHMS:
-        near = nearest_key(config.algorithm, ALGORITHMS)
-        raise ConfigError(f"unknown algorithm {config.algorithm!r}" + (f"; did you mean {near!r}?" if near else "")
-                          + f" Known: {', '.join(ALGORITHMS)}")
-    if not ALGORITHMS[config.algorithm].trains and (config.epochs != 0 or not config.init_from):
-        raise ConfigError(f"algorithm {config.algorithm!r} only refits the head of a trained model: set epochs=0 and "
-                          f"init_from=<an ERM run dir> (got epochs={config.epochs}, init_from={config.init_from!r})")
-    params_cls = getattr(ALGORITHMS[config.algorithm], "Params", None)  # None: an algorithm without typed params
-    if params_cls is not None:
-        parse_params(params_cls, config.algorithm_params, config.algorithm)
-    check_dataset_params(config.dataset, config.dataset_params)
-    check_model_params(config.model, config.model_params)
-    if config.selection != "last" and "val" not in config.eval_splits:
-        raise ConfigError(f"selection={config.selection!r} needs 'val' in eval_splits (got {config.eval_splits})")
-    _resolve_augment(config.augment, config.augment_params)
-
-
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> int | None:
     """Check the run directory (its lock held); return the epoch to resume from, or None to start
     afresh. A half-made folder (:func:`~spurmem.train.run.is_half_made`) is started afresh."""
@@ -494,13 +469,3 @@ def _finished_result(run_dir: Path, config: TrainConfig) -> TrainResult:
     return TrainResult(run_dir, config, Selection(sel["rule"], sel["epoch"], sel["metric"], sel["value"]),
                        read_history(run_dir), info.get("epochs_completed", config.epochs), info.get("seconds", 0.0),
                        None, load_run(run_dir, "last").model)
-
-
-def _resolve_augment(name: str, params: dict[str, Any]):
-    """The data layer's augmentation by name (``none`` -> no augmentation)."""
-    from spurmem.data import DataError, build_augment
-
-    try:
-        return build_augment(name, **params)
-    except (DataError, TypeError) as exc:
-        raise ConfigError(f"augment={name!r} augment_params={params}: {exc}") from None

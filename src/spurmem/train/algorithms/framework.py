@@ -25,7 +25,8 @@ from spurmem.data.schema import GroupDataset
 from spurmem.train.algorithm import Algorithm
 from spurmem.train.algorithms.contrastive import nt_xent
 from spurmem.train.algorithms.features import capture_head_input
-from spurmem.train.algorithms.masking import Mask, MaskedPass, compute_mask, load_unit_ids, mask_summary
+from spurmem.train.algorithms.masked_pass import MaskedPass
+from spurmem.train.algorithms.masking import Mask, compute_mask, load_unit_ids, mask_summary
 from spurmem.train.algorithms.params import AlgorithmParams, parse_params
 
 
