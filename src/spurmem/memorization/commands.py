@@ -90,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "gap", help="train vs held-out accuracy per group, with CIs over runs",
         description="The memorisation gap acc_g(train) - acc_g(held-out) per group at the chosen epoch; one run "
                     "gives 95% Newcombe score intervals (never zero width at 0% or 100% accuracy), several "
-                    "runs (seeds) a t-interval over runs.",
+                    "runs (seeds) a t-interval over runs (Newcombe on the pooled counts when the runs' gaps are "
+                    "identical, where a t-interval would have zero width).",
         epilog="outputs: RUN_DIR/memorization/gap_runs.csv and gap_summary.csv for every RUN_DIR given "
                "(or --out DIR)\n\nexample:\n  spurmem memorization gap runs/erm-seed0 runs/erm-seed1")
     g.add_argument("run_dirs", type=Path, nargs="+")

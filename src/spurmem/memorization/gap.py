@@ -5,7 +5,9 @@ row lacks a split is evaluated from its checkpoint through ``load_run``). One ru
 interval per group for the difference of the two proportions by Newcombe's hybrid score method (his
 method 10: Wilson intervals of each proportion combined; unlike the normal approximation it does not
 shrink to zero width when an accuracy is 0 or 1, which trained models reach); several runs (seeds)
-give the mean, standard deviation and a 95% t-interval over runs.
+give the mean, standard deviation and a 95% t-interval over runs; when the runs' gaps are identical
+(every run 100% train and 100% held-out, say) the t-interval would have zero width, so the interval
+is then Newcombe's on the counts pooled over runs, and the summary says so.
 """
 
 from __future__ import annotations
@@ -93,17 +95,29 @@ def gap_report(run_dirs: Sequence[str | Path], *, heldout: str = "test", epoch: 
                 "train_margin": t.get("mean_margin"), "heldout_margin": h.get("mean_margin"),
             })
     runs = pd.DataFrame(rows)
+    return GapReport(runs=runs, summary=summarise_gaps(runs, level), heldout=heldout, epoch=str(epoch),
+                     info={"level": level, "runs": [str(r) for r in run_dirs]})
+
+
+def summarise_gaps(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """One row per group over the runs of ``runs`` (``gap_report``'s per-run table): mean gap, its
+    standard deviation and its interval (the method is named in ``interval``)."""
     summary_rows = []
     for (g, name), part in runs.groupby(["group", "group_name"], sort=True):
         n = len(part)
         mean, sd = float(part.gap.mean()), float(part.gap.std(ddof=1)) if n > 1 else float("nan")
-        if n > 1:
+        if n > 1 and sd > 0:
             half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
             lo, hi, how = mean - half, mean + half, f"t-interval over {n} runs"
+        elif n > 1:
+            n1, n2 = int(part.train_count.sum()), int(part.heldout_count.sum())
+            c1 = float((part.train_acc * part.train_count).sum())
+            c2 = float((part.heldout_acc * part.heldout_count).sum())
+            lo, hi = difference_interval(c1 / n1, n1, c2 / n2, n2, level) if n1 and n2 else (float("nan"),) * 2
+            how = f"Newcombe score on the counts pooled over {n} runs (identical gaps: a t-interval has zero width)"
         else:
             lo, hi, how = float(part.gap_lo.iloc[0]), float(part.gap_hi.iloc[0]), "Newcombe score (one run)"
         summary_rows.append({"group": g, "group_name": name, "runs": n, "train_acc": float(part.train_acc.mean()),
                              "heldout_acc": float(part.heldout_acc.mean()), "gap": mean, "gap_std": sd,
                              "gap_lo": lo, "gap_hi": hi, "interval": f"{level:.0%} {how}"})
-    return GapReport(runs=runs, summary=pd.DataFrame(summary_rows), heldout=heldout, epoch=str(epoch),
-                     info={"level": level, "runs": [str(r) for r in run_dirs]})
+    return pd.DataFrame(summary_rows)
