@@ -42,3 +42,24 @@ def test_config_error_exit_code(tmp_path, capsys):
     assert main(["train", "--run-dir", str(tmp_path / "x"), "epochz=2"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'epochz'" in err and "did you mean 'epochs'" in err
+
+
+def test_eval_csv_into_a_run_folder_holds_its_lock(tmp_path, capsys):
+    """`eval --csv RUN/x.csv` while another process writes RUN fails at once and writes nothing (it used
+    to write into the folder unlocked); a CSV outside any run folder needs no lock."""
+    from sweep_jobs import lock_held_elsewhere
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG.replace("epochs: 2", "epochs: 1"))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--run-dir", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    with lock_held_elsewhere(run) as pid:
+        assert main(["eval", str(run), "--csv", str(run / "groups.csv")]) != 0
+        err = capsys.readouterr().err.strip()
+        assert f"pid {pid}" in err and len(err.splitlines()) == 1
+        assert not (run / "groups.csv").exists()
+        assert main(["eval", str(run), "--csv", str(tmp_path / "groups.csv")]) == 0
+        assert (tmp_path / "groups.csv").is_file()
+    assert main(["eval", str(run), "--csv", str(run / "groups.csv")]) == 0
+    assert (run / "groups.csv").is_file() and not (run / ".lock").exists()

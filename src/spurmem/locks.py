@@ -148,6 +148,20 @@ def folder_lock(folder: str | Path, command: str) -> Iterator[Path]:
         release(folder)
 
 
+@contextmanager
+def writing_into(path: str | Path, command: str) -> Iterator[Path]:
+    """Hold the lock of the folder a single output file goes into, when that folder is a run folder
+    (it has ``run.json``) or another command's (it has a lock file), for the block; a file written
+    anywhere else (the working directory, ``/tmp``) takes no lock. For the ``--csv`` of read-only
+    commands such as ``eval``: a CSV written into a run folder while ``train`` writes it fails at once."""
+    folder = Path(path).parent
+    if (folder / "run.json").is_file() or (folder / LOCK_FILE).exists():
+        with folder_lock(folder, command):
+            yield Path(path)
+    else:
+        yield Path(path)
+
+
 def holds(folder: str | Path) -> bool:
     """Whether this process holds the lock of ``folder``."""
     with _guard:

@@ -139,9 +139,11 @@ def _runs(args: argparse.Namespace) -> int:
     table = select_runs(runs_table(args.dirs), status=args.status, algorithm=args.algorithm, sort=args.sort,
                         reverse=args.reverse)
     if args.csv:
+        from spurmem.locks import writing_into
         from spurmem.record import write_text_atomic
 
-        write_text_atomic(args.csv, table.to_csv(index=False))
+        with writing_into(args.csv, "runs --csv"):
+            write_text_atomic(args.csv, table.to_csv(index=False))
     print_runs_table(table)
     if args.tensorboard or args.mlflow:
         return _export(args, list(table["path"]))

@@ -136,5 +136,8 @@ def _eval(args: argparse.Namespace) -> int:
                          f"{100 * r.heldout_accuracy:.1f}", f"{100 * r.gap:+.1f}")
         console.print(gaps)
     if args.csv:
-        write_text_atomic(args.csv, metrics_table(results).assign(epoch=run.epoch).to_csv(index=False))
+        from spurmem.locks import writing_into
+
+        with writing_into(args.csv, "eval --csv"):
+            write_text_atomic(args.csv, metrics_table(results).assign(epoch=run.epoch).to_csv(index=False))
     return 0
