@@ -144,8 +144,7 @@ def _build(
                 bar.advance(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error, do not decode the rest
-    out.flush()
-    del out
+    out.flush()  # the memmap itself closes when this function returns
 
 
 def decoded_images(

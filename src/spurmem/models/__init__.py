@@ -17,7 +17,7 @@ from spurmem.config import ConfigError, nearest_key
 from spurmem.models.small import MLP, SmallCNN
 from spurmem.models.torchvision_models import build_mobilenet_v2, build_resnet18, build_resnet50
 from spurmem.models.vit import build_vit
-from spurmem.registry import lookup, unknown_name
+from spurmem.registry import unknown_name
 from spurmem.models.weights import (
     WeightsReport, load_weights, pretrained_mobilenet_v2_available, pretrained_mobilenet_v2_path, read_state_dict,
 )
