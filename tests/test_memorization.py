@@ -178,3 +178,25 @@ def test_flips_vs_memorization_reads_the_order():
     assert out["all"]["examples"] == 5 and out["all"]["flipped"] == 3  # the example wrong before is left out
     assert out["g1"]["mem_flipped"] == pytest.approx(0.7) and out["g1"]["mem_not_flipped"] == 0.0
     assert out["g1"]["spearman_mem_vs_early_flip"] == pytest.approx(1.0)  # earlier flip, higher score
+
+
+def test_localize_searches_only_the_layers_asked(runs, capsys):
+    """--layers bounds the greedy search's candidates (every step scans every candidate); a pattern
+    matching no layer is one line naming the layers there are."""
+    from spurmem.probes.units import candidate_layers
+    from spurmem.train import load_run
+
+    run = runs[0]
+    names = [layer.name for layer in candidate_layers(load_run(run, epoch="last").model)]
+    last = names[-1]
+    assert main(["probe", "localize", str(run), "--group", "1", "--max-steps", "3", "--no-control", "--device", "cpu",
+                 "--layers", last, "--out", "last-layer"]) == 0
+    out = run / "localize" / "last-layer"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layers"] == [last] and summary["config"]["candidates"] == 8
+    chosen = pd.read_csv(out / "steps.csv").unit.dropna()
+    assert len(chosen) == 3 and all(u.startswith(f"{last}:") for u in chosen)
+    capsys.readouterr()
+    assert main(["probe", "localize", str(run), "--group", "1", "--layers", "nosuch*", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "'nosuch*'" in err and names[0] in err and len(err.strip().splitlines()) == 1

@@ -17,7 +17,8 @@ from spurmem.cli_options import add_common_options
 EPILOG = """examples:
   spurmem probe localize runs/erm-fashion-waterbirds --group 2
   spurmem probe localize runs/erm-fashion-waterbirds --group coat/land --epsilon 0.03 --max-steps 40
-  spurmem probe localize runs/erm-fashion-waterbirds --group 1 --unconstrained   # finds group features too"""
+  spurmem probe localize runs/erm-fashion-waterbirds --group 1 --unconstrained   # finds group features too
+  spurmem probe localize runs/mnv2 --group 1 --layers 'features.1*' features.17.conv.2   # a wide model: fewer candidates"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unconstrained", action="store_true",
                    help="drop both constraints (cannot tell memorised examples from the group's decision rule)")
     p.add_argument("--no-control", action="store_true", help="skip the random-majority control search")
+    p.add_argument("--layers", nargs="+", metavar="LAYER", default=None,
+                   help="search only the units of these layers: names or glob patterns, e.g. 'features.1*' "
+                        "(every step scans every candidate, so on a wide model this bounds the cost; recorded)")
     p.add_argument("--out", default=None, help="output folder name under RUN_DIR/localize/ (default: group-G[-unconstrained])")
     add_common_options(p, {"epoch": "selected", "seed": 0, "device": "auto", "threads": 0},
                        helps={"seed": "seed of the control's random subset"})
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from spurmem.fileset import write_set
     from spurmem.locks import folder_lock
     from spurmem.record import json_text, record_command
+    from spurmem.probes.units import enumerate_units, match_layers
     from spurmem.train import load_run
 
     if not args.run_dir.is_dir():
@@ -67,16 +72,21 @@ def run(args: argparse.Namespace) -> int:
     label = args.out or f"group-{group}" + ("-unconstrained" if args.unconstrained else "")
     out = args.run_dir / "localize" / label
     params = {} if args.sigma is None else {"sigma": args.sigma}
+    candidates = None
+    if args.layers:
+        units = enumerate_units(loaded.model)
+        keep = set(match_layers(dict.fromkeys(u.layer for u in units), args.layers))
+        candidates = [u for u in units if u.layer in keep]
     config = {"group": group, "intervention": args.intervention, "epsilon": args.epsilon, "max_steps": args.max_steps,
               "constrained": not args.unconstrained, "control": not args.no_control, "epoch": loaded.epoch,
-              "seed": args.seed, **params}
+              "seed": args.seed, "layers": args.layers, **params}
     with folder_lock(out, "probe localize"), \
             record_command(args.run_dir, "probe localize", config=config, seeds=[args.seed]) as rec:
         result = localize(loaded.model, loaded.dataset, group, intervention=args.intervention, epsilon=args.epsilon,
                           max_steps=args.max_steps, constrained=not args.unconstrained, control=not args.no_control,
-                          seed=args.seed, device=args.device, progress=True, **params)
+                          seed=args.seed, device=args.device, progress=True, candidates=candidates, **params)
         summary = result.summary()
-        summary.update({"run_dir": str(args.run_dir), "epoch": loaded.epoch})
+        summary.update({"run_dir": str(args.run_dir), "epoch": loaded.epoch, "layers": args.layers})
         files = {"steps.csv": result.search.steps.to_csv(index=False),
                  "trajectory.csv": result.search.trajectory.to_csv(index=False)}
         if result.control is not None:
