@@ -83,6 +83,18 @@ def test_report_opens_with_the_verdicts(report_dir):
         assert claim in body[: body.index("<nav>")]
 
 
+def test_the_verdicts_point_to_the_findings_on_other_models(report_dir):
+    """A reader of one model's verdicts is pointed at what the same claims gave elsewhere."""
+    from pathlib import Path
+
+    findings = Path(__file__).resolve().parents[1] / "docs" / "findings.md"
+    html = (report_dir / "report.html").read_text()
+    caption = html[html.index('<table id="table-verdicts"'):html.index("</section>")]
+    assert f'<a href="{findings.as_uri()}">docs/findings.md</a>' in caption
+    md = (report_dir / "report.md").read_text()
+    assert str(findings) in md[:md.index("\n## ")]
+
+
 def test_probe_verdicts_reach_the_top_of_the_report(report_dir):
     verdicts = (report_dir / "tables" / "verdicts.csv").read_text()
     assert "Sensitivity (docs/method.md §5.1)" in verdicts and "not supported" in verdicts

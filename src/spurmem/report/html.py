@@ -84,7 +84,18 @@ class Report:
             columns=["claim", "verdict", "outcome", "statistic", "source"],
         )
         return ReportTable("verdicts", "Verdicts on the claims", "Each claim of docs/method.md §5 and 6 as tested on these "
-                           "runs; 'not tested' names the command that would test it.", frame)
+                           f"runs; 'not tested' names the command that would test it. {FINDINGS_NOTE}: "
+                           f"{findings_location()}.", frame)
+
+
+FINDINGS_NOTE = ("What the same claims gave on other models (the small CNN, a ResNet-18, MobileNetV2 ImageNet-pretrained "
+                 "and from scratch), each row with its command")
+
+
+def findings_location() -> str:
+    """Where the findings write-up is: its absolute path in a source checkout, else its repository path."""
+    local = Path(__file__).resolve().parents[3] / "docs" / "findings.md"
+    return str(local) if local.is_file() else "docs/findings.md in the spurmem source repository"
 
 
 _CSS = """
@@ -137,8 +148,16 @@ def _verdicts_html(report: Report) -> str:
         + "".join(rows)
         + "</tbody><caption>Each claim of docs/method.md §5 (sensitivity, group specificity, localisation) and docs/method.md §6 "
         "(the framework) as tested on these runs, whatever the outcome. A claim can fail on a given model "
-        "and dataset; 'not tested' names the command that would test it.</caption></table></div></section>"
+        f"and dataset; 'not tested' names the command that would test it. {html.escape(FINDINGS_NOTE)}: "
+        f"{_findings_link()}.</caption></table></div></section>"
     )
+
+
+def _findings_link() -> str:
+    where = findings_location()
+    if where.startswith("/"):
+        return f'<a href="{html.escape(Path(where).as_uri())}">docs/findings.md</a>'
+    return html.escape(where)
 
 
 def _figure_html(fig: ReportFigure) -> str:
