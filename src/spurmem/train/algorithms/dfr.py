@@ -59,19 +59,20 @@ def balanced_draw(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.choice(np.flatnonzero(groups == g), n, replace=False) for g in present])
 
 
-def _l1_logistic(c: float, solver: str):
-    """An L1 LogisticRegression in the spelling of the installed scikit-learn (1.8 renamed it)."""
+def _l1_logistic(c: float, solver: str, random_state: int = 0):
+    """An L1 LogisticRegression in the spelling of the installed scikit-learn (1.8 renamed it). liblinear
+    and saga shuffle the data with ``random_state``; left unset, two fits of the same draw differ."""
     import sklearn
     from sklearn.linear_model import LogisticRegression
 
     major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
     l1 = {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
-    return LogisticRegression(C=c, solver=solver, max_iter=2000, **l1)
+    return LogisticRegression(C=c, solver=solver, max_iter=2000, random_state=random_state, **l1)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, c: float, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit(x: np.ndarray, y: np.ndarray, c: float, n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """L1 logistic regression; returns (n_classes x D, n_classes) logits parameters."""
-    clf = _l1_logistic(c, "liblinear" if n_classes == 2 else "saga")
+    clf = _l1_logistic(c, "liblinear" if n_classes == 2 else "saga", random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence notes on tiny balanced draws
         clf.fit(x, y)
@@ -117,14 +118,14 @@ def fit_dfr(
         scores = []
         for _ in range(tune_draws):
             draw = fit_idx[balanced_draw(groups[fit_idx], rng)]
-            w, b = _fit(x[draw], y[draw], c, n_classes)
+            w, b = _fit(x[draw], y[draw], c, n_classes, seed)
             scores.append(_worst_group_accuracy(x[held_idx] @ w.T + b, y[held_idx], groups[held_idx]))
         tuning[float(c)] = float(np.mean(scores))
     best_c = max(tuning, key=lambda c: (tuning[c], -c))  # ties: the stronger regularisation
     ws, bs = [], []
     for _ in range(n_draws):
         draw = balanced_draw(groups, rng)
-        w, b = _fit(x[draw], y[draw], best_c, n_classes)
+        w, b = _fit(x[draw], y[draw], best_c, n_classes, seed)
         ws.append(w)
         bs.append(b)
     w_std, b_std = np.mean(ws, 0), np.mean(bs, 0)
